@@ -1,0 +1,36 @@
+//! Channel settings shared by the brokers and the SSE pipeline.
+
+use std::time::Duration;
+
+/// Channel settings, with the seed's defaults and the history settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelConfig {
+    /// Prefix of Redis keys and channels (default `"stream:"`).
+    pub key_prefix: String,
+    /// How long one wait for a message may block before the loop checks its timers (default 1 s).
+    pub subscribe_timeout: Duration,
+    /// Keepalive ping interval (default 15 s).
+    pub ping_interval: Duration,
+    /// Close a stream after this long without an event (default 300 s).
+    pub max_idle_time: Duration,
+    /// Events kept per channel for late subscribers and resume (default 5000).
+    pub history_max_len: usize,
+    /// How long a channel's history is kept after its last event (default 1 h).
+    pub history_ttl: Duration,
+    /// Events queued per local subscriber before the slow-subscriber policy applies (default 1024).
+    pub subscriber_queue: usize,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        Self {
+            key_prefix: "stream:".into(),
+            subscribe_timeout: Duration::from_secs(1),
+            ping_interval: Duration::from_secs(15),
+            max_idle_time: Duration::from_secs(300),
+            history_max_len: 5000,
+            history_ttl: Duration::from_secs(3600),
+            subscriber_queue: 1024,
+        }
+    }
+}

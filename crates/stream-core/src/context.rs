@@ -1,0 +1,495 @@
+//! [`StreamContext`]: plain, serializable data that a route hands to a worker, and the emitters
+//! that bind it to a publisher.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::event::{DebugContext, Event, EventId, EventType, ReservedKey};
+use crate::ids::ChannelId;
+use crate::publish::{EventPublisher, PublishError};
+
+/// Serializable context for emitting events from background workers.
+///
+/// It is plain data and never holds a connection: serialize it with [`to_dict`](Self::to_dict)
+/// into a job, rebuild it in the worker with [`from_dict`](Self::from_dict), then
+/// [`bind`](Self::bind) it to a publisher to emit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamContext {
+    channel_id: ChannelId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    workspace_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    service: Option<String>,
+    #[serde(default)]
+    persist_events: bool,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    extra: Map<String, Value>,
+}
+
+/// A context could not be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid stream context: {0}")]
+pub struct InvalidContext(#[from] serde_json::Error);
+
+impl StreamContext {
+    /// Creates a context with an auto-generated channel id (the seed's `StreamContext.create`).
+    pub fn create(
+        workspace_id: Option<&str>,
+        project: Option<&str>,
+        env: Option<&str>,
+        service: Option<&str>,
+        persist_events: bool,
+        extra: Map<String, Value>,
+    ) -> Self {
+        Self {
+            channel_id: ChannelId::generate(),
+            workspace_id: workspace_id.map(str::to_owned),
+            project: project.map(str::to_owned),
+            env: env.map(str::to_owned),
+            service: service.map(str::to_owned),
+            persist_events,
+            extra,
+        }
+    }
+
+    /// A builder, for the fields you need: `StreamContext::builder().project("app").build()`.
+    pub fn builder() -> StreamContextBuilder {
+        StreamContextBuilder {
+            ctx: Self::create(None, None, None, None, false, Map::new()),
+        }
+    }
+
+    /// Serializes to a JSON object for a job queue. [`from_dict`](Self::from_dict) gives back an
+    /// equal context.
+    pub fn to_dict(&self) -> Map<String, Value> {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(map)) => map,
+            _ => unreachable!("a context serializes to an object"),
+        }
+    }
+
+    /// Deserializes from [`to_dict`](Self::to_dict)'s output. Unknown keys and invalid channel ids
+    /// are errors.
+    pub fn from_dict(data: Map<String, Value>) -> Result<Self, InvalidContext> {
+        Ok(serde_json::from_value(Value::Object(data))?)
+    }
+
+    /// [`to_dict`](Self::to_dict) as a JSON string.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a context always serializes")
+    }
+
+    /// [`from_dict`](Self::from_dict) from a JSON string.
+    pub fn from_json(json: &str) -> Result<Self, InvalidContext> {
+        Ok(serde_json::from_str(json)?)
+    }
+
+    /// The channel the events go to.
+    pub fn channel_id(&self) -> &ChannelId {
+        &self.channel_id
+    }
+
+    /// The workspace.
+    pub fn workspace_id(&self) -> Option<&str> {
+        self.workspace_id.as_deref()
+    }
+
+    /// The project.
+    pub fn project(&self) -> Option<&str> {
+        self.project.as_deref()
+    }
+
+    /// The environment.
+    pub fn env(&self) -> Option<&str> {
+        self.env.as_deref()
+    }
+
+    /// The service.
+    pub fn service(&self) -> Option<&str> {
+        self.service.as_deref()
+    }
+
+    /// Whether events should also be archived (see [`PersistingPublisher`](crate::PersistingPublisher)).
+    pub fn persist_events(&self) -> bool {
+        self.persist_events
+    }
+
+    /// Extra fields given at creation.
+    pub fn extra(&self) -> &Map<String, Value> {
+        &self.extra
+    }
+
+    /// `workspace_project_env_service`, with `-` for a missing part.
+    pub fn namespace(&self) -> String {
+        [&self.workspace_id, &self.project, &self.env, &self.service]
+            .iter()
+            .map(|p| p.as_deref().unwrap_or("-"))
+            .collect::<Vec<_>>()
+            .join("_")
+    }
+
+    /// The debugging context copied into every emitted event.
+    pub fn debug_context(&self) -> DebugContext {
+        DebugContext {
+            namespace: self.namespace(),
+            workspace_id: self.workspace_id.clone(),
+            project: self.project.clone(),
+            env: self.env.clone(),
+            service: self.service.clone(),
+        }
+    }
+
+    /// Binds the context to a publisher, for async code.
+    pub fn bind(self, publisher: Arc<dyn EventPublisher>) -> Emitter {
+        Emitter::new(self, publisher)
+    }
+
+    /// Binds the context to a publisher, for plain threads with no async runtime.
+    pub fn bind_blocking(self, publisher: Arc<dyn EventPublisher>) -> BlockingEmitter {
+        BlockingEmitter {
+            inner: Emitter::new(self, publisher),
+        }
+    }
+}
+
+/// Builds a [`StreamContext`] with a fresh channel id.
+#[derive(Debug, Clone)]
+pub struct StreamContextBuilder {
+    ctx: StreamContext,
+}
+
+impl StreamContextBuilder {
+    /// Uses this channel id instead of a generated one.
+    pub fn channel_id(mut self, id: ChannelId) -> Self {
+        self.ctx.channel_id = id;
+        self
+    }
+    /// Sets the workspace.
+    pub fn workspace_id(mut self, v: impl Into<String>) -> Self {
+        self.ctx.workspace_id = Some(v.into());
+        self
+    }
+    /// Sets the project.
+    pub fn project(mut self, v: impl Into<String>) -> Self {
+        self.ctx.project = Some(v.into());
+        self
+    }
+    /// Sets the environment.
+    pub fn env(mut self, v: impl Into<String>) -> Self {
+        self.ctx.env = Some(v.into());
+        self
+    }
+    /// Sets the service.
+    pub fn service(mut self, v: impl Into<String>) -> Self {
+        self.ctx.service = Some(v.into());
+        self
+    }
+    /// Archives events (default false).
+    pub fn persist_events(mut self, v: bool) -> Self {
+        self.ctx.persist_events = v;
+        self
+    }
+    /// Adds an extra field.
+    pub fn extra(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.ctx.extra.insert(key.into(), value.into());
+        self
+    }
+    /// The context.
+    pub fn build(self) -> StreamContext {
+        self.ctx
+    }
+}
+
+/// Why an emit failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmitError {
+    /// `complete` was already called on this emitter.
+    #[error("stream {0} is closed: complete() was already called")]
+    Closed(ChannelId),
+    /// The payload used a reserved key.
+    #[error(transparent)]
+    ReservedKey(#[from] ReservedKey),
+    /// `ping` and `gap` are control frames made by the pipeline and broker, not emitted.
+    #[error("event type {0} cannot be emitted")]
+    ControlType(EventType),
+    /// The publisher failed.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+/// Log level of a `log` event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Debug detail.
+    Debug,
+    /// Information (the default).
+    #[default]
+    Info,
+    /// A warning.
+    Warning,
+    /// An error.
+    Error,
+}
+
+/// A [`StreamContext`] bound to a publisher: emits events from async code.
+///
+/// Every method publishes one event (one publisher call) and returns its id.
+pub struct Emitter {
+    ctx: Arc<StreamContext>,
+    debug: DebugContext,
+    publisher: Arc<dyn EventPublisher>,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for Emitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emitter")
+            .field("ctx", &self.ctx)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+impl Emitter {
+    fn new(ctx: StreamContext, publisher: Arc<dyn EventPublisher>) -> Self {
+        let debug = ctx.debug_context();
+        Self {
+            ctx: Arc::new(ctx),
+            debug,
+            publisher,
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// The bound context.
+    pub fn context(&self) -> &StreamContext {
+        &self.ctx
+    }
+
+    /// The channel id.
+    pub fn channel_id(&self) -> &ChannelId {
+        &self.ctx.channel_id
+    }
+
+    /// Whether `complete` has been called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn build(&self, kind: EventType, payload: Map<String, Value>) -> Result<Event, EmitError> {
+        if kind.is_control() {
+            return Err(EmitError::ControlType(kind));
+        }
+        let mut event = Event::new(self.ctx.channel_id.clone(), kind, payload)?;
+        event.context = Some(self.debug.clone());
+        event.persist = self.ctx.persist_events;
+        Ok(event)
+    }
+
+    async fn send(&self, event: Event) -> Result<EventId, EmitError> {
+        self.publisher.publish(&event).await?;
+        Ok(event.id)
+    }
+
+    /// Emits a raw event of any type but `ping` and `gap`. A `done` closes the emitter as
+    /// [`complete`](Self::complete) does.
+    pub async fn emit(&self, kind: EventType, payload: Map<String, Value>) -> Result<EventId, EmitError> {
+        if kind.closes_stream() {
+            if self.closed.swap(true, Ordering::AcqRel) {
+                return Err(EmitError::Closed(self.ctx.channel_id.clone()));
+            }
+        } else if self.is_closed() {
+            return Err(EmitError::Closed(self.ctx.channel_id.clone()));
+        }
+        let event = self.build(kind, payload)?;
+        self.send(event).await
+    }
+
+    /// Emits a `log` event: `{"message", "level"}`.
+    pub async fn log(&self, message: &str, level: LogLevel) -> Result<EventId, EmitError> {
+        self.emit(EventType::Log, object(json!({"message": message, "level": level})))
+            .await
+    }
+
+    /// Emits a `progress` event: `{"percent", "step"?, "message"?}`. The percent is clamped to
+    /// 0..=100.
+    pub async fn progress(
+        &self,
+        percent: i64,
+        step: Option<&str>,
+        message: Option<&str>,
+    ) -> Result<EventId, EmitError> {
+        let mut payload = object(json!({"percent": percent.clamp(0, 100)}));
+        if let Some(step) = step {
+            payload.insert("step".into(), step.into());
+        }
+        if let Some(message) = message {
+            payload.insert("message".into(), message.into());
+        }
+        self.emit(EventType::Progress, payload).await
+    }
+
+    /// Emits an `error` event, which does not close the stream: `{"message", "details"?}`.
+    pub async fn error(&self, message: &str, details: Option<Value>) -> Result<EventId, EmitError> {
+        let mut payload = object(json!({"message": message}));
+        if let Some(details) = details {
+            payload.insert("details".into(), details);
+        }
+        self.emit(EventType::Error, payload).await
+    }
+
+    /// Emits a `data` event whose fields are the payload's.
+    pub async fn data(&self, payload: Map<String, Value>) -> Result<EventId, EmitError> {
+        self.emit(EventType::Data, payload).await
+    }
+
+    /// Emits `done` and closes the emitter: `{"success", "error"?, …result}`. Later emits fail
+    /// with [`EmitError::Closed`].
+    pub async fn complete(
+        &self,
+        success: bool,
+        error: Option<&str>,
+        result: Map<String, Value>,
+    ) -> Result<EventId, EmitError> {
+        let mut payload = result;
+        payload.insert("success".into(), success.into());
+        if let Some(error) = error {
+            payload.insert("error".into(), error.into());
+        }
+        self.emit(EventType::Done, payload).await
+    }
+
+    /// Emits `deploy_start`: `{"target", "server_count"}`.
+    pub async fn deploy_start(&self, target: &str, server_count: u32) -> Result<EventId, EmitError> {
+        self.emit(
+            EventType::DeployStart,
+            object(json!({"target": target, "server_count": server_count})),
+        )
+        .await
+    }
+
+    /// Emits `deploy_success`: `{"ip", "container_name", "url"?}`.
+    pub async fn deploy_success(
+        &self,
+        ip: &str,
+        container_name: &str,
+        url: Option<&str>,
+    ) -> Result<EventId, EmitError> {
+        let mut payload = object(json!({"ip": ip, "container_name": container_name}));
+        if let Some(url) = url {
+            payload.insert("url".into(), url.into());
+        }
+        self.emit(EventType::DeploySuccess, payload).await
+    }
+
+    /// Emits `deploy_failure`: `{"ip", "error"}`.
+    pub async fn deploy_failure(&self, ip: &str, error: &str) -> Result<EventId, EmitError> {
+        self.emit(EventType::DeployFailure, object(json!({"ip": ip, "error": error})))
+            .await
+    }
+}
+
+/// A [`StreamContext`] bound to a publisher for plain threads: the same methods as [`Emitter`],
+/// run to completion on the calling thread. It needs no tokio runtime in scope.
+#[derive(Debug)]
+pub struct BlockingEmitter {
+    inner: Emitter,
+}
+
+impl BlockingEmitter {
+    /// The async emitter underneath.
+    pub fn as_async(&self) -> &Emitter {
+        &self.inner
+    }
+    /// The channel id.
+    pub fn channel_id(&self) -> &ChannelId {
+        self.inner.channel_id()
+    }
+    /// Whether `complete` has been called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+    /// See [`Emitter::emit`].
+    pub fn emit(&self, kind: EventType, payload: Map<String, Value>) -> Result<EventId, EmitError> {
+        futures_executor::block_on(self.inner.emit(kind, payload))
+    }
+    /// See [`Emitter::log`].
+    pub fn log(&self, message: &str, level: LogLevel) -> Result<EventId, EmitError> {
+        futures_executor::block_on(self.inner.log(message, level))
+    }
+    /// See [`Emitter::progress`].
+    pub fn progress(&self, percent: i64, step: Option<&str>, message: Option<&str>) -> Result<EventId, EmitError> {
+        futures_executor::block_on(self.inner.progress(percent, step, message))
+    }
+    /// See [`Emitter::error`].
+    pub fn error(&self, message: &str, details: Option<Value>) -> Result<EventId, EmitError> {
+        futures_executor::block_on(self.inner.error(message, details))
+    }
+    /// See [`Emitter::data`].
+    pub fn data(&self, payload: Map<String, Value>) -> Result<EventId, EmitError> {
+        futures_executor::block_on(self.inner.data(payload))
+    }
+    /// See [`Emitter::complete`].
+    pub fn complete(
+        &self,
+        success: bool,
+        error: Option<&str>,
+        result: Map<String, Value>,
+    ) -> Result<EventId, EmitError> {
+        futures_executor::block_on(self.inner.complete(success, error, result))
+    }
+    /// See [`Emitter::deploy_start`].
+    pub fn deploy_start(&self, target: &str, server_count: u32) -> Result<EventId, EmitError> {
+        futures_executor::block_on(self.inner.deploy_start(target, server_count))
+    }
+    /// See [`Emitter::deploy_success`].
+    pub fn deploy_success(&self, ip: &str, container_name: &str, url: Option<&str>) -> Result<EventId, EmitError> {
+        futures_executor::block_on(self.inner.deploy_success(ip, container_name, url))
+    }
+    /// See [`Emitter::deploy_failure`].
+    pub fn deploy_failure(&self, ip: &str, error: &str) -> Result<EventId, EmitError> {
+        futures_executor::block_on(self.inner.deploy_failure(ip, error))
+    }
+}
+
+/// The seed's legacy `SSEEmitter`: a fresh context on a new channel, bound to a publisher.
+///
+/// `SseEmitter::new(publisher)` then `emitter.log(…)`, and hand `emitter.channel_id()` to
+/// `sse_response`. It derefs to [`Emitter`].
+#[derive(Debug)]
+pub struct SseEmitter {
+    inner: Emitter,
+}
+
+impl SseEmitter {
+    /// A new emitter on a fresh channel.
+    pub fn new(publisher: Arc<dyn EventPublisher>) -> Self {
+        Self {
+            inner: StreamContext::builder().build().bind(publisher),
+        }
+    }
+}
+
+impl std::ops::Deref for SseEmitter {
+    type Target = Emitter;
+    fn deref(&self) -> &Emitter {
+        &self.inner
+    }
+}

@@ -1,0 +1,155 @@
+//! Process-wide backends, for code written like the seed (`init_streaming` once at start-up, then
+//! free functions). Code that avoids global state passes a [`Streaming`] or the backends
+//! themselves instead.
+
+use std::sync::{Arc, OnceLock, RwLock};
+
+use crate::config::ChannelConfig;
+use crate::ids::UserId;
+use crate::lease::{AcquireError, LeaseError, LeaseStore, StreamLease, StreamLeaseConfig};
+use crate::memory::{MemoryBroker, MemoryEventStore, MemoryLeaseStore};
+use crate::publish::{EventPublisher, PersistingPublisher};
+use crate::registry::ChannelRegistry;
+use crate::store::EventStore;
+use crate::subscribe::EventSubscriber;
+
+/// The backends one app uses, chosen at run time. Cloning is cheap (`Arc`s).
+#[derive(Clone)]
+pub struct Streaming {
+    /// Where events are published. With an event store this is a [`PersistingPublisher`].
+    pub publisher: Arc<dyn EventPublisher>,
+    /// Where SSE responses subscribe.
+    pub subscriber: Arc<dyn EventSubscriber>,
+    /// Channel owners.
+    pub registry: Arc<dyn ChannelRegistry>,
+    /// Per-user stream leases.
+    pub leases: Arc<dyn LeaseStore>,
+    /// The event archive, when enabled.
+    pub store: Option<Arc<dyn EventStore>>,
+    /// Channel and pipeline settings.
+    pub channel_config: ChannelConfig,
+}
+
+impl std::fmt::Debug for Streaming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streaming")
+            .field("channel_config", &self.channel_config)
+            .field("store", &self.store.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Streaming {
+    /// Everything in memory: the embedded default. The event store is enabled, so persisted
+    /// events can be queried.
+    pub fn in_memory(channel_config: ChannelConfig, lease_config: StreamLeaseConfig) -> Self {
+        let broker = MemoryBroker::new(channel_config.clone());
+        let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::default());
+        Self::from_parts(
+            Arc::new(broker.clone()),
+            Arc::new(broker.clone()),
+            Arc::new(broker),
+            Arc::new(MemoryLeaseStore::new(lease_config)),
+            Some(store),
+            channel_config,
+        )
+    }
+
+    /// Assembles backends. With a store, the publisher is wrapped in a [`PersistingPublisher`].
+    pub fn from_parts(
+        publisher: Arc<dyn EventPublisher>,
+        subscriber: Arc<dyn EventSubscriber>,
+        registry: Arc<dyn ChannelRegistry>,
+        leases: Arc<dyn LeaseStore>,
+        store: Option<Arc<dyn EventStore>>,
+        channel_config: ChannelConfig,
+    ) -> Self {
+        let publisher = match &store {
+            Some(store) => Arc::new(PersistingPublisher::new(publisher, store.clone())) as Arc<dyn EventPublisher>,
+            None => publisher,
+        };
+        Self {
+            publisher,
+            subscriber,
+            registry,
+            leases,
+            store,
+            channel_config,
+        }
+    }
+}
+
+fn slot() -> &'static RwLock<Option<Streaming>> {
+    static SLOT: OnceLock<RwLock<Option<Streaming>>> = OnceLock::new();
+    SLOT.get_or_init(|| RwLock::new(None))
+}
+
+/// Installs the process-wide backends (the seed's `init_streaming`). Calling it again replaces
+/// them; streams already open keep the backends they started with.
+pub fn init_streaming(streaming: Streaming) {
+    *slot().write().unwrap_or_else(|e| e.into_inner()) = Some(streaming);
+}
+
+/// Replaces only the process-wide lease store (the seed's `init_lease_limiter`).
+pub fn init_lease_store(leases: Arc<dyn LeaseStore>) {
+    update(|s| s.leases = leases);
+}
+
+/// Replaces only the process-wide event store (the seed's `init_event_storage`), and wraps the
+/// publisher so that persisted events reach it.
+pub fn init_event_store(store: Arc<dyn EventStore>) {
+    update(|s| {
+        s.publisher = Arc::new(PersistingPublisher::new(s.publisher.clone(), store.clone()));
+        s.store = Some(store);
+    });
+}
+
+fn update(f: impl FnOnce(&mut Streaming)) {
+    let mut guard = slot().write().unwrap_or_else(|e| e.into_inner());
+    let streaming =
+        guard.get_or_insert_with(|| Streaming::in_memory(ChannelConfig::default(), StreamLeaseConfig::default()));
+    f(streaming);
+}
+
+/// The process-wide backends: what [`init_streaming`] installed, or the in-memory default.
+pub fn streaming() -> Streaming {
+    if let Some(s) = slot().read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        return s.clone();
+    }
+    let mut guard = slot().write().unwrap_or_else(|e| e.into_inner());
+    guard
+        .get_or_insert_with(|| Streaming::in_memory(ChannelConfig::default(), StreamLeaseConfig::default()))
+        .clone()
+}
+
+/// The process-wide event store, if any (the seed's `get_event_storage`).
+pub fn get_event_store() -> Option<Arc<dyn EventStore>> {
+    streaming().store
+}
+
+fn pick(limiter: Option<Arc<dyn LeaseStore>>) -> Arc<dyn LeaseStore> {
+    limiter.unwrap_or_else(|| streaming().leases)
+}
+
+/// Acquires a lease for `user` (the seed's `stream_lease`): from `limiter`, or the process-wide
+/// store when `None`. The guard releases it on drop.
+pub async fn stream_lease(user: &UserId, limiter: Option<Arc<dyn LeaseStore>>) -> Result<StreamLease, AcquireError> {
+    StreamLease::acquire(pick(limiter), user.clone()).await
+}
+
+/// Blocking [`stream_lease`] (the seed's `stream_lease_sync`), for plain threads.
+pub fn stream_lease_sync(user: &UserId, limiter: Option<Arc<dyn LeaseStore>>) -> Result<StreamLease, AcquireError> {
+    StreamLease::acquire_blocking(pick(limiter), user.clone())
+}
+
+/// The user's active stream count (the seed's `get_active_streams`).
+pub async fn get_active_streams(user: &UserId, limiter: Option<Arc<dyn LeaseStore>>) -> Result<usize, LeaseError> {
+    pick(limiter).active_count(user).await
+}
+
+/// Whether the user is under the cap (the seed's `can_start_stream`). Advisory: another stream
+/// may take the last slot before you acquire it.
+pub async fn can_start_stream(user: &UserId, limiter: Option<Arc<dyn LeaseStore>>) -> Result<bool, LeaseError> {
+    let store = pick(limiter);
+    Ok(store.active_count(user).await? < store.config().limit)
+}

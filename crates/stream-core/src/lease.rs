@@ -1,0 +1,302 @@
+//! Per-user caps on concurrent streams: the [`LeaseStore`] trait and the [`StreamLease`] guard.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+
+use crate::error::BoxError;
+use crate::ids::{LeaseId, UserId};
+
+/// Lease settings, with the seed's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamLeaseConfig {
+    /// Maximum concurrent streams per user (default 5).
+    pub limit: usize,
+    /// Lease lifetime without a refresh, for crash recovery (default 180 s).
+    pub ttl_seconds: u64,
+    /// Key prefix of the per-user sets in Redis (default `"stream_leases"`).
+    pub key_namespace: String,
+    /// Extra key lifetime after the last lease expires (default 60 s).
+    pub key_ttl_grace: u64,
+    /// The `Retry-After` hint, in seconds, given with [`StreamLimitExceeded`] (default 5).
+    pub retry_after_seconds: u64,
+}
+
+impl Default for StreamLeaseConfig {
+    fn default() -> Self {
+        Self {
+            limit: 5,
+            ttl_seconds: 180,
+            key_namespace: "stream_leases".into(),
+            key_ttl_grace: 60,
+            retry_after_seconds: 5,
+        }
+    }
+}
+
+impl StreamLeaseConfig {
+    /// The lease lifetime.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.ttl_seconds)
+    }
+
+    /// How often a held lease is refreshed: a third of the TTL, at least every 100 ms.
+    pub fn refresh_interval(&self) -> Duration {
+        (self.ttl() / 3).max(Duration::from_millis(100))
+    }
+}
+
+/// A lease store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LeaseError {
+    /// The backend failed.
+    #[error("lease backend failed: {0}")]
+    Backend(#[source] BoxError),
+}
+
+/// The user already holds `limit` streams. Web adapters turn it into HTTP 429 with `Retry-After`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("user {user_id} already has {limit} concurrent streams; retry in {} s", retry_after.as_secs())]
+pub struct StreamLimitExceeded {
+    /// The user.
+    pub user_id: UserId,
+    /// The cap.
+    pub limit: usize,
+    /// When to try again.
+    pub retry_after: Duration,
+}
+
+/// Why a lease could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum AcquireError {
+    /// The user is at the cap.
+    #[error(transparent)]
+    LimitExceeded(#[from] StreamLimitExceeded),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] LeaseError),
+}
+
+/// One active lease, as listed by [`LeaseStore::leases`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseInfo {
+    /// The lease.
+    pub lease_id: LeaseId,
+    /// When it expires unless refreshed (by the store's clock).
+    pub expires_at: SystemTime,
+}
+
+/// Keeps per-user leases: at most `limit` unexpired leases per user, each expiring `ttl` after
+/// it was acquired or last refreshed.
+///
+/// Each operation is atomic: concurrent acquires never exceed the limit. Like publishers, the
+/// futures must not depend on a particular runtime (a dropped lease may be released from a plain
+/// thread).
+#[async_trait]
+pub trait LeaseStore: Send + Sync + 'static {
+    /// The store's settings.
+    fn config(&self) -> &StreamLeaseConfig;
+
+    /// Takes a lease for `user`, or `None` when the user holds `limit` unexpired leases.
+    async fn acquire(&self, user: &UserId) -> Result<Option<LeaseId>, LeaseError>;
+
+    /// Gives a lease back. Releasing an unknown or expired lease is not an error.
+    async fn release(&self, user: &UserId, lease: &LeaseId) -> Result<(), LeaseError>;
+
+    /// Extends a lease by the TTL. `false` when it had expired or was released: a refresh never
+    /// revives a lease.
+    async fn refresh(&self, user: &UserId, lease: &LeaseId) -> Result<bool, LeaseError>;
+
+    /// The number of unexpired leases of `user`.
+    async fn active_count(&self, user: &UserId) -> Result<usize, LeaseError>;
+
+    /// The unexpired leases of `user`, soonest expiry first (for debugging).
+    async fn leases(&self, user: &UserId) -> Result<Vec<LeaseInfo>, LeaseError>;
+}
+
+#[async_trait]
+impl<T: LeaseStore + ?Sized> LeaseStore for Arc<T> {
+    fn config(&self) -> &StreamLeaseConfig {
+        (**self).config()
+    }
+    async fn acquire(&self, user: &UserId) -> Result<Option<LeaseId>, LeaseError> {
+        (**self).acquire(user).await
+    }
+    async fn release(&self, user: &UserId, lease: &LeaseId) -> Result<(), LeaseError> {
+        (**self).release(user, lease).await
+    }
+    async fn refresh(&self, user: &UserId, lease: &LeaseId) -> Result<bool, LeaseError> {
+        (**self).refresh(user, lease).await
+    }
+    async fn active_count(&self, user: &UserId) -> Result<usize, LeaseError> {
+        (**self).active_count(user).await
+    }
+    async fn leases(&self, user: &UserId) -> Result<Vec<LeaseInfo>, LeaseError> {
+        (**self).leases(user).await
+    }
+}
+
+/// A held lease. It is released when dropped, also when a client disconnects mid-stream and the
+/// response body holding it is dropped.
+///
+/// On drop inside a tokio runtime the release is spawned; elsewhere it runs to completion on the
+/// dropping thread. With [`auto_refresh`](Self::auto_refresh) a background task refreshes it at a
+/// third of the TTL while it is held.
+pub struct StreamLease {
+    store: Arc<dyn LeaseStore>,
+    user_id: UserId,
+    lease_id: LeaseId,
+    active: Arc<AtomicBool>,
+    refresher: Option<tokio::task::AbortHandle>,
+}
+
+impl std::fmt::Debug for StreamLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamLease")
+            .field("user_id", &self.user_id)
+            .field("lease_id", &self.lease_id)
+            .field("active", &self.is_active())
+            .finish()
+    }
+}
+
+impl StreamLease {
+    /// Acquires a lease for `user` from `store`. One store round trip.
+    pub async fn acquire(store: Arc<dyn LeaseStore>, user: UserId) -> Result<Self, AcquireError> {
+        match store.acquire(&user).await? {
+            Some(lease_id) => Ok(Self {
+                store,
+                user_id: user,
+                lease_id,
+                active: Arc::new(AtomicBool::new(true)),
+                refresher: None,
+            }),
+            None => {
+                let config = store.config();
+                Err(StreamLimitExceeded {
+                    user_id: user,
+                    limit: config.limit,
+                    retry_after: Duration::from_secs(config.retry_after_seconds),
+                }
+                .into())
+            }
+        }
+    }
+
+    /// Blocking [`acquire`](Self::acquire), for plain threads without a runtime.
+    pub fn acquire_blocking(store: Arc<dyn LeaseStore>, user: UserId) -> Result<Self, AcquireError> {
+        futures_executor::block_on(Self::acquire(store, user))
+    }
+
+    /// Starts a background task that refreshes the lease every third of its TTL while it is held.
+    /// Needs a tokio runtime. A refresh that reports the lease gone marks it inactive.
+    pub fn auto_refresh(mut self) -> Self {
+        if self.refresher.is_some() || !self.is_active() {
+            return self;
+        }
+        let (store, user, lease, active) = (
+            self.store.clone(),
+            self.user_id.clone(),
+            self.lease_id.clone(),
+            self.active.clone(),
+        );
+        let every = store.config().refresh_interval();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            while active.load(Ordering::Acquire) {
+                tick.tick().await;
+                match store.refresh(&user, &lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        active.store(false, Ordering::Release);
+                        tracing::warn!(user = %user, lease = %lease, "stream lease expired while held");
+                    }
+                    Err(e) => tracing::warn!(user = %user, error = %e, "stream lease refresh failed"),
+                }
+            }
+        });
+        self.refresher = Some(task.abort_handle());
+        self
+    }
+
+    /// The lease's id.
+    pub fn lease_id(&self) -> &LeaseId {
+        &self.lease_id
+    }
+
+    /// The user who holds it.
+    pub fn user_id(&self) -> &UserId {
+        &self.user_id
+    }
+
+    /// Whether the lease is still held: not released, and not found expired by a refresh.
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// The store it came from.
+    pub fn store(&self) -> &Arc<dyn LeaseStore> {
+        &self.store
+    }
+
+    /// Extends the lease by the TTL. `false` (and inactive from then on) when it had expired.
+    pub async fn refresh_async(&self) -> Result<bool, LeaseError> {
+        if !self.is_active() {
+            return Ok(false);
+        }
+        let alive = self.store.refresh(&self.user_id, &self.lease_id).await?;
+        if !alive {
+            self.active.store(false, Ordering::Release);
+        }
+        Ok(alive)
+    }
+
+    /// Blocking [`refresh_async`](Self::refresh_async).
+    pub fn refresh(&self) -> Result<bool, LeaseError> {
+        futures_executor::block_on(self.refresh_async())
+    }
+
+    /// Releases the lease now. Releasing twice is a no-op.
+    pub async fn release_async(&self) -> Result<(), LeaseError> {
+        if self.active.swap(false, Ordering::AcqRel) {
+            self.stop_refresher();
+            self.store.release(&self.user_id, &self.lease_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Blocking [`release_async`](Self::release_async).
+    pub fn release(&self) -> Result<(), LeaseError> {
+        futures_executor::block_on(self.release_async())
+    }
+
+    fn stop_refresher(&self) {
+        if let Some(task) = &self.refresher {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for StreamLease {
+    fn drop(&mut self) {
+        self.stop_refresher();
+        if !self.active.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let (store, user, lease) = (self.store.clone(), self.user_id.clone(), self.lease_id.clone());
+        let release = async move {
+            if let Err(e) = store.release(&user, &lease).await {
+                tracing::warn!(user = %user, lease = %lease, error = %e, "releasing a dropped stream lease failed; it expires with its TTL");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(release);
+            }
+            Err(_) => futures_executor::block_on(release),
+        }
+    }
+}

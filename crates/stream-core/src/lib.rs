@@ -1,0 +1,41 @@
+#![doc = include_str!("../README.md")]
+
+mod config;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod context;
+mod error;
+mod event;
+mod global;
+mod ids;
+mod lease;
+pub mod memory;
+mod publish;
+mod registry;
+pub mod sse;
+mod store;
+mod subscribe;
+pub mod token;
+
+pub use config::ChannelConfig;
+pub use context::{
+    BlockingEmitter, EmitError, Emitter, InvalidContext, LogLevel, SseEmitter, StreamContext, StreamContextBuilder,
+};
+pub use error::BoxError;
+pub use event::{
+    DebugContext, Event, EventId, EventType, InvalidEventId, InvalidEventType, RESERVED_KEYS, ReservedKey,
+};
+pub use global::{
+    Streaming, can_start_stream, get_active_streams, get_event_store, init_event_store, init_lease_store,
+    init_streaming, stream_lease, stream_lease_sync, streaming,
+};
+pub use ids::{ChannelId, InvalidId, LeaseId, UserId};
+pub use lease::{AcquireError, LeaseError, LeaseInfo, LeaseStore, StreamLease, StreamLeaseConfig, StreamLimitExceeded};
+pub use publish::{EventPublisher, PersistingPublisher, PublishError};
+pub use registry::{ChannelRegistry, RegistryError};
+pub use store::{AppendError, EventPage, EventQuery, EventStore, PageCursor, SortOrder, StoreError, StoreStats};
+pub use subscribe::{EventSubscriber, SubscribeError, Subscription};
+pub use token::{StreamTokenSigner, TokenError};
+
+/// Re-exported so that users can name the shutdown token that [`sse::SseOptions`] takes.
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,361 @@
+//! The SSE pipeline: turns a subscription, or any stream of events, into SSE frames.
+//!
+//! It is the one place that owns keepalive pings, the idle timeout, closing after `done`,
+//! Last-Event-ID filtering, and refreshing and releasing a stream's lease. The web adapters only
+//! convert its [`SseBody`] into their response type.
+//!
+//! Frame format (see `docs/protocol.md`): every event is `id: <event id>\n` then one
+//! `data: <JSON>\n` line, then a blank line. There is no `event:` field, so a plain
+//! `EventSource.onmessage` sees every event. Control frames (`ping`, `gap`, and the pipeline's own
+//! fatal `error`) carry no `id:`, so they never move the client's resume point.
+
+use std::convert::Infallible;
+use std::fmt::Display;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_core::Stream;
+use futures_util::StreamExt;
+use serde_json::json;
+use time::OffsetDateTime;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ChannelConfig;
+use crate::event::{Event, EventId, InvalidEventId};
+use crate::ids::{ChannelId, UserId};
+use crate::lease::{AcquireError, LeaseStore, StreamLease};
+use crate::subscribe::{EventSubscriber, SubscribeError};
+
+/// The response headers every SSE response carries.
+pub const SSE_HEADERS: [(&str, &str); 3] = [
+    ("content-type", "text/event-stream"),
+    ("cache-control", "no-cache"),
+    ("x-accel-buffering", "no"),
+];
+
+/// The query parameter that may carry the last event id (an EventSource cannot set headers on
+/// a first connection).
+pub const LAST_EVENT_ID_QUERY: &str = "last_event_id";
+
+/// The body of an SSE response: frames as bytes. It never fails; errors become frames.
+pub type SseBody = Pin<Box<dyn Stream<Item = Result<Bytes, Infallible>> + Send + 'static>>;
+
+/// Appends one SSE field. For `data`, every line of `value` becomes its own `data:` line (the SSE
+/// way to carry line breaks); for any other field, CR and LF are removed. Either way no value can
+/// add a field or end the frame.
+pub fn push_field(buf: &mut Vec<u8>, name: &str, value: &str) {
+    debug_assert!(!name.contains(['\r', '\n', ':']));
+    if name == "data" {
+        let mut rest = value;
+        loop {
+            let end = rest.find(['\r', '\n']).unwrap_or(rest.len());
+            buf.extend_from_slice(b"data: ");
+            buf.extend_from_slice(&rest.as_bytes()[..end]);
+            buf.push(b'\n');
+            if end == rest.len() {
+                break;
+            }
+            let skip = if rest[end..].starts_with("\r\n") { 2 } else { 1 };
+            rest = &rest[end + skip..];
+        }
+    } else {
+        buf.extend_from_slice(name.as_bytes());
+        buf.extend_from_slice(b": ");
+        buf.extend(value.bytes().filter(|b| *b != b'\r' && *b != b'\n'));
+        buf.push(b'\n');
+    }
+}
+
+/// Encodes an event as one SSE frame. One JSON serialization and one buffer.
+pub fn encode_event(event: &Event) -> Bytes {
+    let json = event.to_json();
+    let mut buf = Vec::with_capacity(json.len() + 40);
+    if !event.kind.is_control() {
+        push_field(&mut buf, "id", &event.id.to_string());
+    }
+    push_field(&mut buf, "data", &json);
+    buf.push(b'\n');
+    Bytes::from(buf)
+}
+
+fn control_frame(value: serde_json::Value) -> Bytes {
+    let mut buf = Vec::with_capacity(96);
+    push_field(&mut buf, "data", &value.to_string());
+    buf.push(b'\n');
+    Bytes::from(buf)
+}
+
+/// A keepalive frame: `data: {"type":"ping","timestamp":…}` with no `id:`.
+pub fn ping_frame() -> Bytes {
+    let ts = OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    control_frame(json!({"type": "ping", "timestamp": ts}))
+}
+
+/// The frame the pipeline sends before closing on a failure: an `error` event with
+/// `"fatal": true` and no `id:`.
+pub fn fatal_error_frame(message: &str) -> Bytes {
+    control_frame(json!({"type": "error", "message": message, "fatal": true}))
+}
+
+/// Reads the resume point from the `Last-Event-ID` header or, failing that, the
+/// `last_event_id` query parameter. Empty values count as absent.
+pub fn last_event_id(header: Option<&str>, query: Option<&str>) -> Result<Option<EventId>, InvalidEventId> {
+    match header
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .or(query.map(str::trim).filter(|s| !s.is_empty()))
+    {
+        Some(s) => s.parse().map(Some),
+        None => Ok(None),
+    }
+}
+
+/// How a pipeline runs.
+#[derive(Debug)]
+pub struct SseOptions {
+    /// Keepalive ping interval.
+    pub ping_interval: Duration,
+    /// Close after this long without an event.
+    pub max_idle_time: Duration,
+    /// A `retry:` hint sent first, when set.
+    pub retry: Option<Duration>,
+    /// Drop events at or before this id (the client already has them).
+    pub last_event_id: Option<EventId>,
+    /// A lease held for the stream's lifetime: refreshed at a third of its TTL, released when
+    /// the stream ends or is dropped.
+    pub lease: Option<StreamLease>,
+    /// Ends the stream cleanly when cancelled (graceful shutdown).
+    pub shutdown: Option<CancellationToken>,
+}
+
+impl Default for SseOptions {
+    fn default() -> Self {
+        Self::from_config(&ChannelConfig::default())
+    }
+}
+
+impl SseOptions {
+    /// Options with the config's ping interval and idle timeout.
+    pub fn from_config(config: &ChannelConfig) -> Self {
+        Self {
+            ping_interval: config.ping_interval,
+            max_idle_time: config.max_idle_time,
+            retry: None,
+            last_event_id: None,
+            lease: None,
+            shutdown: None,
+        }
+    }
+
+    /// Sets the resume point.
+    pub fn last_event_id(mut self, id: Option<EventId>) -> Self {
+        self.last_event_id = id;
+        self
+    }
+
+    /// Holds `lease` for the stream's lifetime.
+    pub fn lease(mut self, lease: StreamLease) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// Ends the stream when `token` is cancelled.
+    pub fn shutdown(mut self, token: CancellationToken) -> Self {
+        self.shutdown = Some(token);
+        self
+    }
+}
+
+struct Pipeline<S> {
+    events: Pin<Box<S>>,
+    ping: Interval,
+    max_idle: Duration,
+    idle_deadline: Instant,
+    refresh: Option<Interval>,
+    lease: Option<StreamLease>,
+    last_id: Option<EventId>,
+    shutdown: CancellationToken,
+    retry: Option<Duration>,
+    finished: bool,
+}
+
+async fn tick(interval: &mut Option<Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+impl<S, E> Pipeline<S>
+where
+    S: Stream<Item = Result<Event, E>> + Send,
+    E: Display,
+{
+    async fn next_frame(&mut self) -> Option<Bytes> {
+        if let Some(retry) = self.retry.take() {
+            let mut buf = Vec::new();
+            push_field(&mut buf, "retry", &retry.as_millis().to_string());
+            buf.push(b'\n');
+            return Some(Bytes::from(buf));
+        }
+        if self.finished {
+            return None;
+        }
+        loop {
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return None,
+                item = self.events.next() => match item {
+                    Some(Ok(event)) => {
+                        if !event.kind.is_control() {
+                            if self.last_id.is_some_and(|last| event.id <= last) {
+                                continue;
+                            }
+                            self.last_id = Some(event.id);
+                            self.idle_deadline = Instant::now() + self.max_idle;
+                        }
+                        self.finished = event.kind.closes_stream();
+                        return Some(encode_event(&event));
+                    }
+                    Some(Err(e)) => {
+                        self.finished = true;
+                        return Some(fatal_error_frame(&format!("stream interrupted: {e}")));
+                    }
+                    None => return None,
+                },
+                _ = self.ping.tick() => return Some(ping_frame()),
+                () = tokio::time::sleep_until(self.idle_deadline) => return None,
+                () = tick(&mut self.refresh) => {
+                    let Some(lease) = &self.lease else { continue };
+                    match lease.refresh_async().await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            self.finished = true;
+                            return Some(fatal_error_frame("stream lease expired; reconnect to continue"));
+                        }
+                        Err(e) => tracing::warn!(error = %e, "stream lease refresh failed; retrying"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs the pipeline over `events`, which may be a [`Subscription`](crate::Subscription) or any
+/// stream (a direct LLM token generator, say). Needs a tokio runtime with timers.
+///
+/// The stream ends after `done`, after an error from `events` (with a fatal error frame), when
+/// `events` ends, after `max_idle_time` without an event, when the lease is found expired, or on
+/// shutdown. Dropping the body (a client disconnect) drops `events` and releases the lease.
+pub fn sse_stream<S, E>(events: S, options: SseOptions) -> SseBody
+where
+    S: Stream<Item = Result<Event, E>> + Send + 'static,
+    E: Display + Send + 'static,
+{
+    let now = Instant::now();
+    let mut ping = tokio::time::interval_at(now + options.ping_interval, options.ping_interval);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let refresh = options.lease.as_ref().map(|lease| {
+        let every = lease.store().config().refresh_interval();
+        let mut interval = tokio::time::interval_at(now + every, every);
+        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        interval
+    });
+    let pipeline = Pipeline {
+        events: Box::pin(events),
+        ping,
+        max_idle: options.max_idle_time,
+        idle_deadline: now + options.max_idle_time,
+        refresh,
+        lease: options.lease,
+        last_id: options.last_event_id,
+        shutdown: options.shutdown.unwrap_or_default(),
+        retry: options.retry,
+        finished: false,
+    };
+    Box::pin(futures_util::stream::unfold(pipeline, |mut p| async move {
+        let frame = p.next_frame().await?;
+        Some((Ok(frame), p))
+    }))
+}
+
+/// What a channel stream request resolves to.
+pub enum SseReply {
+    /// Stream these frames.
+    Stream(SseBody),
+    /// The client already has the channel's `done`: answer `204 No Content`.
+    Finished,
+}
+
+impl std::fmt::Debug for SseReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Stream(_) => "SseReply::Stream",
+            Self::Finished => "SseReply::Finished",
+        })
+    }
+}
+
+/// Why a channel stream could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenStreamError {
+    /// No lease (the user is at the cap, or the store failed).
+    #[error(transparent)]
+    Lease(#[from] AcquireError),
+    /// The subscription failed.
+    #[error(transparent)]
+    Subscribe(#[from] SubscribeError),
+}
+
+/// Subscribes to `channel` after `options.last_event_id` and runs the pipeline over it: the body
+/// of the seed's `sse_response`. One subscribe call.
+pub async fn channel_stream(
+    subscriber: &dyn EventSubscriber,
+    channel: &ChannelId,
+    options: SseOptions,
+) -> Result<SseReply, SubscribeError> {
+    let subscription = subscriber.subscribe(channel, options.last_event_id).await?;
+    if subscription.is_finished() {
+        return Ok(SseReply::Finished);
+    }
+    Ok(SseReply::Stream(sse_stream(subscription, options)))
+}
+
+/// [`channel_stream`] under a lease of `user`, held for the stream's lifetime (the seed's
+/// `sse_response_with_lease`). The lease is taken first, so a user at the cap gets
+/// [`StreamLimitExceeded`](crate::StreamLimitExceeded) before any subscription is made.
+pub async fn channel_stream_with_lease(
+    subscriber: &dyn EventSubscriber,
+    leases: Arc<dyn LeaseStore>,
+    channel: &ChannelId,
+    user: UserId,
+    options: SseOptions,
+) -> Result<SseReply, OpenStreamError> {
+    let lease = StreamLease::acquire(leases, user).await?;
+    Ok(channel_stream(subscriber, channel, options.lease(lease)).await?)
+}
+
+/// Runs the pipeline over a direct generator, under a lease of `user` when one is given (the
+/// seed's `direct_sse_response`).
+pub async fn direct_stream<S, E>(
+    events: S,
+    lease: Option<(Arc<dyn LeaseStore>, UserId)>,
+    options: SseOptions,
+) -> Result<SseBody, AcquireError>
+where
+    S: Stream<Item = Result<Event, E>> + Send + 'static,
+    E: Display + Send + 'static,
+{
+    let options = match lease {
+        Some((store, user)) => options.lease(StreamLease::acquire(store, user).await?),
+        None => options,
+    };
+    Ok(sse_stream(events, options))
+}

@@ -1,0 +1,176 @@
+//! StreamContext: serialization, emitting, closing, and the blocking form.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use serde_json::{Map, Value, json};
+use stream_core::conformance::broker::take;
+use stream_core::memory::MemoryBroker;
+use stream_core::{EmitError, EventSubscriber, EventType, LogLevel, SseEmitter, StreamContext};
+
+fn extra() -> Map<String, Value> {
+    let v = json!({"ticket": "OPS-7", "attempt": 2, "tags": ["a", "b"], "nested": {"x": null, "y": 1.5}});
+    v.as_object().unwrap().clone()
+}
+
+#[test]
+fn to_dict_from_dict_round_trips_exactly_with_extra_fields() {
+    let ctx = StreamContext::create(
+        Some("user_123"),
+        Some("myapp"),
+        Some("prod"),
+        Some("api"),
+        true,
+        extra(),
+    );
+    let dict = ctx.to_dict();
+    assert_eq!(dict["workspace_id"], "user_123");
+    assert_eq!(dict["extra"]["ticket"], "OPS-7");
+    let back = StreamContext::from_dict(dict.clone()).unwrap();
+    assert_eq!(back, ctx);
+    assert_eq!(back.to_dict(), dict);
+    let via_json = StreamContext::from_json(&ctx.to_json()).unwrap();
+    assert_eq!(via_json, ctx);
+    // Through a job queue's JSON text and back, twice.
+    let text = serde_json::to_string(&Value::Object(dict)).unwrap();
+    let again: Map<String, Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(StreamContext::from_dict(again).unwrap().to_json(), ctx.to_json());
+}
+
+#[test]
+fn from_dict_refuses_bad_input_clearly() {
+    let mut dict = StreamContext::builder().build().to_dict();
+    dict.insert("channel_id".into(), json!("bad id\n"));
+    let err = StreamContext::from_dict(dict).unwrap_err().to_string();
+    assert!(err.contains("channel id"), "{err}");
+    let mut dict = StreamContext::builder().build().to_dict();
+    dict.insert("surprise".into(), json!(1));
+    assert!(StreamContext::from_dict(dict).is_err());
+}
+
+#[test]
+fn namespace_and_debug_context() {
+    let ctx = StreamContext::builder()
+        .workspace_id("ws")
+        .project("p")
+        .env("prod")
+        .service("api")
+        .build();
+    assert_eq!(ctx.namespace(), "ws_p_prod_api");
+    assert_eq!(StreamContext::builder().project("p").build().namespace(), "-_p_-_-");
+    let debug = ctx.debug_context();
+    assert_eq!(debug.env.as_deref(), Some("prod"));
+}
+
+#[tokio::test]
+async fn emitter_sends_every_event_type_then_closes() {
+    let broker = Arc::new(MemoryBroker::default());
+    let ctx = StreamContext::builder()
+        .workspace_id("ws")
+        .project("p")
+        .persist_events(true)
+        .build();
+    let channel = ctx.channel_id().clone();
+    let mut sub = broker.subscribe(&channel, None).await.unwrap();
+    let em = ctx.bind(broker.clone());
+    em.log("Starting", LogLevel::Info).await.unwrap();
+    em.progress(140, Some("building"), Some("clamped")).await.unwrap();
+    em.error("retrying", Some(json!({"attempt": 2}))).await.unwrap();
+    em.data(json!({"k": "v"}).as_object().unwrap().clone()).await.unwrap();
+    em.deploy_start("prod", 2).await.unwrap();
+    em.deploy_success("10.0.0.1", "api-1", Some("http://x")).await.unwrap();
+    em.deploy_failure("10.0.0.2", "timeout").await.unwrap();
+    assert!(!em.is_closed());
+    em.complete(true, None, json!({"deployment_id": "abc"}).as_object().unwrap().clone())
+        .await
+        .unwrap();
+    assert!(em.is_closed());
+    assert!(matches!(
+        em.log("late", LogLevel::Info).await,
+        Err(EmitError::Closed(_))
+    ));
+    assert!(matches!(
+        em.complete(true, None, Map::new()).await,
+        Err(EmitError::Closed(_))
+    ));
+
+    let got = take(&mut sub, 8).await;
+    let kinds: Vec<&str> = got.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "log",
+            "progress",
+            "error",
+            "data",
+            "deploy_start",
+            "deploy_success",
+            "deploy_failure",
+            "done"
+        ]
+    );
+    assert_eq!(got[0].payload["level"], "info");
+    assert_eq!(got[1].payload["percent"], 100);
+    assert_eq!(got[2].payload["details"]["attempt"], 2);
+    assert_eq!(got[7].payload["deployment_id"], "abc");
+    assert_eq!(got[7].payload["success"], true);
+    assert!(got.iter().all(|e| e.persist));
+    assert!(got.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(got[0].context.as_ref().unwrap().namespace, "ws_p_-_-");
+    assert!(sub.next().await.is_none(), "the subscription ends after done");
+}
+
+#[tokio::test]
+async fn control_types_and_reserved_keys_are_refused() {
+    let broker = Arc::new(MemoryBroker::default());
+    let em = StreamContext::builder().build().bind(broker);
+    assert!(matches!(
+        em.emit(EventType::Ping, Map::new()).await,
+        Err(EmitError::ControlType(_))
+    ));
+    let bad = json!({"id": "x"}).as_object().unwrap().clone();
+    assert!(matches!(em.data(bad).await, Err(EmitError::ReservedKey(_))));
+}
+
+#[test]
+fn blocking_emit_works_from_a_plain_thread_without_a_runtime() {
+    let broker = Arc::new(MemoryBroker::default());
+    let ctx = StreamContext::builder().project("p").build();
+    let channel = ctx.channel_id().clone();
+    let job = ctx.to_json();
+    let publisher = broker.clone();
+    std::thread::spawn(move || {
+        assert!(
+            tokio::runtime::Handle::try_current().is_err(),
+            "no runtime on this thread"
+        );
+        let em = StreamContext::from_json(&job).unwrap().bind_blocking(publisher);
+        em.log("from a thread", LogLevel::Info).unwrap();
+        em.progress(50, Some("halfway"), None).unwrap();
+        em.complete(true, None, Map::new()).unwrap();
+        assert!(em.is_closed());
+        assert!(em.log("late", LogLevel::Info).is_err());
+    })
+    .join()
+    .unwrap();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut sub = broker.subscribe(&channel, None).await.unwrap();
+        let got = take(&mut sub, 3).await;
+        assert_eq!(got[0].message(), Some("from a thread"));
+        assert_eq!(got[2].kind, EventType::Done);
+    });
+}
+
+#[tokio::test]
+async fn legacy_sse_emitter_publishes_to_its_own_channel() {
+    let broker = Arc::new(MemoryBroker::default());
+    let emitter = SseEmitter::new(broker.clone());
+    emitter.log("Starting...", LogLevel::Info).await.unwrap();
+    let mut sub = broker.subscribe(emitter.channel_id(), None).await.unwrap();
+    assert_eq!(take(&mut sub, 1).await[0].message(), Some("Starting..."));
+}

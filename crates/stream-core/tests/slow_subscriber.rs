@@ -1,0 +1,49 @@
+//! The memory broker's slow-subscriber policy: refill from history, `gap` for what history lost.
+
+use futures_util::StreamExt;
+use stream_core::conformance::broker::{numbered, take};
+use stream_core::memory::MemoryBroker;
+use stream_core::{ChannelConfig, ChannelId, EventPublisher, EventSubscriber, EventType};
+
+#[tokio::test]
+async fn a_lagging_subscriber_is_refilled_from_history() {
+    let broker = MemoryBroker::new(ChannelConfig {
+        subscriber_queue: 4,
+        history_max_len: 100,
+        ..ChannelConfig::default()
+    });
+    let ch = ChannelId::generate();
+    let mut slow = broker.subscribe(&ch, None).await.unwrap();
+    let sent: Vec<_> = (0..50).map(|n| numbered(&ch, n)).collect();
+    for e in &sent {
+        broker.publish(e).await.unwrap();
+    }
+    let got = take(&mut slow, 50).await;
+    assert_eq!(
+        got.iter().map(|e| e.id).collect::<Vec<_>>(),
+        sent.iter().map(|e| e.id).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn events_lost_from_history_are_reported_with_one_gap() {
+    let broker = MemoryBroker::new(ChannelConfig {
+        subscriber_queue: 4,
+        history_max_len: 10,
+        ..ChannelConfig::default()
+    });
+    let ch = ChannelId::generate();
+    let mut slow = broker.subscribe(&ch, None).await.unwrap();
+    let sent: Vec<_> = (0..50).map(|n| numbered(&ch, n)).collect();
+    for e in &sent {
+        broker.publish(e).await.unwrap();
+    }
+    let first = slow.next().await.unwrap().unwrap();
+    assert_eq!(first.kind, EventType::Gap);
+    assert_eq!(first.payload["missed"], 40);
+    let rest = take(&mut slow, 10).await;
+    assert_eq!(
+        rest.iter().map(|e| e.id).collect::<Vec<_>>(),
+        sent[40..].iter().map(|e| e.id).collect::<Vec<_>>()
+    );
+}

@@ -1,0 +1,320 @@
+//! The SSE pipeline: framing, injection safety, pings, idle timeout, done, Last-Event-ID,
+//! errors, shutdown, and leases.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{StreamExt, stream};
+use serde_json::{Map, Value, json};
+use stream_core::memory::{MemoryBroker, MemoryLeaseStore};
+use stream_core::sse::{self, SseOptions, SseReply};
+use stream_core::{
+    CancellationToken, ChannelId, Event, EventId, EventPublisher, EventType, LeaseStore, StreamLease,
+    StreamLeaseConfig, UserId,
+};
+
+fn channel() -> ChannelId {
+    ChannelId::generate()
+}
+
+fn log(ch: &ChannelId, msg: &str) -> Event {
+    Event::data(ch.clone(), "message", msg).unwrap()
+}
+
+/// Parses SSE text into frames of (field, value) lines, as a browser would.
+fn parse(text: &str) -> Vec<Vec<(String, String)>> {
+    let normalized = text.replace("\r\n", "\n").replace('\r', "\n");
+    normalized
+        .split("\n\n")
+        .filter(|f| !f.is_empty())
+        .map(|f| {
+            f.lines()
+                .map(|l| match l.split_once(':') {
+                    Some((k, v)) => (k.to_string(), v.strip_prefix(' ').unwrap_or(v).to_string()),
+                    None => (l.to_string(), String::new()),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+const HOSTILE: &str = "a\n\ndata: {\"type\":\"done\"}\r\nid: 666\revent: pwn\n\nretry: 1\r\r: x\u{2028}\u{0}end";
+
+#[test]
+fn hostile_payload_values_and_keys_stay_inside_one_data_line() {
+    let ch = channel();
+    let mut payload = Map::new();
+    payload.insert("message".into(), json!(HOSTILE));
+    payload.insert(HOSTILE.into(), json!([HOSTILE, {"k": HOSTILE}]));
+    let event = Event::new(ch, EventType::Log, payload).unwrap();
+    let frame = sse::encode_event(&event);
+    let text = std::str::from_utf8(&frame).unwrap();
+    assert!(text.ends_with("\n\n"));
+    assert_eq!(
+        text.matches('\n').count(),
+        3,
+        "exactly id, data and the blank line: {text:?}"
+    );
+    assert!(!text.contains('\r'));
+    let frames = parse(text);
+    assert_eq!(frames.len(), 1);
+    let fields: Vec<&str> = frames[0].iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(fields, ["id", "data"]);
+    assert_eq!(frames[0][0].1, event.id.to_string());
+    let back: Value = serde_json::from_str(&frames[0][1].1).unwrap();
+    assert_eq!(back["message"], HOSTILE);
+    assert_eq!(back[HOSTILE][1]["k"], HOSTILE);
+    assert_eq!(Event::from_json(&frames[0][1].1).unwrap(), event);
+}
+
+#[test]
+fn raw_fields_cannot_add_lines() {
+    let mut buf = Vec::new();
+    sse::push_field(&mut buf, "data", "one\ntwo\r\nthree\rfour");
+    assert_eq!(
+        std::str::from_utf8(&buf).unwrap(),
+        "data: one\ndata: two\ndata: three\ndata: four\n"
+    );
+    let mut buf = Vec::new();
+    sse::push_field(&mut buf, "id", "12\r\n\ndata: x");
+    assert_eq!(std::str::from_utf8(&buf).unwrap(), "id: 12data: x\n");
+}
+
+#[test]
+fn last_event_id_prefers_the_header_and_validates() {
+    let id = EventId::generate();
+    let s = id.to_string();
+    assert_eq!(sse::last_event_id(Some(&s), None), Ok(Some(id)));
+    assert_eq!(sse::last_event_id(None, Some(&s)), Ok(Some(id)));
+    assert_eq!(sse::last_event_id(Some(""), Some(&s)), Ok(Some(id)));
+    assert_eq!(sse::last_event_id(None, None), Ok(None));
+    assert!(sse::last_event_id(Some("junk\n"), None).is_err());
+}
+
+async fn collect(body: sse::SseBody) -> String {
+    let chunks: Vec<Result<Bytes, Infallible>> = body.collect().await;
+    chunks
+        .into_iter()
+        .map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap())
+        .collect()
+}
+
+fn opts() -> SseOptions {
+    SseOptions {
+        ping_interval: Duration::from_secs(15),
+        max_idle_time: Duration::from_secs(300),
+        ..SseOptions::default()
+    }
+}
+
+fn ok_stream(events: Vec<Event>) -> impl futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    stream::iter(events.into_iter().map(Ok))
+}
+
+#[tokio::test(start_paused = true)]
+async fn closes_after_done_even_if_the_source_goes_on() {
+    let ch = channel();
+    let one = log(&ch, "one");
+    let done = Event::done(ch.clone(), true, Map::new()).unwrap();
+    let events = vec![one, done.clone(), log(&ch, "after")];
+    let source = ok_stream(events).chain(stream::pending());
+    let text = collect(sse::sse_stream(source, opts())).await;
+    let frames = parse(&text);
+    assert_eq!(frames.len(), 2, "{text}");
+    assert_eq!(frames[1][0], ("id".to_string(), done.id.to_string()));
+    assert!(frames[1][1].1.contains("\"type\":\"done\""));
+}
+
+#[tokio::test(start_paused = true)]
+async fn drops_events_at_or_before_last_event_id() {
+    let ch = channel();
+    let events: Vec<Event> = (0..4).map(|n| log(&ch, &n.to_string())).collect();
+    let options = opts().last_event_id(Some(events[1].id));
+    let text = collect(sse::sse_stream(ok_stream(events.clone()), options)).await;
+    let ids: Vec<String> = parse(&text).iter().map(|f| f[0].1.clone()).collect();
+    assert_eq!(ids, [events[2].id.to_string(), events[3].id.to_string()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pings_without_ids_while_idle_then_closes_at_the_idle_timeout() {
+    let options = SseOptions {
+        ping_interval: Duration::from_secs(15),
+        max_idle_time: Duration::from_secs(50),
+        ..opts()
+    };
+    let source = stream::pending::<Result<Event, Infallible>>();
+    let text = collect(sse::sse_stream(source, options)).await;
+    let frames = parse(&text);
+    assert_eq!(
+        frames.len(),
+        3,
+        "pings at 15, 30 and 45 s, then the idle close at 50 s: {text}"
+    );
+    for f in &frames {
+        assert_eq!(f.len(), 1, "a ping has no id: {f:?}");
+        let v: Value = serde_json::from_str(&f[0].1).unwrap();
+        assert_eq!(v["type"], "ping");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_reset_the_idle_timer() {
+    let ch = channel();
+    let options = SseOptions {
+        ping_interval: Duration::from_secs(1000),
+        max_idle_time: Duration::from_secs(10),
+        ..opts()
+    };
+    let ch2 = ch.clone();
+    let source = stream::unfold(0, move |n| {
+        let ch = ch2.clone();
+        async move {
+            if n == 3 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            Some((Ok::<_, Infallible>(log(&ch, "tick")), n + 1))
+        }
+    })
+    .chain(stream::pending());
+    let started = tokio::time::Instant::now();
+    let text = collect(sse::sse_stream(source, options)).await;
+    assert_eq!(parse(&text).len(), 3, "{text}");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(34),
+        "closed 10 s after the last event at 24 s"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_error_ends_with_a_fatal_error_frame() {
+    let ch = channel();
+    let source = stream::iter(vec![Ok(log(&ch, "one")), Err("redis went away")]).chain(stream::pending());
+    let text = collect(sse::sse_stream(source, opts())).await;
+    let frames = parse(&text);
+    assert_eq!(frames.len(), 2);
+    let v: Value = serde_json::from_str(&frames[1][0].1).unwrap();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["fatal"], true);
+    assert!(v["message"].as_str().unwrap().contains("redis went away"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_hint_comes_first_and_shutdown_ends_the_stream() {
+    let token = CancellationToken::new();
+    let options = SseOptions {
+        retry: Some(Duration::from_millis(2500)),
+        ..opts()
+    }
+    .shutdown(token.clone());
+    let mut body = sse::sse_stream(stream::pending::<Result<Event, Infallible>>(), options);
+    let first = body.next().await.unwrap().unwrap();
+    assert_eq!(&first[..], b"retry: 2500\n\n");
+    token.cancel();
+    assert!(body.next().await.is_none());
+}
+
+fn lease_store(limit: usize, ttl_seconds: u64) -> Arc<dyn LeaseStore> {
+    Arc::new(MemoryLeaseStore::new(StreamLeaseConfig {
+        limit,
+        ttl_seconds,
+        ..StreamLeaseConfig::default()
+    }))
+}
+
+#[tokio::test]
+async fn the_lease_is_refreshed_while_streaming_and_released_on_drop() {
+    let store = lease_store(1, 1);
+    let user = UserId::new("streamer").unwrap();
+    let lease = StreamLease::acquire(store.clone(), user.clone()).await.unwrap();
+    let options = SseOptions {
+        ping_interval: Duration::from_millis(100),
+        ..opts()
+    }
+    .lease(lease);
+    let mut body = sse::sse_stream(stream::pending::<Result<Event, Infallible>>(), options);
+    // 1.6 s of pings: without refreshes the 1 s lease would have expired.
+    for _ in 0..16 {
+        body.next().await.unwrap().unwrap();
+    }
+    assert_eq!(store.active_count(&user).await.unwrap(), 1);
+    assert!(store.acquire(&user).await.unwrap().is_none());
+    drop(body);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while store.active_count(&user).await.unwrap() != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lease not released after the body was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_lost_lease_ends_the_stream() {
+    let store = lease_store(1, 1);
+    let user = UserId::new("loser").unwrap();
+    let lease = StreamLease::acquire(store.clone(), user.clone()).await.unwrap();
+    let id = lease.lease_id().clone();
+    let options = SseOptions {
+        ping_interval: Duration::from_secs(100),
+        ..opts()
+    }
+    .lease(lease);
+    let body = sse::sse_stream(stream::pending::<Result<Event, Infallible>>(), options);
+    store.release(&user, &id).await.unwrap();
+    let text = tokio::time::timeout(Duration::from_secs(5), collect(body))
+        .await
+        .unwrap();
+    assert!(text.contains("lease expired"), "{text}");
+}
+
+#[tokio::test]
+async fn channel_stream_replays_then_answers_finished_after_done() {
+    let broker = Arc::new(MemoryBroker::default());
+    let ch = channel();
+    let first = log(&ch, "first");
+    let done = Event::done(ch.clone(), true, Map::new()).unwrap();
+    broker.publish_batch(&[first.clone(), done.clone()]).await.unwrap();
+
+    let SseReply::Stream(body) = sse::channel_stream(&*broker, &ch, opts()).await.unwrap() else {
+        panic!("expected a stream");
+    };
+    let frames = parse(&collect(body).await);
+    assert_eq!(frames.len(), 2);
+    assert_eq!(frames[0][0].1, first.id.to_string());
+
+    let reply = sse::channel_stream(&*broker, &ch, opts().last_event_id(Some(done.id)))
+        .await
+        .unwrap();
+    assert!(matches!(reply, SseReply::Finished));
+}
+
+#[tokio::test]
+async fn channel_stream_with_lease_refuses_over_the_cap() {
+    let broker = Arc::new(MemoryBroker::default());
+    let store = lease_store(1, 60);
+    let user = UserId::new("capped").unwrap();
+    let ch = channel();
+    let first = sse::channel_stream_with_lease(&*broker, store.clone(), &ch, user.clone(), opts())
+        .await
+        .unwrap();
+    let second = sse::channel_stream_with_lease(&*broker, store.clone(), &ch, user.clone(), opts()).await;
+    match second {
+        Err(sse::OpenStreamError::Lease(stream_core::AcquireError::LimitExceeded(e))) => {
+            assert_eq!(e.limit, 1);
+            assert_eq!(e.retry_after, Duration::from_secs(5));
+        }
+        other => panic!("expected the cap, got {other:?}"),
+    }
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        sse::channel_stream_with_lease(&*broker, store, &ch, user, opts())
+            .await
+            .is_ok()
+    );
+}
