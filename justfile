@@ -1,0 +1,28 @@
+# Convenience wrappers. The README's two commands work without `just`.
+
+# Run the demo on the embedded in-memory default (nothing installed).
+demo:
+    cargo run -p axum-app
+
+# Run the actix demo app (same HTTP API).
+demo-actix:
+    cargo run -p actix-app
+
+# Run every test, real services included (installs and starts Redis, Redis Cluster, OpenSearch).
+test:
+    scripts/test.sh
+
+# Start the test services and leave them running.
+services-up:
+    scripts/redis.sh start
+    scripts/opensearch.sh start
+
+# Stop the test services.
+services-down:
+    -scripts/opensearch.sh stop
+    -scripts/redis.sh stop
+
+# Lint and format checks.
+check:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace, real services included, on a fresh machine:
+#   - installs and starts Redis (standalone + 3-node cluster) from Debian's redis-server,
+#   - builds and starts a real OpenSearch node from Maven Central jars,
+#   - installs Debian's chromium for the browser test,
+#   - then checks formatting and lints and runs every test (unit, integration, doc).
+# Services are stopped on exit. A missing service fails the tests; nothing is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6399/}"
+export REDIS_CLUSTER_NODES="${REDIS_CLUSTER_NODES:-redis://127.0.0.1:7101,redis://127.0.0.1:7102,redis://127.0.0.1:7103}"
+export OPENSEARCH_URL="${OPENSEARCH_URL:-http://127.0.0.1:9250}"
+
+cleanup() {
+  scripts/opensearch.sh stop >/dev/null 2>&1 || true
+  scripts/redis.sh stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+step() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
+
+need_apt=()
+command -v redis-server >/dev/null || need_apt+=(redis-server redis-tools)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  step "apt-get install ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+step "start Redis and Redis Cluster"
+scripts/redis.sh start
+
+# OpenSearch (Maven build + JVM start) comes up while cargo compiles.
+step "start OpenSearch in the background"
+mkdir -p .services
+scripts/opensearch.sh start >.services/opensearch-start.log 2>&1 &
+opensearch_pid=$!
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo build"
+cargo build --workspace --all-targets
+
+step "wait for OpenSearch"
+if ! wait "$opensearch_pid"; then
+  cat .services/opensearch-start.log >&2
+  echo "OpenSearch did not start" >&2
+  exit 1
+fi
+cat .services/opensearch-start.log
+
+step "cargo test"
+cargo test --workspace --all-targets
+cargo test --workspace --doc
+
+step "all tests passed"
