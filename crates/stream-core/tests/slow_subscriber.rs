@@ -3,21 +3,27 @@
 use futures_util::StreamExt;
 use stream_core::conformance::broker::{numbered, take};
 use stream_core::memory::MemoryBroker;
-use stream_core::{ChannelConfig, ChannelId, EventPublisher, EventSubscriber, EventType};
+use stream_core::{ChannelConfig, ChannelId, Event, EventPublisher, EventSubscriber, EventType, Subscription};
 
-#[tokio::test]
-async fn a_lagging_subscriber_is_refilled_from_history() {
+/// Subscribes with a 4-event queue, then publishes 50 events without reading any.
+async fn flood(history_max_len: usize) -> (Subscription, Vec<Event>) {
     let broker = MemoryBroker::new(ChannelConfig {
         subscriber_queue: 4,
-        history_max_len: 100,
+        history_max_len,
         ..ChannelConfig::default()
     });
     let ch = ChannelId::generate();
-    let mut slow = broker.subscribe(&ch, None).await.unwrap();
+    let slow = broker.subscribe(&ch, None).await.unwrap();
     let sent: Vec<_> = (0..50).map(|n| numbered(&ch, n)).collect();
     for e in &sent {
         broker.publish(e).await.unwrap();
     }
+    (slow, sent)
+}
+
+#[tokio::test]
+async fn a_lagging_subscriber_is_refilled_from_history() {
+    let (mut slow, sent) = flood(100).await;
     let got = take(&mut slow, 50).await;
     assert_eq!(
         got.iter().map(|e| e.id).collect::<Vec<_>>(),
@@ -27,17 +33,7 @@ async fn a_lagging_subscriber_is_refilled_from_history() {
 
 #[tokio::test]
 async fn events_lost_from_history_are_reported_with_one_gap() {
-    let broker = MemoryBroker::new(ChannelConfig {
-        subscriber_queue: 4,
-        history_max_len: 10,
-        ..ChannelConfig::default()
-    });
-    let ch = ChannelId::generate();
-    let mut slow = broker.subscribe(&ch, None).await.unwrap();
-    let sent: Vec<_> = (0..50).map(|n| numbered(&ch, n)).collect();
-    for e in &sent {
-        broker.publish(e).await.unwrap();
-    }
+    let (mut slow, sent) = flood(10).await;
     let first = slow.next().await.unwrap().unwrap();
     assert_eq!(first.kind, EventType::Gap);
     assert_eq!(first.payload["missed"], 40);
