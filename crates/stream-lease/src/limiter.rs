@@ -1,0 +1,457 @@
+//! [`StreamLeaseLimiter`]: the [`LeaseStore`] over Redis.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use redis::{FromRedisValue, ScriptInvocation};
+use stream_core::{LeaseError, LeaseId, LeaseInfo, LeaseStore, StreamLeaseConfig, UserId};
+use tokio::runtime::Handle;
+
+use crate::connection::{Connections, Source};
+use crate::error::{LimiterError, RuntimeUnavailable};
+use crate::scripts::Scripts;
+use crate::source::RedisSource;
+
+/// Longest lease TTL and key grace accepted, so that expiries stay exact in Lua's doubles.
+const MAX_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
+/// Per-user caps on concurrent streams, kept in Redis: one sorted set per user, each member a
+/// lease id scored by its expiry in milliseconds by the Redis clock.
+///
+/// The key of a user is `{key_namespace}:{<user_id>}`; the braces make the user id the hash tag,
+/// so on a Redis Cluster all of a user's keys live in one slot. Acquire, refresh and release are
+/// one Lua script each (see [`scripts`](crate::scripts)), run with `EVALSHA`: one round trip per
+/// operation, atomic, and timed by Redis `TIME`.
+///
+/// Cloning is cheap and clones share the connection. Operations work inside any tokio runtime
+/// and also when polled by a plain executor on a thread without one (a [`StreamLease`] dropped
+/// on a std thread, [`stream_lease_sync`]): then they run on the runtime the limiter was built
+/// on, which must still be running.
+///
+/// [`StreamLease`]: stream_core::StreamLease
+/// [`stream_lease_sync`]: stream_core::stream_lease_sync
+#[derive(Clone)]
+pub struct StreamLeaseLimiter {
+    config: StreamLeaseConfig,
+    ttl_ms: u64,
+    grace_ms: u64,
+    shared: Arc<Shared>,
+}
+
+/// What clones and [`StreamLeaseLimiter::with_config`] share. Fields drop in order: the
+/// connections before the runtime they run on.
+struct Shared {
+    conns: Connections,
+    scripts: Scripts,
+    runtime: Handle,
+    target: String,
+    _owned_runtime: Option<OwnedRuntime>,
+}
+
+/// The runtime of a limiter built with [`StreamLeaseLimiter::connect_blocking`]. Shut down in the
+/// background, so dropping the limiter inside another runtime does not panic.
+struct OwnedRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnedRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl fmt::Debug for StreamLeaseLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamLeaseLimiter")
+            .field("redis", &self.shared.target)
+            .field("cluster", &self.shared.conns.is_cluster())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+fn validate(config: &StreamLeaseConfig) -> Result<(), LimiterError> {
+    let invalid = |msg: &str| Err(LimiterError::InvalidConfig(msg.to_owned()));
+    if config.ttl_seconds == 0 {
+        return invalid("ttl_seconds must be at least 1");
+    }
+    if config.ttl_seconds > MAX_SECONDS || config.key_ttl_grace > MAX_SECONDS {
+        return invalid("ttl_seconds and key_ttl_grace must be at most ten years");
+    }
+    if config.key_namespace.is_empty() {
+        return invalid("key_namespace must not be empty");
+    }
+    if config.key_namespace.contains(['{', '}']) {
+        // The user id is the key's hash tag; braces in the namespace would take its place.
+        return invalid("key_namespace must not contain '{' or '}'");
+    }
+    Ok(())
+}
+
+fn backend(e: redis::RedisError) -> LeaseError {
+    LeaseError::Backend(Box::new(e))
+}
+
+fn expiry(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+fn in_runtime() -> bool {
+    Handle::try_current().is_ok()
+}
+
+impl StreamLeaseLimiter {
+    /// Connects to the Redis at `url` (a deadpool-redis pool is built for it), checks the
+    /// connection and loads the scripts (`SCRIPT LOAD`, five round trips).
+    ///
+    /// Must run inside a tokio runtime, which must outlive the limiter.
+    pub async fn connect(url: &str, config: StreamLeaseConfig) -> Result<Self, LimiterError> {
+        Self::new(RedisSource::Url(url.to_owned()), config).await
+    }
+
+    /// Uses an existing deadpool-redis pool. One connection is checked out now and kept (the
+    /// connections are multiplexed), so operations skip deadpool's per-checkout `PING`; another is
+    /// checked out when it breaks. Loads the scripts.
+    pub async fn from_pool(pool: deadpool_redis::Pool, config: StreamLeaseConfig) -> Result<Self, LimiterError> {
+        Self::new(RedisSource::Pool(pool), config).await
+    }
+
+    /// Connects to a Redis Cluster through some of its nodes' URLs, and loads the scripts on every
+    /// primary.
+    pub async fn connect_cluster<I, S>(nodes: I, config: StreamLeaseConfig) -> Result<Self, LimiterError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::new(RedisSource::cluster(nodes), config).await
+    }
+
+    /// Uses an existing deadpool-redis cluster pool, as [`from_pool`](Self::from_pool) does.
+    pub async fn from_cluster_pool(
+        pool: deadpool_redis::cluster::Pool,
+        config: StreamLeaseConfig,
+    ) -> Result<Self, LimiterError> {
+        Self::new(RedisSource::ClusterPool(pool), config).await
+    }
+
+    /// Builds a limiter from any [`RedisSource`] (a URL, node URLs, or a pool). The other async
+    /// constructors call this.
+    ///
+    /// Captures the current tokio runtime ([`LimiterError::NoRuntime`] without one): calls made
+    /// later from threads without a runtime run there.
+    pub async fn new(source: impl Into<RedisSource>, config: StreamLeaseConfig) -> Result<Self, LimiterError> {
+        validate(&config)?;
+        let runtime = Handle::try_current().map_err(|_| LimiterError::NoRuntime)?;
+        Self::build(source.into(), config, runtime, None).await
+    }
+
+    /// Builds a limiter with a small runtime of its own (one worker thread), for programs without
+    /// tokio: workers that only call [`stream_lease_sync`](stream_core::stream_lease_sync), say.
+    /// Blocks the calling thread until connected. The runtime stops when the last clone is
+    /// dropped.
+    pub fn connect_blocking(source: impl Into<RedisSource>, config: StreamLeaseConfig) -> Result<Self, LimiterError> {
+        validate(&config)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("stream-lease")
+            .enable_all()
+            .build()
+            .map_err(LimiterError::Runtime)?;
+        let handle = runtime.handle().clone();
+        let owned = OwnedRuntime(Some(runtime));
+        let build = Self::build(source.into(), config, handle.clone(), None);
+        let mut limiter = match futures_executor::block_on(handle.spawn(build)) {
+            Ok(built) => built?,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => return Err(LimiterError::Runtime(std::io::Error::other(e))),
+        };
+        // The new limiter has no clones yet; attach the runtime so that it lives as long as they do.
+        let shared = Arc::get_mut(&mut limiter.shared).expect("a limiter being built has no clones");
+        shared._owned_runtime = Some(owned);
+        Ok(limiter)
+    }
+
+    async fn build(
+        source: RedisSource,
+        config: StreamLeaseConfig,
+        runtime: Handle,
+        owned: Option<OwnedRuntime>,
+    ) -> Result<Self, LimiterError> {
+        let target = source.describe();
+        let connect_error = |source: stream_core::BoxError| LimiterError::Connect {
+            target: target.clone(),
+            source,
+        };
+        let source = match source {
+            RedisSource::Url(url) => Source::Standalone(
+                deadpool_redis::Config::from_url(url)
+                    .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+                    .map_err(|e| connect_error(Box::new(e)))?,
+            ),
+            RedisSource::Pool(pool) => Source::Standalone(pool),
+            RedisSource::Cluster(nodes) => Source::Cluster(
+                deadpool_redis::cluster::Config::from_urls(nodes)
+                    .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+                    .map_err(|e| connect_error(Box::new(e)))?,
+            ),
+            RedisSource::ClusterPool(pool) => Source::Cluster(pool),
+        };
+        let shared = Shared {
+            conns: Connections::new(source),
+            scripts: Scripts::new(),
+            runtime,
+            target: target.clone(),
+            _owned_runtime: owned,
+        };
+        // Connect now, so that a missing Redis fails here and not at the first stream.
+        let (_, mut conn) = shared.conns.get().await.map_err(connect_error)?;
+        for script in shared.scripts.all() {
+            script
+                .load_async(&mut conn)
+                .await
+                .map_err(|e| connect_error(Box::new(e)))?;
+        }
+        Ok(Self {
+            ttl_ms: config.ttl_seconds * 1000,
+            grace_ms: config.key_ttl_grace * 1000,
+            config,
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// Another limiter on the same connection and runtime with other settings (a different limit
+    /// or namespace, say). No I/O.
+    pub fn with_config(&self, config: StreamLeaseConfig) -> Result<Self, LimiterError> {
+        validate(&config)?;
+        Ok(Self {
+            ttl_ms: config.ttl_seconds * 1000,
+            grace_ms: config.key_ttl_grace * 1000,
+            config,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &StreamLeaseConfig {
+        &self.config
+    }
+
+    /// Whether this limiter talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.shared.conns.is_cluster()
+    }
+
+    /// The Redis key of `user`'s lease set: `{key_namespace}:{<user_id>}`. User ids are validated
+    /// ([`UserId`]), so no braces, colons or spaces reach the key.
+    pub fn key(&self, user: &UserId) -> String {
+        format!("{}:{{{}}}", self.config.key_namespace, user.as_str())
+    }
+
+    /// Takes a lease for `user` (the seed's `acquire_stream_lease`): `None` when the user holds
+    /// `limit` live leases. One round trip.
+    pub async fn acquire_stream_lease(&self, user: &UserId) -> Result<Option<LeaseId>, LeaseError> {
+        LeaseStore::acquire(self, user).await
+    }
+
+    /// Gives a lease back (the seed's `release_stream_lease`). Unknown leases are fine. One
+    /// round trip.
+    pub async fn release_stream_lease(&self, user: &UserId, lease: &LeaseId) -> Result<(), LeaseError> {
+        LeaseStore::release(self, user, lease).await
+    }
+
+    /// Extends a live lease by the TTL (the seed's `refresh_stream_lease`); `false` when it had
+    /// expired or was released. One round trip.
+    pub async fn refresh_stream_lease(&self, user: &UserId, lease: &LeaseId) -> Result<bool, LeaseError> {
+        LeaseStore::refresh(self, user, lease).await
+    }
+
+    /// The number of live leases of `user` (the seed's `get_active_streams`). One round trip.
+    pub async fn get_active_streams(&self, user: &UserId) -> Result<usize, LeaseError> {
+        LeaseStore::active_count(self, user).await
+    }
+
+    /// The live leases of `user` with their expiry by the Redis clock, soonest first (the seed's
+    /// `get_all_leases`, for debugging). One round trip.
+    pub async fn get_all_leases(&self, user: &UserId) -> Result<Vec<(LeaseId, SystemTime)>, LeaseError> {
+        Ok(LeaseStore::leases(self, user)
+            .await?
+            .into_iter()
+            .map(|l| (l.lease_id, l.expires_at))
+            .collect())
+    }
+
+    /// Runs `op` on the limiter's runtime when the caller has none, and waits for it with any
+    /// executor.
+    async fn off_runtime<T, F>(&self, op: F) -> Result<T, LeaseError>
+    where
+        F: Future<Output = Result<T, LeaseError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.shared.runtime.spawn(op).await {
+            Ok(out) => out,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(LeaseError::Backend(Box::new(RuntimeUnavailable))),
+        }
+    }
+
+    /// Sends one script call. Every script is idempotent (acquire reuses its lease id), so after
+    /// an error that broke the connection it is sent once more on a fresh connection.
+    async fn run<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Result<T, LeaseError> {
+        let mut retried = false;
+        loop {
+            let (generation, mut conn) = self.shared.conns.get().await.map_err(LeaseError::Backend)?;
+            match invocation.invoke_async(&mut conn).await {
+                Ok(value) => return Ok(value),
+                Err(e) if e.is_unrecoverable_error() => {
+                    self.shared.conns.invalidate(generation);
+                    if retried {
+                        return Err(backend(e));
+                    }
+                    tracing::debug!(error = %e, "lease limiter connection broke; retrying on a new one");
+                    retried = true;
+                }
+                Err(e) => return Err(backend(e)),
+            }
+        }
+    }
+
+    async fn do_acquire(&self, user: &UserId) -> Result<Option<LeaseId>, LeaseError> {
+        let lease = LeaseId::generate();
+        let mut invocation = self.shared.scripts.acquire.key(self.key(user));
+        invocation
+            .arg(lease.as_str())
+            .arg(self.config.limit)
+            .arg(self.ttl_ms)
+            .arg(self.grace_ms);
+        let expires: u64 = self.run(&invocation).await?;
+        Ok((expires > 0).then_some(lease))
+    }
+
+    async fn do_release(&self, user: &UserId, lease: &LeaseId) -> Result<(), LeaseError> {
+        let mut invocation = self.shared.scripts.release.key(self.key(user));
+        invocation.arg(lease.as_str());
+        let _removed: u64 = self.run(&invocation).await?;
+        Ok(())
+    }
+
+    async fn do_refresh(&self, user: &UserId, lease: &LeaseId) -> Result<bool, LeaseError> {
+        let mut invocation = self.shared.scripts.refresh.key(self.key(user));
+        invocation.arg(lease.as_str()).arg(self.ttl_ms).arg(self.grace_ms);
+        let expires: u64 = self.run(&invocation).await?;
+        Ok(expires > 0)
+    }
+
+    async fn do_count(&self, user: &UserId) -> Result<usize, LeaseError> {
+        let invocation = self.shared.scripts.count.key(self.key(user));
+        self.run(&invocation).await
+    }
+
+    async fn do_list(&self, user: &UserId) -> Result<Vec<LeaseInfo>, LeaseError> {
+        let invocation = self.shared.scripts.list.key(self.key(user));
+        let flat: Vec<String> = self.run(&invocation).await?;
+        flat.chunks_exact(2)
+            .map(|pair| {
+                let lease_id = LeaseId::new(&pair[0]).map_err(|e| LeaseError::Backend(Box::new(e)))?;
+                let ms: f64 = pair[1].parse().map_err(|e| LeaseError::Backend(Box::new(e)))?;
+                Ok(LeaseInfo {
+                    lease_id,
+                    expires_at: expiry(ms as u64),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Each method is one `EVALSHA` round trip. Inside a tokio runtime it runs on the caller's task;
+/// on a thread without one it is spawned on the limiter's runtime.
+#[async_trait]
+impl LeaseStore for StreamLeaseLimiter {
+    fn config(&self) -> &StreamLeaseConfig {
+        &self.config
+    }
+
+    async fn acquire(&self, user: &UserId) -> Result<Option<LeaseId>, LeaseError> {
+        if in_runtime() {
+            return self.do_acquire(user).await;
+        }
+        let (this, user) = (self.clone(), user.clone());
+        self.off_runtime(async move { this.do_acquire(&user).await }).await
+    }
+
+    async fn release(&self, user: &UserId, lease: &LeaseId) -> Result<(), LeaseError> {
+        if in_runtime() {
+            return self.do_release(user, lease).await;
+        }
+        let (this, user, lease) = (self.clone(), user.clone(), lease.clone());
+        self.off_runtime(async move { this.do_release(&user, &lease).await })
+            .await
+    }
+
+    async fn refresh(&self, user: &UserId, lease: &LeaseId) -> Result<bool, LeaseError> {
+        if in_runtime() {
+            return self.do_refresh(user, lease).await;
+        }
+        let (this, user, lease) = (self.clone(), user.clone(), lease.clone());
+        self.off_runtime(async move { this.do_refresh(&user, &lease).await })
+            .await
+    }
+
+    async fn active_count(&self, user: &UserId) -> Result<usize, LeaseError> {
+        if in_runtime() {
+            return self.do_count(user).await;
+        }
+        let (this, user) = (self.clone(), user.clone());
+        self.off_runtime(async move { this.do_count(&user).await }).await
+    }
+
+    async fn leases(&self, user: &UserId) -> Result<Vec<LeaseInfo>, LeaseError> {
+        if in_runtime() {
+            return self.do_list(user).await;
+        }
+        let (this, user) = (self.clone(), user.clone());
+        self.off_runtime(async move { this.do_list(&user).await }).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_that_cannot_work_are_refused() {
+        let ok = StreamLeaseConfig::default();
+        assert!(validate(&ok).is_ok());
+        for bad in [
+            StreamLeaseConfig {
+                ttl_seconds: 0,
+                ..ok.clone()
+            },
+            StreamLeaseConfig {
+                key_namespace: String::new(),
+                ..ok.clone()
+            },
+            StreamLeaseConfig {
+                key_namespace: "a{b}".into(),
+                ..ok.clone()
+            },
+            StreamLeaseConfig {
+                key_ttl_grace: MAX_SECONDS + 1,
+                ..ok.clone()
+            },
+        ] {
+            assert!(matches!(validate(&bad), Err(LimiterError::InvalidConfig(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn async_constructors_need_a_runtime() {
+        let got = futures_executor::block_on(StreamLeaseLimiter::connect(
+            "redis://127.0.0.1:1/",
+            StreamLeaseConfig::default(),
+        ));
+        assert!(matches!(got, Err(LimiterError::NoRuntime)), "{got:?}");
+    }
+}

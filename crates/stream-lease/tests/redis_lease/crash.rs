@@ -1,0 +1,168 @@
+//! Crash recovery: another OS process holds leases (refreshing them) and is killed with SIGKILL.
+//! Nothing releases the leases; with a 1 s TTL they free themselves, and the key goes away after
+//! the grace.
+//!
+//! The holder is this same test binary, re-executed with `--exact crash::holder_process` and the
+//! user id in `HOLDER_USER_ENV`. Without that variable (a normal test run) the holder does nothing.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stream_core::conformance::unique_user;
+use stream_lease::{LeaseId, LeaseStore, StreamLease, StreamLeaseConfig, UserId, redis};
+
+use crate::common::{limiter, raw, redis_url};
+
+const HOLDER_USER_ENV: &str = "STREAM_LEASE_TEST_HOLDER_USER";
+const HOLDER_TEST: &str = "crash::holder_process";
+const HELD: usize = 3;
+
+fn short_ttl() -> StreamLeaseConfig {
+    StreamLeaseConfig {
+        limit: 5,
+        ttl_seconds: 1,
+        key_ttl_grace: 1,
+        ..StreamLeaseConfig::default()
+    }
+}
+
+/// The holder side, run only in the child process: acquires `HELD` auto-refreshed leases, prints
+/// their ids, then waits to be killed.
+#[test]
+fn holder_process() {
+    let Ok(user) = std::env::var(HOLDER_USER_ENV) else {
+        return; // Not the child: this "test" is the crash test's helper.
+    };
+    let user = UserId::new(user).expect("user id");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let store: Arc<dyn LeaseStore> = Arc::new(limiter(short_ttl()).await);
+        let mut held = Vec::new();
+        for _ in 0..HELD {
+            let lease = StreamLease::acquire(store.clone(), user.clone())
+                .await
+                .expect("holder lease")
+                .auto_refresh();
+            println!("LEASE {}", lease.lease_id());
+            held.push(lease);
+        }
+        println!("READY");
+        use std::io::Write as _;
+        std::io::stdout().flush().expect("flush");
+        std::future::pending::<()>().await;
+    });
+}
+
+/// Kills the child if the test fails before it does.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_of_a_killed_process_free_themselves() {
+    let user = unique_user("crash");
+    let exe = std::env::current_exe().expect("test binary");
+    let mut child = KillOnDrop(
+        Command::new(exe)
+            .args(["--exact", HOLDER_TEST, "--nocapture", "--test-threads=1"])
+            .env(HOLDER_USER_ENV, user.as_str())
+            .env("REDIS_URL", redis_url())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the holder"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
+    let read = tokio::task::spawn_blocking(move || {
+        let mut ids = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("holder output");
+            // libtest may print "test crash::holder_process ... " in front of the first line.
+            if let Some((_, id)) = line.split_once("LEASE ") {
+                ids.push(LeaseId::new(id.trim()).expect("lease id"));
+            } else if line.ends_with("READY") {
+                return ids;
+            }
+        }
+        panic!("the holder exited before holding its leases");
+    });
+    let mut held = tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the holder took too long")
+        .expect("reader");
+    assert_eq!(held.len(), HELD);
+
+    let limiter = limiter(short_ttl()).await;
+    let key = limiter.key(&user);
+    let mut listed: Vec<LeaseId> = limiter
+        .get_all_leases(&user)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    listed.sort();
+    held.sort();
+    assert_eq!(listed, held, "Redis holds the holder's leases");
+
+    // Past two TTLs the leases are still there: the live holder refreshes them.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(limiter.get_active_streams(&user).await.expect("count"), HELD);
+    let mut conn = raw().await;
+    let pttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.expect("PTTL");
+    assert!(
+        pttl > 0 && pttl <= 2000,
+        "key TTL is {pttl} ms, want at most ttl + grace = 2000"
+    );
+
+    child.0.kill().expect("SIGKILL");
+    let status = child.0.wait().expect("wait");
+    assert_eq!(status.signal(), Some(9), "the holder died of SIGKILL: {status:?}");
+    let killed = Instant::now();
+
+    while limiter.get_active_streams(&user).await.expect("count") != 0 {
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "the killed holder's leases did not expire"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("leases freed {:?} after SIGKILL", killed.elapsed());
+    // Counting only reads; the key itself expires `key_ttl_grace` after its last lease.
+    loop {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("EXISTS");
+        if !exists {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(8), "the key outlived its grace");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // No refresh brings a dead holder's lease back.
+    for lease in &held {
+        assert!(
+            !limiter.refresh_stream_lease(&user, lease).await.expect("refresh"),
+            "an expired lease of the dead holder was revived"
+        );
+    }
+
+    // And the slots are free again.
+    for _ in 0..5 {
+        assert!(limiter.acquire_stream_lease(&user).await.expect("acquire").is_some());
+    }
+}
