@@ -1,1 +1,21 @@
-//! Placeholder until its issue lands.
+#![doc = include_str!("../README.md")]
+
+mod broker;
+mod builder;
+mod conn;
+mod error;
+mod fanout;
+mod history;
+mod hub;
+mod keys;
+mod scripts;
+
+pub use broker::RedisBroker;
+pub use builder::{DEFAULT_CLIENT_NAME, RedisBrokerBuilder};
+pub use error::ConnectError;
+
+/// Re-exported on purpose: [`RedisBrokerBuilder::pool`] and [`RedisBrokerBuilder::cluster_pool`]
+/// take its pool types.
+pub use deadpool_redis;
+/// Re-exported on purpose: [`ConnectError::Redis`] carries its error type.
+pub use redis;

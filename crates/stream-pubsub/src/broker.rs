@@ -1,0 +1,462 @@
+//! The broker: publish, subscribe, and the channel registry.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Map, json};
+use stream_core::{
+    BoxError, ChannelConfig, ChannelId, ChannelRegistry, Event, EventId, EventPublisher, EventSubscriber, EventType,
+    PublishError, RegistryError, SubscribeError, Subscription, UserId,
+};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, watch};
+
+use crate::conn::{Commands, Request, on_runtime};
+use crate::fanout::{Fanout, HubMsg, Live, Registration};
+use crate::history::{HistoryRead, start_after};
+use crate::keys::{ChannelKeys, owner_key};
+use crate::scripts::Scripts;
+
+/// A Redis broker: a per-channel history with one shared subscriber connection per broker.
+///
+/// - **Publish** is one `EVALSHA` round trip per call (and per [`publish_batch`] of one
+///   channel): the script appends each event to the channel's history stream
+///   (`XADD MAXLEN ~ history_max_len`), gives it the channel's next sequence number, publishes it
+///   (`PUBLISH`, or `SPUBLISH` on a cluster), records the first `done` id, and renews the TTL.
+///   It works from a plain thread with no runtime (a `BlockingEmitter`): the work then runs on the
+///   runtime the broker was built on.
+/// - **Subscribe** registers a local subscriber with a bounded queue on the broker's one
+///   subscriber connection (no connection per subscription; the first local subscriber of a
+///   channel costs one `SUBSCRIBE` round trip), waits until the subscription is confirmed, then
+///   reads the history after the requested id (one round trip), then goes live, dropping any
+///   event whose id is not greater than the last one yielded.
+/// - **Slow subscribers**: a subscriber whose queue (`subscriber_queue`) is full stops receiving
+///   live messages; once it has drained its queue it refills from history after its last event,
+///   and whatever the history no longer holds is reported by one `gap` event
+///   (`{"missed": n, "reason": …}`). Nobody else waits; memory is bounded by the queue plus one
+///   history read.
+/// - **Reconnect**: when the subscriber connection is lost, every local subscriber is marked the
+///   same way; the broker reconnects with backoff, subscribes every channel again, and each
+///   subscriber refills from history: no loss (while the history holds it), no duplicate.
+///
+/// It also records channel owners ([`ChannelRegistry`]). Cloning shares the broker; the
+/// subscriber connection closes when the broker and all its subscriptions are dropped.
+///
+/// [`publish_batch`]: EventPublisher::publish_batch
+#[derive(Clone)]
+pub struct RedisBroker {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: ChannelConfig,
+    pub(crate) handle: Handle,
+    pub(crate) commands: Commands,
+    pub(crate) fanout: Arc<Fanout>,
+    pub(crate) scripts: Scripts,
+    pub(crate) cluster: bool,
+    pub(crate) client_name: String,
+    pub(crate) subscribe_wait: Duration,
+    pub(crate) max_len: String,
+    pub(crate) ttl_ms: String,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.fanout.hub().send(HubMsg::Shutdown);
+    }
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("cluster", &self.inner.cluster)
+            .field("client_name", &self.inner.client_name)
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl RedisBroker {
+    /// The broker's channel settings.
+    pub fn config(&self) -> &ChannelConfig {
+        &self.inner.config
+    }
+
+    /// Whether the broker talks to a Redis Cluster (sharded pub/sub).
+    pub fn is_cluster(&self) -> bool {
+        self.inner.cluster
+    }
+
+    /// The `CLIENT SETNAME` of the subscriber connection (each node's, on a cluster).
+    pub fn client_name(&self) -> &str {
+        &self.inner.client_name
+    }
+
+    /// The number of channels that have local subscribers, and so a subscription on the shared
+    /// connection.
+    pub fn local_channel_count(&self) -> usize {
+        self.inner.fanout.channel_names().len()
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> BoxError {
+    if e.is_cancelled() {
+        "the broker's runtime has shut down".into()
+    } else {
+        format!("the broker task failed: {e}").into()
+    }
+}
+
+impl Inner {
+    /// The publish request for `events`: one `EVALSHA` when they all belong to one channel, else
+    /// a pipeline with one `EVAL` per run of same-channel events (still one round trip). Control
+    /// events are skipped. `None` when nothing is left to publish.
+    fn publish_request(&self, events: &[Event]) -> Option<Request> {
+        let live = || events.iter().filter(|e| !e.kind.is_control());
+        let mut runs = 0;
+        let mut previous: Option<&ChannelId> = None;
+        for event in live() {
+            if previous != Some(&event.channel_id) {
+                runs += 1;
+                previous = Some(&event.channel_id);
+            }
+        }
+        if runs == 0 {
+            return None;
+        }
+        let single = runs == 1;
+        let mut cmds: Vec<redis::Cmd> = Vec::with_capacity(runs);
+        let mut current: Option<&ChannelId> = None;
+        for event in live() {
+            if current != Some(&event.channel_id) {
+                current = Some(&event.channel_id);
+                let keys = ChannelKeys::new(&self.config.key_prefix, &event.channel_id);
+                let mut cmd = if single {
+                    let mut c = redis::cmd("EVALSHA");
+                    c.arg(self.scripts.publish.get_hash());
+                    c
+                } else {
+                    let mut c = redis::cmd("EVAL");
+                    c.arg(Scripts::publish_source());
+                    c
+                };
+                cmd.arg(2)
+                    .arg(&keys.history)
+                    .arg(&keys.meta)
+                    .arg(&keys.pubsub)
+                    .arg(&self.max_len)
+                    .arg(&self.ttl_ms)
+                    .arg(if self.cluster { "SPUBLISH" } else { "PUBLISH" });
+                cmds.push(cmd);
+            }
+            let cmd = cmds.last_mut().expect("a command per run");
+            cmd.arg(event.id.unix_ms());
+            if event.kind.closes_stream() {
+                cmd.arg(event.id.to_string());
+            } else {
+                cmd.arg("");
+            }
+            cmd.arg(event.to_json());
+        }
+        if single {
+            cmds.pop().map(Request::Cmd)
+        } else {
+            let mut pipe = redis::pipe();
+            for cmd in cmds {
+                pipe.add_command(cmd).ignore();
+            }
+            Some(Request::Pipe(pipe))
+        }
+    }
+
+    async fn publish(self: &Arc<Self>, events: &[Event]) -> Result<(), PublishError> {
+        let Some(request) = self.publish_request(events) else {
+            return Ok(());
+        };
+        let inner = self.clone();
+        on_runtime(&self.handle, async move {
+            inner.commands.run::<()>(&request, Some(&inner.scripts.publish)).await
+        })
+        .await
+        .map_err(|e| {
+            if e.is_cancelled() {
+                PublishError::Closed
+            } else {
+                PublishError::Backend(join_error(e))
+            }
+        })?
+        .map_err(PublishError::Backend)
+    }
+
+    /// Reads the channel's metadata and its history from `start` on: one round trip.
+    async fn read_history(self: Arc<Self>, keys: Arc<ChannelKeys>, start: String) -> Result<HistoryRead, BoxError> {
+        let handle = self.handle.clone();
+        on_runtime(&handle, async move {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(self.scripts.read.get_hash())
+                .arg(2)
+                .arg(&keys.history)
+                .arg(&keys.meta)
+                .arg(start);
+            let reply: redis::Value = self.commands.run(&Request::Cmd(cmd), Some(&self.scripts.read)).await?;
+            HistoryRead::parse(reply)
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    async fn open(self: Arc<Self>, channel: ChannelId, after: Option<EventId>) -> Result<Subscription, SubscribeError> {
+        let keys = Arc::new(ChannelKeys::new(&self.config.key_prefix, &channel));
+        // Subscribe first, then read the history: whatever is published in between arrives both
+        // ways and the copy is dropped by id; nothing falls between the two.
+        let (registration, rx, mut active) = self.fanout.register(&keys.pubsub);
+        match tokio::time::timeout(self.subscribe_wait, active.wait_for(|a| *a)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Err(SubscribeError::Closed("the broker is shutting down".into())),
+            Err(_) => {
+                return Err(SubscribeError::Backend(
+                    format!(
+                        "the shared redis subscriber did not confirm the subscription within {:?}",
+                        self.subscribe_wait
+                    )
+                    .into(),
+                ));
+            }
+        }
+        let read = self
+            .clone()
+            .read_history(keys.clone(), start_after(after))
+            .await
+            .map_err(SubscribeError::Backend)?;
+        if let (Some(done), Some(after)) = (read.done, after)
+            && done <= after
+        {
+            return Ok(Subscription::finished());
+        }
+        let mut reader = Reader {
+            inner: self,
+            keys,
+            channel,
+            registration,
+            rx,
+            active,
+            pending: VecDeque::new(),
+            last_id: after,
+            last_seq: 0,
+            ended: false,
+        };
+        reader.last_seq = read.seq;
+        reader
+            .pending
+            .extend(read.entries.iter().filter_map(|(_, json)| parse_entry(json)));
+        Ok(Subscription::new(futures_util::stream::unfold(
+            reader,
+            |mut reader| async move {
+                let item = reader.next().await?;
+                Some((item, reader))
+            },
+        )))
+    }
+}
+
+fn parse_entry(json: &[u8]) -> Option<Event> {
+    match serde_json::from_slice(json) {
+        Ok(event) => Some(event),
+        Err(e) => {
+            tracing::warn!(error = %e, "skipping a history entry that is not an event");
+            None
+        }
+    }
+}
+
+/// One subscription: history first, then the local queue, with resyncs from history.
+struct Reader {
+    inner: Arc<Inner>,
+    keys: Arc<ChannelKeys>,
+    channel: ChannelId,
+    registration: Registration,
+    rx: mpsc::Receiver<Live>,
+    active: watch::Receiver<bool>,
+    /// Events to yield before the queue: the history read, or a refill.
+    pending: VecDeque<Event>,
+    last_id: Option<EventId>,
+    /// The highest channel sequence number seen (delivered, dropped as a duplicate, or covered
+    /// by a history read).
+    last_seq: u64,
+    ended: bool,
+}
+
+impl Reader {
+    fn accept(&mut self, event: Event) -> Option<Event> {
+        if !event.kind.is_control() {
+            if self.last_id.is_some_and(|last| event.id <= last) {
+                return None;
+            }
+            self.last_id = Some(event.id);
+        }
+        if event.kind.closes_stream() {
+            self.ended = true;
+        }
+        Some(event)
+    }
+
+    fn take_live(&mut self, live: Live) -> Option<Event> {
+        self.last_seq = self.last_seq.max(live.seq);
+        self.accept(Arc::unwrap_or_clone(live.event))
+    }
+
+    /// Refills `pending` from history after the last event, with a `gap` for what history lost.
+    async fn refill(&mut self) -> Result<(), SubscribeError> {
+        let read = self
+            .inner
+            .clone()
+            .read_history(self.keys.clone(), start_after(self.last_id))
+            .await
+            .map_err(SubscribeError::Backend)?;
+        if read.seq < self.last_seq {
+            // The channel expired and started over: its numbers restarted.
+            self.last_seq = 0;
+        }
+        let mut new = read.entries.iter().filter(|(seq, _)| *seq > self.last_seq).peekable();
+        let first_new = new.peek().map_or(read.seq + 1, |(seq, _)| *seq);
+        let missed = first_new.saturating_sub(self.last_seq + 1);
+        if missed > 0 {
+            let mut payload = Map::new();
+            payload.insert("missed".into(), json!(missed));
+            payload.insert("reason".into(), json!("subscriber fell behind the channel history"));
+            if let Ok(gap) = Event::new(self.channel.clone(), EventType::Gap, payload) {
+                self.pending.push_back(gap);
+            }
+        }
+        self.pending.extend(new.filter_map(|(_, json)| parse_entry(json)));
+        self.last_seq = self.last_seq.max(read.seq);
+        Ok(())
+    }
+
+    async fn next(&mut self) -> Option<Result<Event, SubscribeError>> {
+        let sub = self.registration.sub.clone();
+        loop {
+            if self.ended {
+                return None;
+            }
+            if let Some(event) = self.pending.pop_front() {
+                match self.accept(event) {
+                    Some(e) => return Some(Ok(e)),
+                    None => continue,
+                }
+            }
+            match self.rx.try_recv() {
+                Ok(live) => {
+                    if let Some(e) = self.take_live(live) {
+                        return Some(Ok(e));
+                    }
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            // The queue is drained: everything queued came before the overflow or the lost
+            // connection. Once the channel is (again) confirmed live, read what was missed.
+            if sub.resync.load(Ordering::SeqCst) {
+                if self.active.wait_for(|a| *a).await.is_err() {
+                    return None;
+                }
+                sub.resync.store(false, Ordering::SeqCst);
+                if let Err(e) = self.refill().await {
+                    sub.resync.store(true, Ordering::SeqCst);
+                    return Some(Err(e));
+                }
+                continue;
+            }
+            tokio::select! {
+                live = self.rx.recv() => match live {
+                    Some(live) => {
+                        if let Some(e) = self.take_live(live) {
+                            return Some(Ok(e));
+                        }
+                    }
+                    None => return None,
+                },
+                () = sub.wake.notified() => {}
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventPublisher for RedisBroker {
+    /// One `EVALSHA` round trip (history append + publish). Control events are ignored.
+    async fn publish(&self, event: &Event) -> Result<(), PublishError> {
+        self.inner.publish(std::slice::from_ref(event)).await
+    }
+
+    /// One round trip for the whole batch: one `EVALSHA` when all events share a channel, else a
+    /// pipeline of one `EVAL` per run of same-channel events.
+    async fn publish_batch(&self, events: &[Event]) -> Result<(), PublishError> {
+        self.inner.publish(events).await
+    }
+}
+
+#[async_trait]
+impl EventSubscriber for RedisBroker {
+    /// Costs one history read round trip, plus one `SUBSCRIBE` round trip when the channel has no
+    /// other local subscriber. Returns [`Subscription::finished`] when `after` is at or past the
+    /// channel's `done` event.
+    async fn subscribe(&self, channel: &ChannelId, after: Option<EventId>) -> Result<Subscription, SubscribeError> {
+        let inner = self.inner.clone();
+        let channel = channel.clone();
+        on_runtime(&self.inner.handle, inner.open(channel, after))
+            .await
+            .map_err(|e| SubscribeError::Backend(join_error(e)))?
+    }
+}
+
+#[async_trait]
+impl ChannelRegistry for RedisBroker {
+    /// One round trip (a script: set when absent or the same owner, with `PX ttl`).
+    async fn register(&self, channel: &ChannelId, owner: &UserId, ttl: Duration) -> Result<(), RegistryError> {
+        let inner = self.inner.clone();
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(inner.scripts.register.get_hash())
+            .arg(1)
+            .arg(owner_key(&inner.config.key_prefix, channel))
+            .arg(owner.as_str())
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        let set: i64 = on_runtime(&self.inner.handle, async move {
+            inner
+                .commands
+                .run(&Request::Cmd(cmd), Some(&inner.scripts.register))
+                .await
+        })
+        .await
+        .map_err(|e| RegistryError::Backend(join_error(e)))?
+        .map_err(RegistryError::Backend)?;
+        if set == 1 {
+            Ok(())
+        } else {
+            Err(RegistryError::AlreadyOwned {
+                channel: channel.clone(),
+            })
+        }
+    }
+
+    /// One `GET` round trip.
+    async fn owner(&self, channel: &ChannelId) -> Result<Option<UserId>, RegistryError> {
+        let inner = self.inner.clone();
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(owner_key(&inner.config.key_prefix, channel));
+        let owner: Option<String> = on_runtime(&self.inner.handle, async move {
+            inner.commands.run(&Request::Cmd(cmd), None).await
+        })
+        .await
+        .map_err(|e| RegistryError::Backend(join_error(e)))?
+        .map_err(RegistryError::Backend)?;
+        owner
+            .map(|o| UserId::new(o).map_err(|e| RegistryError::Backend(Box::new(e))))
+            .transpose()
+    }
+}

@@ -1,0 +1,256 @@
+//! Building a [`RedisBroker`].
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_redis::Runtime;
+use redis::cluster::ClusterClientBuilder;
+use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo};
+use stream_core::ChannelConfig;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use crate::broker::{Inner, RedisBroker};
+use crate::conn::{Commands, Source};
+use crate::error::ConnectError;
+use crate::fanout::Fanout;
+use crate::hub::{self, Hub, SubscriberConn};
+use crate::scripts::Scripts;
+
+/// The default `CLIENT SETNAME` of the subscriber connection.
+pub const DEFAULT_CLIENT_NAME: &str = "stream-pubsub";
+
+#[derive(Debug, Clone)]
+enum Target {
+    Standalone(String),
+    Cluster(Vec<String>),
+}
+
+/// Settings for a [`RedisBroker`]; [`connect`](Self::connect) builds it.
+///
+/// Start from [`RedisBroker::standalone`], [`RedisBroker::cluster`] or [`RedisBroker::from_env`].
+pub struct RedisBrokerBuilder {
+    target: Target,
+    config: ChannelConfig,
+    pool: Option<deadpool_redis::Pool>,
+    cluster_pool: Option<deadpool_redis::cluster::Pool>,
+    client_name: String,
+    subscribe_wait: Duration,
+    health_interval: Option<Duration>,
+}
+
+impl std::fmt::Debug for RedisBrokerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBrokerBuilder")
+            .field("target", &self.target)
+            .field("config", &self.config)
+            .field("pool", &self.pool.is_some())
+            .field("cluster_pool", &self.cluster_pool.is_some())
+            .field("client_name", &self.client_name)
+            .field("subscribe_wait", &self.subscribe_wait)
+            .finish()
+    }
+}
+
+impl RedisBroker {
+    /// A standalone broker on `url` (`redis://[user:password@]host:port[/db]`) with these
+    /// settings. Shorthand for `RedisBroker::standalone(url).config(config).connect()`.
+    pub async fn connect(url: &str, config: ChannelConfig) -> Result<Self, ConnectError> {
+        Self::standalone(url).config(config).connect().await
+    }
+
+    /// A Redis Cluster broker, given some of the cluster's node URLs. Shorthand for
+    /// `RedisBroker::cluster(nodes).config(config).connect()`.
+    pub async fn connect_cluster<S: AsRef<str>>(nodes: &[S], config: ChannelConfig) -> Result<Self, ConnectError> {
+        Self::cluster(nodes.iter().map(|n| n.as_ref().to_owned()))
+            .config(config)
+            .connect()
+            .await
+    }
+
+    /// Settings for a standalone Redis at `url`.
+    pub fn standalone(url: impl Into<String>) -> RedisBrokerBuilder {
+        RedisBrokerBuilder::new(Target::Standalone(url.into()))
+    }
+
+    /// Settings for a Redis Cluster, given some of its node URLs.
+    pub fn cluster<I, S>(nodes: I) -> RedisBrokerBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        RedisBrokerBuilder::new(Target::Cluster(nodes.into_iter().map(Into::into).collect()))
+    }
+
+    /// Settings from the environment: `REDIS_CLUSTER_NODES` (comma-separated node URLs) picks a
+    /// cluster; else `REDIS_URL` picks a standalone server; `None` when neither is set (an app
+    /// then falls back to the in-memory broker).
+    pub fn from_env() -> Option<RedisBrokerBuilder> {
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.trim().is_empty());
+        if let Some(nodes) = var("REDIS_CLUSTER_NODES") {
+            let nodes: Vec<String> = nodes
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect();
+            return Some(Self::cluster(nodes));
+        }
+        var("REDIS_URL").map(Self::standalone)
+    }
+}
+
+impl RedisBrokerBuilder {
+    fn new(target: Target) -> Self {
+        Self {
+            target,
+            config: ChannelConfig::default(),
+            pool: None,
+            cluster_pool: None,
+            client_name: DEFAULT_CLIENT_NAME.to_owned(),
+            subscribe_wait: Duration::from_secs(10),
+            health_interval: None,
+        }
+    }
+
+    /// The channel settings (key prefix, history length and TTL, subscriber queue, ...).
+    pub fn config(mut self, config: ChannelConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Publishes and reads history through this pool instead of a new one (standalone only).
+    /// The broker keeps one of its connections checked out and multiplexes every command over
+    /// it. The subscriber connection is still opened from the URL.
+    pub fn pool(mut self, pool: deadpool_redis::Pool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// The same as [`pool`](Self::pool), for a cluster.
+    pub fn cluster_pool(mut self, pool: deadpool_redis::cluster::Pool) -> Self {
+        self.cluster_pool = Some(pool);
+        self
+    }
+
+    /// The `CLIENT SETNAME` of the subscriber connection (default `"stream-pubsub"`), to find it
+    /// in `CLIENT LIST`.
+    pub fn client_name(mut self, name: impl Into<String>) -> Self {
+        self.client_name = name.into();
+        self
+    }
+
+    /// How long a subscribe waits for the shared connection to confirm a new channel (default
+    /// 10 s) before it fails. It only waits that long while Redis is unreachable.
+    pub fn subscribe_wait(mut self, wait: Duration) -> Self {
+        self.subscribe_wait = wait;
+        self
+    }
+
+    /// How often the subscriber connection is checked with a `PING` (default: the config's
+    /// `ping_interval`). A failed check reconnects, as a dropped connection does.
+    pub fn health_check_interval(mut self, interval: Duration) -> Self {
+        self.health_interval = Some(interval);
+        self
+    }
+
+    fn check(&self) -> Result<(), ConnectError> {
+        let prefix = &self.config.key_prefix;
+        if prefix.contains(['{', '}']) {
+            return Err(ConnectError::Config(format!(
+                "key_prefix {prefix:?} must not contain braces: the channel id is the hash tag"
+            )));
+        }
+        if self.config.history_max_len == 0 {
+            return Err(ConnectError::Config("history_max_len must be at least 1".into()));
+        }
+        if self.client_name.is_empty() || self.client_name.contains(|c: char| c.is_whitespace()) {
+            return Err(ConnectError::Config(
+                "client_name must be non-empty, without spaces".into(),
+            ));
+        }
+        match (&self.target, &self.pool, &self.cluster_pool) {
+            (Target::Cluster(nodes), _, _) if nodes.is_empty() => {
+                Err(ConnectError::Config("a cluster needs at least one node URL".into()))
+            }
+            (Target::Cluster(_), Some(_), _) => Err(ConnectError::Config(
+                "a standalone pool was given for a cluster; use cluster_pool".into(),
+            )),
+            (Target::Standalone(_), _, Some(_)) => Err(ConnectError::Config(
+                "a cluster pool was given for a standalone server; use pool".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Connects: checks out a command connection (which proves the server is reachable), opens
+    /// the subscriber connection (RESP3, whatever the URL says) and starts its task on the
+    /// current tokio runtime. Must be called inside a tokio runtime, which must keep running for
+    /// the broker to work (also for publishes from plain threads).
+    pub async fn connect(self) -> Result<RedisBroker, ConnectError> {
+        let handle = Handle::try_current().map_err(|_| ConnectError::NoRuntime)?;
+        self.check()?;
+        let (hub_tx, hub_rx) = mpsc::unbounded_channel();
+        let fanout = Arc::new(Fanout::new(self.config.subscriber_queue, hub_tx));
+        let health = self.health_interval.unwrap_or(self.config.ping_interval);
+        let (commands, conn, client, cluster) = match &self.target {
+            Target::Standalone(url) => {
+                let info = url.as_str().into_connection_info()?;
+                let pool = match self.pool {
+                    Some(pool) => pool,
+                    None => deadpool_redis::Config::from_connection_info(info.clone())
+                        .create_pool(Some(Runtime::Tokio1))
+                        .map_err(|e| ConnectError::Pool(Box::new(e)))?,
+                };
+                let commands = Commands::new(Source::Standalone(pool));
+                commands.checkout().await.map_err(ConnectError::Pool)?;
+                let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+                let client = Client::open(info.set_redis_settings(resp3))?;
+                let conn = hub::connect_standalone(&client, &fanout, &self.client_name).await?;
+                (commands, SubscriberConn::Standalone(conn), Some(client), false)
+            }
+            Target::Cluster(nodes) => {
+                let pool = match self.cluster_pool {
+                    Some(pool) => pool,
+                    None => deadpool_redis::cluster::Config::from_urls(nodes.clone())
+                        .create_pool(Some(Runtime::Tokio1))
+                        .map_err(|e| ConnectError::Pool(Box::new(e)))?,
+                };
+                let commands = Commands::new(Source::Cluster(pool));
+                commands.checkout().await.map_err(ConnectError::Pool)?;
+                let generation = fanout.next_generation();
+                let sender = fanout.clone();
+                let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+                    .use_protocol(ProtocolVersion::RESP3)
+                    .push_sender(move |push: PushInfo| {
+                        sender.on_push(generation, push);
+                        Ok::<(), Infallible>(())
+                    })
+                    .build()?;
+                let mut conn = client.get_async_connection().await?;
+                hub::name_cluster(&mut conn, &self.client_name).await?;
+                (commands, SubscriberConn::Cluster(conn), None, true)
+            }
+        };
+        let hub = Hub::new(fanout.clone(), hub_rx, conn, client, self.client_name.clone(), health);
+        handle.spawn(hub.run());
+        let ttl_ms = u64::try_from(self.config.history_ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        Ok(RedisBroker {
+            inner: Arc::new(Inner {
+                max_len: self.config.history_max_len.to_string(),
+                ttl_ms: ttl_ms.to_string(),
+                config: self.config,
+                handle,
+                commands,
+                fanout,
+                scripts: Scripts::new(),
+                cluster,
+                client_name: self.client_name,
+                subscribe_wait: self.subscribe_wait,
+            }),
+        })
+    }
+}

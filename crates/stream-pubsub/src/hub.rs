@@ -1,0 +1,246 @@
+//! The hub: the one task that owns the broker's subscriber connection.
+//!
+//! It subscribes a channel when the channel gets its first local subscriber and unsubscribes it
+//! when the last one leaves, batching whatever arrived meanwhile. When the connection is lost (a
+//! `Disconnection` push, a failed health-check `PING`, a failed (un)subscribe), it reconnects
+//! with exponential backoff, subscribes every channel again, and then marks the channels active;
+//! each local subscriber then refills from history (see the reader).
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::try_join_all;
+use redis::aio::MultiplexedConnection;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Client, PushInfo, RedisResult};
+use tokio::sync::mpsc;
+
+use crate::fanout::{Fanout, HubMsg};
+
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Channels per (UN)SUBSCRIBE command on a standalone server.
+const CHUNK: usize = 512;
+
+/// The subscriber connection: RESP3, with the fan-out as its push sender.
+pub(crate) enum SubscriberConn {
+    /// One multiplexed connection; `SUBSCRIBE`.
+    Standalone(MultiplexedConnection),
+    /// One connection per node, managed by the cluster client; `SSUBSCRIBE`.
+    Cluster(ClusterConnection),
+}
+
+impl SubscriberConn {
+    async fn subscribe(&mut self, channels: &[Box<str>]) -> RedisResult<()> {
+        match self {
+            Self::Standalone(conn) => {
+                for chunk in channels.chunks(CHUNK) {
+                    let names: Vec<&str> = chunk.iter().map(|c| &**c).collect();
+                    conn.subscribe(names).await?;
+                }
+                Ok(())
+            }
+            // Sharded channels of different slots cannot share one command.
+            Self::Cluster(conn) => try_join_all(channels.iter().map(|c| {
+                let mut conn = conn.clone();
+                async move { conn.ssubscribe(&**c).await }
+            }))
+            .await
+            .map(drop),
+        }
+    }
+
+    async fn unsubscribe(&mut self, channels: &[Box<str>]) -> RedisResult<()> {
+        match self {
+            Self::Standalone(conn) => {
+                for chunk in channels.chunks(CHUNK) {
+                    let names: Vec<&str> = chunk.iter().map(|c| &**c).collect();
+                    conn.unsubscribe(names).await?;
+                }
+                Ok(())
+            }
+            Self::Cluster(conn) => try_join_all(channels.iter().map(|c| {
+                let mut conn = conn.clone();
+                async move { conn.sunsubscribe(&**c).await }
+            }))
+            .await
+            .map(drop),
+        }
+    }
+
+    async fn ping(&mut self) -> RedisResult<()> {
+        match self {
+            Self::Standalone(conn) => redis::cmd("PING").query_async(conn).await,
+            Self::Cluster(conn) => redis::cmd("PING").query_async(conn).await,
+        }
+    }
+}
+
+/// Opens a standalone subscriber connection of a new generation and names it.
+///
+/// `client` must use RESP3 (pushes on a multiplexed connection).
+pub(crate) async fn connect_standalone(
+    client: &Client,
+    fanout: &Arc<Fanout>,
+    name: &str,
+) -> RedisResult<MultiplexedConnection> {
+    let generation = fanout.next_generation();
+    let sender = fanout.clone();
+    let config = AsyncConnectionConfig::new().set_push_sender(move |push: PushInfo| {
+        sender.on_push(generation, push);
+        Ok::<(), Infallible>(())
+    });
+    let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+    redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg(name)
+        .query_async::<()>(&mut conn)
+        .await?;
+    Ok(conn)
+}
+
+/// Names every node connection of a cluster subscriber connection (`CLIENT SETNAME` goes to all
+/// nodes). A node connection that the cluster client re-opens later is not renamed.
+pub(crate) async fn name_cluster(conn: &mut ClusterConnection, name: &str) -> RedisResult<()> {
+    redis::cmd("CLIENT").arg("SETNAME").arg(name).query_async(conn).await
+}
+
+pub(crate) struct Hub {
+    fanout: Arc<Fanout>,
+    rx: mpsc::UnboundedReceiver<HubMsg>,
+    conn: SubscriberConn,
+    /// Standalone only: how to open a fresh connection.
+    client: Option<Client>,
+    name: String,
+    subscribed: HashSet<Box<str>>,
+    health_interval: Duration,
+}
+
+impl Hub {
+    pub(crate) fn new(
+        fanout: Arc<Fanout>,
+        rx: mpsc::UnboundedReceiver<HubMsg>,
+        conn: SubscriberConn,
+        client: Option<Client>,
+        name: String,
+        health_interval: Duration,
+    ) -> Self {
+        Self {
+            fanout,
+            rx,
+            conn,
+            client,
+            name,
+            subscribed: HashSet::new(),
+            health_interval: health_interval.max(Duration::from_millis(100)),
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut health = tokio::time::interval(self.health_interval);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        health.tick().await;
+        loop {
+            let first = tokio::select! {
+                msg = self.rx.recv() => msg,
+                _ = health.tick() => {
+                    if let Err(e) = self.conn.ping().await {
+                        tracing::warn!(error = %e, "redis subscriber connection failed its health check");
+                        if !self.recover().await {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+            };
+            let mut touched = HashSet::new();
+            let mut lost = false;
+            let mut next = first;
+            loop {
+                match next {
+                    None | Some(HubMsg::Shutdown) => return,
+                    Some(HubMsg::Ensure(c) | HubMsg::Release(c)) => {
+                        touched.insert(c);
+                    }
+                    Some(HubMsg::Disconnected(generation)) => lost |= generation == self.fanout.generation(),
+                }
+                match self.rx.try_recv() {
+                    Ok(msg) => next = Some(msg),
+                    Err(_) => break,
+                }
+            }
+            if lost {
+                tracing::warn!("redis subscriber connection lost; reconnecting");
+                if !self.recover().await {
+                    return;
+                }
+                continue;
+            }
+            if let Err(e) = self.reconcile(&touched).await {
+                tracing::warn!(error = %e, "redis (un)subscribe failed; reconnecting");
+                if !self.recover().await {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Brings the server-side subscriptions of `touched` in line with the local subscribers.
+    async fn reconcile(&mut self, touched: &HashSet<Box<str>>) -> RedisResult<()> {
+        let (add, remove) = self.fanout.diff(touched, &self.subscribed);
+        if !remove.is_empty() {
+            self.conn.unsubscribe(&remove).await?;
+            for name in &remove {
+                self.subscribed.remove(name);
+            }
+        }
+        if !add.is_empty() {
+            self.conn.subscribe(&add).await?;
+            self.subscribed.extend(add);
+        }
+        self.fanout
+            .activate(touched.iter().filter(|c| self.subscribed.contains(*c)));
+        Ok(())
+    }
+
+    /// Reconnects (standalone) and subscribes every channel again, retrying with backoff until it
+    /// works. Returns false when the broker was dropped meanwhile.
+    async fn recover(&mut self) -> bool {
+        self.fanout.mark_all_resync();
+        self.subscribed.clear();
+        let mut delay = MIN_BACKOFF;
+        loop {
+            match self.restore().await {
+                Ok(()) => {
+                    tracing::info!(channels = self.subscribed.len(), "redis subscriber connection restored");
+                    return true;
+                }
+                Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "redis subscriber reconnect failed"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_BACKOFF);
+            // Ensure/Release that arrived meanwhile are covered by the next full restore.
+            loop {
+                match self.rx.try_recv() {
+                    Ok(HubMsg::Shutdown) | Err(mpsc::error::TryRecvError::Disconnected) => return false,
+                    Ok(_) => {}
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                }
+            }
+        }
+    }
+
+    async fn restore(&mut self) -> RedisResult<()> {
+        if let Some(client) = &self.client {
+            // A new generation: pushes (and the disconnect notice) of the old connection are ignored.
+            self.conn = SubscriberConn::Standalone(connect_standalone(client, &self.fanout, &self.name).await?);
+        }
+        let wanted = self.fanout.channel_names();
+        self.conn.subscribe(&wanted).await?;
+        self.subscribed = wanted.into_iter().collect();
+        self.fanout.activate(self.subscribed.iter());
+        Ok(())
+    }
+}

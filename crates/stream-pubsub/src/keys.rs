@@ -1,0 +1,48 @@
+//! The Redis names of a channel.
+//!
+//! Every name of one channel carries the hash tag `{<channel id>}`, so in a Redis Cluster the
+//! history, the metadata, the owner record and the sharded pub/sub channel all live in one slot:
+//! the publish script may touch them together, and `SPUBLISH` from the script is allowed. A
+//! [`ChannelId`] has no brace or colon, and the key prefix is checked for braces at connect time.
+
+use stream_core::ChannelId;
+
+/// The names one publish or one history read touches.
+#[derive(Debug, Clone)]
+pub(crate) struct ChannelKeys {
+    /// The pub/sub channel: `{prefix}{<channel>}`.
+    pub(crate) pubsub: String,
+    /// The history stream: `{prefix}{<channel>}:h`.
+    pub(crate) history: String,
+    /// The metadata hash (`s`: last sequence number, `d`: the `done` event id): `{prefix}{<channel>}:m`.
+    pub(crate) meta: String,
+}
+
+impl ChannelKeys {
+    pub(crate) fn new(prefix: &str, channel: &ChannelId) -> Self {
+        let pubsub = format!("{prefix}{{{channel}}}");
+        let history = format!("{pubsub}:h");
+        let meta = format!("{pubsub}:m");
+        Self { pubsub, history, meta }
+    }
+}
+
+/// The owner record of a channel: `{prefix}{<channel>}:owner`.
+pub(crate) fn owner_key(prefix: &str, channel: &ChannelId) -> String {
+    format!("{prefix}{{{channel}}}:owner")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_of_a_channel_shares_one_hash_tag() {
+        let ch = ChannelId::new("job-42").unwrap();
+        let keys = ChannelKeys::new("stream:", &ch);
+        assert_eq!(keys.pubsub, "stream:{job-42}");
+        assert_eq!(keys.history, "stream:{job-42}:h");
+        assert_eq!(keys.meta, "stream:{job-42}:m");
+        assert_eq!(owner_key("stream:", &ch), "stream:{job-42}:owner");
+    }
+}
