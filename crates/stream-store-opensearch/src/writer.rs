@@ -1,0 +1,395 @@
+//! The background writer: the bounded queue feeds batches to `_bulk`, with bounded retries.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use opensearch::OpenSearch;
+use opensearch::http::Method;
+use opensearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::config::OpenSearchConfig;
+use crate::error::OpenSearchError;
+
+/// What travels through the queue.
+pub(crate) enum Msg {
+    /// One event's two `_bulk` lines.
+    Doc(Vec<u8>),
+    /// Write everything before this marker, refresh, then answer.
+    Flush(oneshot::Sender<Result<(), OpenSearchError>>),
+    /// Stop taking events, write everything queued, refresh, answer and exit.
+    Shutdown(oneshot::Sender<Result<(), OpenSearchError>>),
+}
+
+/// The writer's counters, shared with the store.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) accepted: AtomicU64,
+    pub(crate) written: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+}
+
+/// Only what the writer needs from a `_bulk` answer.
+const BULK_FILTER: &str = "errors,items.*.status,items.*._id,items.*.error.type,items.*.error.reason";
+
+#[derive(Deserialize)]
+struct BulkHead {
+    #[serde(default)]
+    errors: bool,
+}
+
+#[derive(Deserialize)]
+struct BulkResponse {
+    #[serde(default)]
+    items: Vec<BulkItem>,
+}
+
+#[derive(Deserialize)]
+struct BulkItem {
+    #[serde(alias = "create", alias = "update", alias = "delete")]
+    index: ItemResult,
+}
+
+#[derive(Deserialize)]
+struct ItemResult {
+    #[serde(default)]
+    _id: Option<String>,
+    status: u16,
+    #[serde(default)]
+    error: Option<ItemError>,
+}
+
+#[derive(Deserialize)]
+struct ItemError {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// How one `_bulk` attempt went.
+enum Attempt {
+    /// Per-item results (HTTP 200).
+    Items(Bytes),
+    /// The request failed in a way worth retrying: 429, 5xx, a connection error or a timeout.
+    Retry(OpenSearchError),
+    /// The request was refused (4xx other than 429): retrying would not help.
+    GiveUp(OpenSearchError),
+}
+
+fn retryable(status: u16) -> bool {
+    status == 429 || status >= 500
+}
+
+/// A batch: the concatenated `_bulk` lines and where each event's lines are.
+struct Batch {
+    body: BytesMut,
+    docs: Vec<Range<usize>>,
+}
+
+impl Batch {
+    fn with_capacity(bytes: usize, events: usize) -> Self {
+        Self {
+            body: BytesMut::with_capacity(bytes),
+            docs: Vec::with_capacity(events),
+        }
+    }
+
+    fn push(&mut self, doc: &[u8]) {
+        let start = self.body.len();
+        self.body.extend_from_slice(doc);
+        self.docs.push(start..self.body.len());
+    }
+
+    fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+}
+
+pub(crate) struct Writer {
+    client: OpenSearch,
+    config: Arc<OpenSearchConfig>,
+    counters: Arc<Counters>,
+    rx: mpsc::Receiver<Msg>,
+    rng: StdRng,
+    bulk_headers: HeaderMap,
+    refresh_path: String,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        client: OpenSearch,
+        config: Arc<OpenSearchConfig>,
+        counters: Arc<Counters>,
+        rx: mpsc::Receiver<Msg>,
+    ) -> Self {
+        let mut bulk_headers = HeaderMap::new();
+        bulk_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+        let refresh_path = format!("/{}/_refresh", config.index_pattern());
+        Self {
+            client,
+            config,
+            counters,
+            rx,
+            rng: StdRng::from_os_rng(),
+            bulk_headers,
+            refresh_path,
+        }
+    }
+
+    fn new_batch(&self) -> Batch {
+        // Room for a full batch by count, up to the byte limit, so a batch rarely reallocates.
+        let bytes = self.config.bulk_max_bytes.min(self.config.bulk_max_events * 512);
+        Batch::with_capacity(bytes, self.config.bulk_max_events)
+    }
+
+    /// Runs until every sender is gone or a shutdown has drained the queue.
+    pub(crate) async fn run(mut self) {
+        let mut batch = self.new_batch();
+        let mut deadline = Instant::now();
+        let mut shutdown: Vec<oneshot::Sender<Result<(), OpenSearchError>>> = Vec::new();
+        loop {
+            let msg = if batch.is_empty() {
+                self.rx.recv().await
+            } else {
+                tokio::select! {
+                    biased;
+                    msg = self.rx.recv() => msg,
+                    () = tokio::time::sleep_until(deadline) => {
+                        self.write(&mut batch).await;
+                        continue;
+                    }
+                }
+            };
+            match msg {
+                Some(Msg::Doc(doc)) => {
+                    if !batch.is_empty() && batch.body.len() + doc.len() > self.config.bulk_max_bytes {
+                        self.write(&mut batch).await;
+                    }
+                    if batch.is_empty() {
+                        deadline = Instant::now() + self.config.flush_interval;
+                    }
+                    batch.push(&doc);
+                    if batch.docs.len() >= self.config.bulk_max_events || batch.body.len() >= self.config.bulk_max_bytes
+                    {
+                        self.write(&mut batch).await;
+                    }
+                }
+                Some(Msg::Flush(reply)) => {
+                    self.write(&mut batch).await;
+                    let _ = reply.send(self.refresh().await);
+                }
+                Some(Msg::Shutdown(reply)) => {
+                    // Appends fail from now on; what is queued is still received, then `None`.
+                    self.rx.close();
+                    shutdown.push(reply);
+                }
+                None => {
+                    self.write(&mut batch).await;
+                    if !shutdown.is_empty() {
+                        let result = self.refresh().await;
+                        for reply in shutdown {
+                            let _ = reply.send(result.clone());
+                        }
+                    }
+                    tracing::debug!("opensearch event writer stopped");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends the batch (with retries) and leaves it empty.
+    async fn write(&mut self, batch: &mut Batch) {
+        if batch.is_empty() {
+            return;
+        }
+        let next = self.new_batch();
+        let Batch { body, docs } = std::mem::replace(batch, next);
+        self.send_with_retries(body.freeze(), docs).await;
+    }
+
+    fn backoff(&mut self, attempt: u32) -> std::time::Duration {
+        let base = self
+            .config
+            .retry_initial_backoff
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.config.retry_max_backoff);
+        // Full delay in [base/2, base]: writers of several processes do not retry in step.
+        base.mul_f64(self.rng.random_range(0.5..=1.0))
+    }
+
+    async fn send_with_retries(&mut self, original: Bytes, mut docs: Vec<Range<usize>>) {
+        let mut body = original.clone();
+        let mut attempt = 0u32;
+        loop {
+            let count = docs.len() as u64;
+            let (retry, reason) = match self.bulk(body.clone()).await {
+                Attempt::Items(answer) => match self.settle_items(&answer, &docs) {
+                    Ok((retry, reason)) => (retry, reason),
+                    Err(e) => {
+                        // A 200 we cannot read: the events may or may not be stored. Retrying is
+                        // safe (each event has its own `_id`), so treat it like a failed request.
+                        (docs.clone(), Some(e))
+                    }
+                },
+                Attempt::Retry(e) => (docs.clone(), Some(e)),
+                Attempt::GiveUp(e) => {
+                    self.counters.dropped.fetch_add(count, Ordering::Relaxed);
+                    tracing::error!(events = count, error = %e, "opensearch refused a _bulk request; events dropped");
+                    return;
+                }
+            };
+            if retry.is_empty() {
+                return;
+            }
+            let reason = reason.map_or_else(|| "unknown".to_owned(), |e| e.to_string());
+            if attempt >= self.config.max_retries {
+                self.counters.dropped.fetch_add(retry.len() as u64, Ordering::Relaxed);
+                tracing::warn!(
+                    events = retry.len(),
+                    retries = attempt,
+                    reason = %reason,
+                    "opensearch _bulk still failing; events dropped"
+                );
+                return;
+            }
+            let delay = self.backoff(attempt);
+            tracing::debug!(events = retry.len(), attempt, ?delay, reason = %reason, "retrying opensearch _bulk");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+            // `retry` keeps the order of `docs`: the same length means the same events.
+            if retry.len() != docs.len() {
+                body = subset(&original, &retry);
+            }
+            docs = retry;
+        }
+    }
+
+    /// Counts written and refused items; returns the ones to retry (429, 5xx) and why.
+    fn settle_items(
+        &self,
+        answer: &[u8],
+        docs: &[Range<usize>],
+    ) -> Result<(Vec<Range<usize>>, Option<OpenSearchError>), OpenSearchError> {
+        let head: BulkHead = serde_json::from_slice(answer)
+            .map_err(|e| OpenSearchError::new(None, format!("unreadable _bulk response: {e}")))?;
+        if !head.errors {
+            self.counters.written.fetch_add(docs.len() as u64, Ordering::Relaxed);
+            return Ok((Vec::new(), None));
+        }
+        let response: BulkResponse = serde_json::from_slice(answer)
+            .map_err(|e| OpenSearchError::new(None, format!("unreadable _bulk response: {e}")))?;
+        if response.items.len() != docs.len() {
+            return Err(OpenSearchError::new(
+                None,
+                format!(
+                    "_bulk answered {} items for {} events",
+                    response.items.len(),
+                    docs.len()
+                ),
+            ));
+        }
+        let mut retry = Vec::new();
+        let mut retry_reason = None;
+        let (mut written, mut refused) = (0u64, 0u64);
+        for (item, doc) in response.items.into_iter().zip(docs) {
+            let item = item.index;
+            let reason = || {
+                let e = item.error.as_ref();
+                format!(
+                    "{}: {}",
+                    e.and_then(|e| e.kind.as_deref()).unwrap_or("error"),
+                    e.and_then(|e| e.reason.as_deref()).unwrap_or("no reason given")
+                )
+            };
+            if (200..300).contains(&item.status) {
+                written += 1;
+            } else if retryable(item.status) {
+                if retry_reason.is_none() {
+                    retry_reason = Some(OpenSearchError::new(Some(item.status), reason()));
+                }
+                retry.push(doc.clone());
+            } else {
+                refused += 1;
+                // Logged one by one: a refused event is a bug (a mapping conflict, say) worth seeing.
+                tracing::error!(
+                    id = item._id.as_deref().unwrap_or("?"),
+                    status = item.status,
+                    reason = %reason(),
+                    "opensearch refused an event; dropped"
+                );
+            }
+        }
+        self.counters.written.fetch_add(written, Ordering::Relaxed);
+        self.counters.dropped.fetch_add(refused, Ordering::Relaxed);
+        Ok((retry, retry_reason))
+    }
+
+    async fn bulk(&self, body: Bytes) -> Attempt {
+        let sent = self
+            .client
+            .send(
+                Method::Post,
+                "/_bulk",
+                self.bulk_headers.clone(),
+                Some(&[("filter_path", BULK_FILTER)]),
+                Some(body),
+                None,
+            )
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => return Attempt::Retry(OpenSearchError::request("_bulk", e)),
+        };
+        let status = response.status_code().as_u16();
+        let answer = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => return Attempt::Retry(OpenSearchError::request("_bulk", e)),
+        };
+        if (200..300).contains(&status) {
+            Attempt::Items(answer)
+        } else if retryable(status) {
+            Attempt::Retry(OpenSearchError::status("_bulk", status, &answer))
+        } else {
+            Attempt::GiveUp(OpenSearchError::status("_bulk", status, &answer))
+        }
+    }
+
+    /// Makes everything written so far visible to searches.
+    async fn refresh(&self) -> Result<(), OpenSearchError> {
+        let sent = self
+            .client
+            .send::<(), _>(
+                Method::Post,
+                &self.refresh_path,
+                HeaderMap::new(),
+                Some(&[("ignore_unavailable", "true"), ("allow_no_indices", "true")]),
+                None,
+                None,
+            )
+            .await
+            .map_err(|e| OpenSearchError::request("_refresh", e))?;
+        let status = sent.status_code().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let answer = sent.bytes().await.unwrap_or_default();
+        Err(OpenSearchError::status("_refresh", status, &answer))
+    }
+}
+
+/// A new body with the lines of `docs` out of `original`.
+fn subset(original: &Bytes, docs: &[Range<usize>]) -> Bytes {
+    let mut body = BytesMut::with_capacity(docs.iter().map(|r| r.len()).sum());
+    for r in docs {
+        body.extend_from_slice(&original[r.clone()]);
+    }
+    body.freeze()
+}
