@@ -35,6 +35,8 @@ async fn seed_methods_keys_scores_and_key_ttl() {
         .await
         .expect("acquire")
         .expect("lease");
+    // Apart by a few ms, so that the expiries order them (equal scores would order by id).
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let b = limiter
         .acquire_stream_lease(&user)
         .await
