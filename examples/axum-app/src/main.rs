@@ -1,1 +1,155 @@
-fn main() {}
+//! The demo app on axum. Routing and type conversion only: the API's behaviour is in
+//! `demo-service`, the SSE responses come from `stream-axum`. The HTTP API is in
+//! `docs/http-api.md`.
+
+use std::process::ExitCode;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use demo_service::{ApiError, Config, DemoService, USER_HEADER, app_backends, init_tracing, shutdown_signal};
+use stream_axum::{LastEventId, SseError, direct_sse_response, sse_response_with_lease};
+
+/// Either kind of error answer.
+enum AppError {
+    Api(ApiError),
+    Sse(SseError),
+}
+
+impl From<ApiError> for AppError {
+    fn from(e: ApiError) -> Self {
+        Self::Api(e)
+    }
+}
+
+impl From<SseError> for AppError {
+    fn from(e: SseError) -> Self {
+        Self::Sse(e)
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Api(e) => {
+                let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                (status, Json(e.body())).into_response()
+            }
+            Self::Sse(e) => e.into_response(),
+        }
+    }
+}
+
+type Reply = Result<Response, AppError>;
+
+fn user_header(headers: &HeaderMap) -> Option<&[u8]> {
+    headers.get(USER_HEADER).map(|v| v.as_bytes())
+}
+
+async fn index() -> Html<&'static str> {
+    Html(demo_service::INDEX_HTML)
+}
+
+async fn healthz(State(service): State<DemoService>) -> Json<serde_json::Value> {
+    Json(service.health())
+}
+
+async fn create_deployment(State(service): State<DemoService>, headers: HeaderMap, body: Bytes) -> Reply {
+    let created = service.create_deployment(user_header(&headers), &body).await?;
+    Ok((StatusCode::ACCEPTED, Json(created)).into_response())
+}
+
+async fn deploy(State(service): State<DemoService>, headers: HeaderMap, body: Bytes) -> Reply {
+    let deployment = service.prepare_deployment(user_header(&headers), &body).await?;
+    // Subscribe (under the lease) first, then start the job: a 429 starts nothing.
+    let response = sse_response_with_lease(
+        deployment.ctx.channel_id(),
+        deployment.user.clone(),
+        service.streaming(),
+        service.sse_options(None),
+        None,
+    )
+    .await?;
+    service.start(deployment).await?;
+    Ok(response)
+}
+
+async fn stream(
+    State(service): State<DemoService>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    LastEventId(last): LastEventId,
+) -> Reply {
+    let (channel, user) = service
+        .authorize_stream(&channel, user_header(&headers), uri.query())
+        .await?;
+    Ok(sse_response_with_lease(&channel, user, service.streaming(), service.sse_options(last), None).await?)
+}
+
+async fn chat(State(service): State<DemoService>, headers: HeaderMap, body: Bytes) -> Reply {
+    let (user, tokens) = service.chat(user_header(&headers), &body)?;
+    Ok(direct_sse_response(
+        tokens,
+        Some(user),
+        true,
+        service.streaming(),
+        service.sse_options(None),
+        None,
+    )
+    .await?)
+}
+
+async fn events(State(service): State<DemoService>, headers: HeaderMap, uri: Uri) -> Reply {
+    let events = service.events(user_header(&headers), uri.query()).await?;
+    Ok(Json(events).into_response())
+}
+
+fn router(service: DemoService) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(healthz))
+        .route("/deployments", post(create_deployment))
+        .route("/deploy", post(deploy))
+        .route("/streams/{channel_id}", get(stream))
+        .route("/chat/stream", post(chat))
+        .route("/events", get(events))
+        .with_state(service)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    init_tracing();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("axum-app: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config::from_env()?;
+    let backends = app_backends(&config).await?;
+    let service = DemoService::new(config.clone(), backends);
+    let listener = tokio::net::TcpListener::bind((config.host, config.port)).await?;
+    let addr = listener.local_addr()?;
+    // The tests read this line to find the port when PORT=0.
+    println!("listening on http://{addr}");
+    tracing::info!(%addr, mode = %service.health()["mode"], "axum-app listening");
+    let shutdown = service.shutdown_token().clone();
+    axum::serve(listener, router(service))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Ends every open stream, so the graceful shutdown does not wait on them.
+            shutdown.cancel();
+        })
+        .await?;
+    tracing::info!("axum-app stopped");
+    Ok(())
+}

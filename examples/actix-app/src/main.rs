@@ -1,0 +1,174 @@
+//! The demo app on actix-web. Routing and type conversion only: the API's behaviour is in
+//! `demo-service`, the SSE responses come from `stream-actix`. The HTTP API is in
+//! `docs/http-api.md`.
+
+use std::fmt;
+use std::process::ExitCode;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::ContentType;
+use actix_web::web::{self, Bytes, Data};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError};
+use demo_service::{ApiError, Config, DemoService, USER_HEADER, app_backends, init_tracing, shutdown_signal};
+use stream_actix::{LastEventId, SseError, direct_sse_response, sse_response_with_lease};
+
+/// Either kind of error answer.
+#[derive(Debug)]
+enum AppError {
+    Api(ApiError),
+    Sse(SseError),
+}
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Api(e) => e.fmt(f),
+            Self::Sse(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<ApiError> for AppError {
+    fn from(e: ApiError) -> Self {
+        Self::Api(e)
+    }
+}
+
+impl From<SseError> for AppError {
+    fn from(e: SseError) -> Self {
+        Self::Sse(e)
+    }
+}
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Api(e) => StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            Self::Sse(e) => e.status_code(),
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Self::Api(e) => HttpResponse::build(self.status_code()).json(e.body()),
+            Self::Sse(e) => e.error_response(),
+        }
+    }
+}
+
+type Reply = Result<HttpResponse, AppError>;
+
+fn user_header(req: &HttpRequest) -> Option<&[u8]> {
+    req.headers().get(USER_HEADER).map(|v| v.as_bytes())
+}
+
+fn query(req: &HttpRequest) -> Option<&str> {
+    Some(req.query_string()).filter(|q| !q.is_empty())
+}
+
+async fn index() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::html())
+        .body(demo_service::INDEX_HTML)
+}
+
+async fn healthz(service: Data<DemoService>) -> HttpResponse {
+    HttpResponse::Ok().json(service.health())
+}
+
+async fn create_deployment(service: Data<DemoService>, req: HttpRequest, body: Bytes) -> Reply {
+    let created = service.create_deployment(user_header(&req), &body).await?;
+    Ok(HttpResponse::Accepted().json(created))
+}
+
+async fn deploy(service: Data<DemoService>, req: HttpRequest, body: Bytes) -> Reply {
+    let deployment = service.prepare_deployment(user_header(&req), &body).await?;
+    // Subscribe (under the lease) first, then start the job: a 429 starts nothing.
+    let response = sse_response_with_lease(
+        deployment.ctx.channel_id(),
+        deployment.user.clone(),
+        service.streaming(),
+        service.sse_options(None),
+        None,
+    )
+    .await?;
+    service.start(deployment).await?;
+    Ok(response)
+}
+
+async fn stream(
+    service: Data<DemoService>,
+    channel: web::Path<String>,
+    req: HttpRequest,
+    LastEventId(last): LastEventId,
+) -> Reply {
+    let (channel, user) = service
+        .authorize_stream(&channel, user_header(&req), query(&req))
+        .await?;
+    Ok(sse_response_with_lease(&channel, user, service.streaming(), service.sse_options(last), None).await?)
+}
+
+async fn chat(service: Data<DemoService>, req: HttpRequest, body: Bytes) -> Reply {
+    let (user, tokens) = service.chat(user_header(&req), &body)?;
+    Ok(direct_sse_response(
+        tokens,
+        Some(user),
+        true,
+        service.streaming(),
+        service.sse_options(None),
+        None,
+    )
+    .await?)
+}
+
+async fn events(service: Data<DemoService>, req: HttpRequest) -> Reply {
+    let events = service.events(user_header(&req), query(&req)).await?;
+    Ok(HttpResponse::Ok().json(events))
+}
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    init_tracing();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("actix-app: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config::from_env()?;
+    let backends = app_backends(&config).await?;
+    let service = DemoService::new(config.clone(), backends);
+    let shutdown = service.shutdown_token().clone();
+    let data = Data::new(service);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .route("/", web::get().to(index))
+            .route("/healthz", web::get().to(healthz))
+            .route("/deployments", web::post().to(create_deployment))
+            .route("/deploy", web::post().to(deploy))
+            .route("/streams/{channel_id}", web::get().to(stream))
+            .route("/chat/stream", web::post().to(chat))
+            .route("/events", web::get().to(events))
+    })
+    // Our own signal handling: the token ends every open stream, then the server stops.
+    .shutdown_signal(shutdown.clone().cancelled_owned())
+    .shutdown_timeout(10)
+    .bind((config.host, config.port))?;
+    let addr = server.addrs()[0];
+    // The tests read this line to find the port when PORT=0.
+    println!("listening on http://{addr}");
+    tracing::info!(%addr, "actix-app listening");
+    actix_web::rt::spawn(async move {
+        shutdown_signal().await;
+        shutdown.cancel();
+    });
+    server.run().await?;
+    tracing::info!("actix-app stopped");
+    Ok(())
+}

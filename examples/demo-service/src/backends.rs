@@ -1,0 +1,131 @@
+//! Chooses the backends from the [`Config`].
+
+use std::sync::Arc;
+
+use stream_core::memory::{MemoryEventStore, MemoryLeaseStore};
+use stream_core::{EventPublisher, EventStore, PersistingPublisher, Streaming};
+use stream_lease::StreamLeaseLimiter;
+use stream_pubsub::RedisBroker;
+use stream_store_opensearch::{OpenSearchConfig, OpenSearchEventStore};
+
+use crate::config::Config;
+use crate::queue::{JobQueue, QueueError};
+use crate::service::{Backends, Mode};
+
+/// The backends could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The Redis broker failed to connect.
+    #[error("Redis broker: {0}")]
+    Broker(#[source] stream_pubsub::ConnectError),
+    /// The Redis lease limiter failed to connect.
+    #[error("Redis lease limiter: {0}")]
+    Leases(#[source] stream_lease::LimiterError),
+    /// The job queue failed to connect.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The OpenSearch settings are invalid.
+    #[error("OpenSearch settings: {0}")]
+    OpenSearchConfig(#[source] stream_store_opensearch::ConfigError),
+    /// OpenSearch failed to connect.
+    #[error("OpenSearch: {0}")]
+    OpenSearch(#[source] stream_store_opensearch::ConnectError),
+}
+
+/// The OpenSearch store when `OPENSEARCH_URL` is set (all `OPENSEARCH_*` variables apply).
+async fn opensearch(config: &Config) -> Result<Option<Arc<dyn EventStore>>, StartError> {
+    if config.opensearch_url.is_none() {
+        return Ok(None);
+    }
+    let os_config = OpenSearchConfig::from_env().map_err(StartError::OpenSearchConfig)?;
+    let store = OpenSearchEventStore::connect(os_config)
+        .await
+        .map_err(StartError::OpenSearch)?;
+    Ok(Some(Arc::new(store)))
+}
+
+/// The app's backends.
+///
+/// - `REDIS_URL` unset: the in-memory broker, leases and store, and the job runs in-process.
+/// - `REDIS_URL` set: the Redis broker (events, history, channel owners), the Redis lease
+///   limiter, and jobs pushed onto the Redis list for the worker process.
+/// - `OPENSEARCH_URL` set: events are archived in OpenSearch (by whoever publishes them) and
+///   `GET /events` reads it. Unset: an in-memory store; in Redis mode the app archives the
+///   channels it creates itself, since the worker's process cannot reach its memory.
+pub async fn app_backends(config: &Config) -> Result<Backends, StartError> {
+    let opensearch = opensearch(config).await?;
+    let channel_config = config.channel_config();
+    match &config.redis_url {
+        None => {
+            let streaming = match opensearch {
+                None => Streaming::in_memory(channel_config, config.lease_config()),
+                Some(store) => {
+                    let broker = Arc::new(stream_core::memory::MemoryBroker::new(channel_config.clone()));
+                    Streaming::from_parts(
+                        broker.clone(),
+                        broker.clone(),
+                        broker,
+                        Arc::new(MemoryLeaseStore::new(config.lease_config())),
+                        Some(store),
+                        channel_config,
+                    )
+                }
+            };
+            Ok(Backends {
+                jobs: JobQueue::InProcess {
+                    publisher: streaming.publisher.clone(),
+                },
+                streaming,
+                mode: Mode::Memory,
+                archive_locally: None,
+            })
+        }
+        Some(url) => {
+            let broker = Arc::new(
+                RedisBroker::connect(url, channel_config.clone())
+                    .await
+                    .map_err(StartError::Broker)?,
+            );
+            let leases = StreamLeaseLimiter::connect(url, config.lease_config())
+                .await
+                .map_err(StartError::Leases)?;
+            let archive_locally = opensearch
+                .is_none()
+                .then(|| Arc::new(MemoryEventStore::default()) as Arc<dyn EventStore>);
+            let streaming = Streaming::from_parts(
+                broker.clone(),
+                broker.clone(),
+                broker,
+                Arc::new(leases),
+                opensearch,
+                channel_config,
+            );
+            Ok(Backends {
+                jobs: JobQueue::redis(url, &config.job_queue).await?,
+                streaming,
+                mode: Mode::Redis,
+                archive_locally,
+            })
+        }
+    }
+}
+
+/// The worker's publisher: the Redis broker, archiving persisted events in OpenSearch when
+/// `OPENSEARCH_URL` is set. The store is returned too, so that the worker can flush it before it
+/// exits.
+pub async fn worker_publisher(
+    config: &Config,
+    redis_url: &str,
+) -> Result<(Arc<dyn EventPublisher>, Option<Arc<dyn EventStore>>), StartError> {
+    let broker: Arc<dyn EventPublisher> = Arc::new(
+        RedisBroker::connect(redis_url, config.channel_config())
+            .await
+            .map_err(StartError::Broker)?,
+    );
+    let store = opensearch(config).await?;
+    let publisher = match &store {
+        Some(store) => Arc::new(PersistingPublisher::new(broker, store.clone())),
+        None => broker,
+    };
+    Ok((publisher, store))
+}

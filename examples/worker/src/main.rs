@@ -1,0 +1,53 @@
+//! The demo worker: a separate process that takes deploy jobs from a Redis list (`BLPOP` on
+//! `DEMO_JOB_QUEUE`, default `stream-demo:jobs`) and emits their events through the Redis broker,
+//! so that any app instance streams them. It reads the same environment as the apps; `REDIS_URL`
+//! is required (in memory mode the app runs jobs in-process and needs no worker).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use demo_service::{Config, init_tracing, run_worker, shutdown_signal, worker_publisher};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    init_tracing();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("worker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config::from_env()?;
+    let Some(redis_url) = config.redis_url.clone() else {
+        return Err("REDIS_URL is not set: in memory mode the app runs jobs in-process".into());
+    };
+    let (publisher, store) = worker_publisher(&config, &redis_url).await?;
+    let shutdown = demo_service::CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    });
+    // The tests read this line to know the worker is taking jobs.
+    println!("worker ready on {}", config.job_queue);
+    run_worker(
+        &redis_url,
+        &config.job_queue,
+        publisher,
+        shutdown,
+        Duration::from_secs(10),
+    )
+    .await?;
+    if let Some(store) = store
+        && let Err(e) = store.flush().await
+    {
+        tracing::warn!(error = %e, "event store flush failed");
+    }
+    tracing::info!("worker stopped");
+    Ok(())
+}
