@@ -14,7 +14,7 @@ use stream_core::{
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
-use crate::conn::{Commands, Request, on_runtime};
+use crate::conn::{Commands, on_runtime};
 use crate::fanout::{Fanout, HubMsg, Live, Registration};
 use crate::history::{HistoryRead, start_after};
 use crate::keys::{ChannelKeys, owner_key};
@@ -22,8 +22,7 @@ use crate::scripts::Scripts;
 
 /// A Redis broker: a per-channel history with one shared subscriber connection per broker.
 ///
-/// - **Publish** is one `EVALSHA` round trip per call (and per [`publish_batch`] of one
-///   channel): the script appends each event to the channel's history stream
+/// - **Publish** is one `EVALSHA` round trip per call (and per [`publish_batch`]): the script appends each event to the channel's history stream
 ///   (`XADD MAXLEN ~ history_max_len`), gives it the channel's next sequence number, publishes it
 ///   (`PUBLISH`, or `SPUBLISH` on a cluster), records the first `done` id, and renews the TTL.
 ///   It works from a plain thread with no runtime (a `BlockingEmitter`): the work then runs on the
@@ -112,48 +111,29 @@ fn join_error(e: tokio::task::JoinError) -> BoxError {
 }
 
 impl Inner {
-    /// The publish request for `events`: one `EVALSHA` when they all belong to one channel, else
-    /// a pipeline with one `EVAL` per run of same-channel events (still one round trip). Control
-    /// events are skipped. `None` when nothing is left to publish.
-    fn publish_request(&self, events: &[Event]) -> Option<Request> {
-        let live = || events.iter().filter(|e| !e.kind.is_control());
-        let mut runs = 0;
-        let mut previous: Option<&ChannelId> = None;
-        for event in live() {
-            if previous != Some(&event.channel_id) {
-                runs += 1;
-                previous = Some(&event.channel_id);
-            }
-        }
-        if runs == 0 {
-            return None;
-        }
-        let single = runs == 1;
-        let mut cmds: Vec<redis::Cmd> = Vec::with_capacity(runs);
-        let mut current: Option<&ChannelId> = None;
-        for event in live() {
-            if current != Some(&event.channel_id) {
-                current = Some(&event.channel_id);
-                let keys = ChannelKeys::new(&self.config.key_prefix, &event.channel_id);
-                let mut cmd = if single {
-                    let mut c = redis::cmd("EVALSHA");
-                    c.arg(self.scripts.publish.get_hash());
-                    c
-                } else {
-                    let mut c = redis::cmd("EVAL");
-                    c.arg(Scripts::publish_source());
-                    c
-                };
-                cmd.arg(2)
-                    .arg(&keys.history)
-                    .arg(&keys.meta)
-                    .arg(&keys.pubsub)
-                    .arg(&self.max_len)
-                    .arg(&self.ttl_ms)
-                    .arg(if self.cluster { "SPUBLISH" } else { "PUBLISH" });
-                cmds.push(cmd);
-            }
-            let cmd = cmds.last_mut().expect("a command per run");
+    /// The publish commands for `events`: one `EVALSHA` per channel, holding that channel's
+    /// events in order. Control events are skipped.
+    fn publish_commands(&self, events: &[Event]) -> Vec<redis::Cmd> {
+        let mut groups: Vec<(&ChannelId, redis::Cmd)> = Vec::with_capacity(1);
+        for event in events.iter().filter(|e| !e.kind.is_control()) {
+            let index = match groups.iter().position(|(ch, _)| *ch == &event.channel_id) {
+                Some(index) => index,
+                None => {
+                    let keys = ChannelKeys::new(&self.config.key_prefix, &event.channel_id);
+                    let mut cmd = redis::cmd("EVALSHA");
+                    cmd.arg(self.scripts.publish.get_hash())
+                        .arg(2)
+                        .arg(&keys.history)
+                        .arg(&keys.meta)
+                        .arg(&keys.pubsub)
+                        .arg(&self.max_len)
+                        .arg(&self.ttl_ms)
+                        .arg(if self.cluster { "SPUBLISH" } else { "PUBLISH" });
+                    groups.push((&event.channel_id, cmd));
+                    groups.len() - 1
+                }
+            };
+            let cmd = &mut groups[index].1;
             cmd.arg(event.id.unix_ms());
             if event.kind.closes_stream() {
                 cmd.arg(event.id.to_string());
@@ -162,24 +142,25 @@ impl Inner {
             }
             cmd.arg(event.to_json());
         }
-        if single {
-            cmds.pop().map(Request::Cmd)
-        } else {
-            let mut pipe = redis::pipe();
-            for cmd in cmds {
-                pipe.add_command(cmd).ignore();
-            }
-            Some(Request::Pipe(pipe))
-        }
+        groups.into_iter().map(|(_, cmd)| cmd).collect()
     }
 
+    /// Publishes `events`: one `EVALSHA` per channel, sent together over the multiplexed
+    /// connection (one round trip; on a cluster, one per node, in parallel).
     async fn publish(self: &Arc<Self>, events: &[Event]) -> Result<(), PublishError> {
-        let Some(request) = self.publish_request(events) else {
+        let cmds = self.publish_commands(events);
+        if cmds.is_empty() {
             return Ok(());
-        };
+        }
         let inner = self.clone();
         on_runtime(&self.handle, async move {
-            inner.commands.run::<()>(&request, Some(&inner.scripts.publish)).await
+            let script = Some(&inner.scripts.publish);
+            if cmds.len() == 1 {
+                return inner.commands.run::<()>(&cmds[0], script).await;
+            }
+            futures_util::future::try_join_all(cmds.iter().map(|cmd| inner.commands.run::<()>(cmd, script)))
+                .await
+                .map(drop)
         })
         .await
         .map_err(|e| {
@@ -202,7 +183,7 @@ impl Inner {
                 .arg(&keys.history)
                 .arg(&keys.meta)
                 .arg(start);
-            let reply: redis::Value = self.commands.run(&Request::Cmd(cmd), Some(&self.scripts.read)).await?;
+            let reply: redis::Value = self.commands.run(&cmd, Some(&self.scripts.read)).await?;
             HistoryRead::parse(reply)
         })
         .await
@@ -394,8 +375,8 @@ impl EventPublisher for RedisBroker {
         self.inner.publish(std::slice::from_ref(event)).await
     }
 
-    /// One round trip for the whole batch: one `EVALSHA` when all events share a channel, else a
-    /// pipeline of one `EVAL` per run of same-channel events.
+    /// One round trip for the whole batch: one `EVALSHA` per channel in the batch, sent together
+    /// (on a cluster, in parallel to the channels' nodes).
     async fn publish_batch(&self, events: &[Event]) -> Result<(), PublishError> {
         self.inner.publish(events).await
     }
@@ -427,10 +408,7 @@ impl ChannelRegistry for RedisBroker {
             .arg(owner.as_str())
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
         let set: i64 = on_runtime(&self.inner.handle, async move {
-            inner
-                .commands
-                .run(&Request::Cmd(cmd), Some(&inner.scripts.register))
-                .await
+            inner.commands.run(&cmd, Some(&inner.scripts.register)).await
         })
         .await
         .map_err(|e| RegistryError::Backend(join_error(e)))?
@@ -449,12 +427,10 @@ impl ChannelRegistry for RedisBroker {
         let inner = self.inner.clone();
         let mut cmd = redis::cmd("GET");
         cmd.arg(owner_key(&inner.config.key_prefix, channel));
-        let owner: Option<String> = on_runtime(&self.inner.handle, async move {
-            inner.commands.run(&Request::Cmd(cmd), None).await
-        })
-        .await
-        .map_err(|e| RegistryError::Backend(join_error(e)))?
-        .map_err(RegistryError::Backend)?;
+        let owner: Option<String> = on_runtime(&self.inner.handle, async move { inner.commands.run(&cmd, None).await })
+            .await
+            .map_err(|e| RegistryError::Backend(join_error(e)))?
+            .map_err(RegistryError::Backend)?;
         owner
             .map(|o| UserId::new(o).map_err(|e| RegistryError::Backend(Box::new(e))))
             .transpose()

@@ -72,12 +72,6 @@ struct Cached {
     conn: Option<(Conn, Held)>,
 }
 
-/// One request: a command or a pipeline.
-pub(crate) enum Request {
-    Cmd(Cmd),
-    Pipe(Pipeline),
-}
-
 /// The pool and the kept connection.
 pub(crate) struct Commands {
     source: Source,
@@ -131,24 +125,17 @@ impl Commands {
         }
     }
 
-    /// Sends `request` and reads its reply: one round trip in the steady state.
+    /// Sends `cmd` and reads its reply: one round trip in the steady state.
     ///
     /// A `NOSCRIPT` reply loads `script` and sends again; an error that broke the connection
     /// checks out a fresh one and sends again, once. A resent publish may store an event twice if
     /// the first attempt reached Redis; subscribers drop the second copy by id.
-    pub(crate) async fn run<T: FromRedisValue>(
-        &self,
-        request: &Request,
-        script: Option<&Script>,
-    ) -> Result<T, BoxError> {
+    pub(crate) async fn run<T: FromRedisValue>(&self, cmd: &Cmd, script: Option<&Script>) -> Result<T, BoxError> {
         let (mut generation, mut conn) = self.checkout().await?;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result: Result<T, RedisError> = match request {
-                Request::Cmd(cmd) => cmd.query_async(&mut conn).await,
-                Request::Pipe(pipe) => pipe.query_async(&mut conn).await,
-            };
+            let result: Result<T, RedisError> = cmd.query_async(&mut conn).await;
             let err = match result {
                 Ok(value) => return Ok(value),
                 Err(err) if attempt >= 3 => return Err(err.into()),

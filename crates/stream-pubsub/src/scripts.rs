@@ -71,10 +71,4 @@ impl Scripts {
             register: Script::new(REGISTER),
         }
     }
-
-    /// The publish script's source, for `EVAL` inside a pipeline (where a missing script could
-    /// not be loaded and retried command by command).
-    pub(crate) fn publish_source() -> &'static str {
-        PUBLISH
-    }
 }

@@ -1,0 +1,223 @@
+//! History, resume and replay on a standalone Redis and on the Redis Cluster.
+
+mod common;
+
+use std::time::Duration;
+
+use serde_json::{Map, json};
+use stream_core::conformance::broker::{assert_ends, assert_quiet, numbered, take};
+use stream_core::conformance::unique_channel;
+use stream_core::{ChannelConfig, Event, EventId, EventPublisher, EventSubscriber, EventType};
+use stream_pubsub::{RedisBroker, redis};
+
+fn ids(events: &[Event]) -> Vec<EventId> {
+    events.iter().map(|e| e.id).collect()
+}
+
+/// A worker that emits everything before the browser subscribes loses nothing.
+async fn publish_before_subscribe_loses_nothing(broker: &RedisBroker) {
+    let ch = unique_channel("early");
+    let sent: Vec<Event> = (0..100).map(|n| numbered(&ch, n)).collect();
+    for e in &sent {
+        broker.publish(e).await.expect("publish");
+    }
+    let mut sub = broker.subscribe(&ch, None).await.expect("subscribe");
+    let got = take(&mut sub, 100).await;
+    assert_eq!(ids(&got), ids(&sent));
+    assert_eq!(got[42].payload["n"], json!(42));
+    let live = numbered(&ch, 100);
+    broker.publish(&live).await.expect("publish");
+    assert_eq!(take(&mut sub, 1).await[0].id, live.id);
+    assert_quiet(&mut sub).await;
+}
+
+/// A reconnecting client resumes right after its Last-Event-ID, then goes live.
+async fn resume_from_a_mid_stream_id(broker: &RedisBroker) {
+    let ch = unique_channel("resume");
+    let sent: Vec<Event> = (0..50).map(|n| numbered(&ch, n)).collect();
+    broker.publish_batch(&sent[..30]).await.expect("publish batch");
+    for e in &sent[30..] {
+        broker.publish(e).await.expect("publish");
+    }
+    let mut sub = broker.subscribe(&ch, Some(sent[24].id)).await.expect("subscribe");
+    assert_eq!(ids(&take(&mut sub, 25).await), ids(&sent[25..]));
+    assert_quiet(&mut sub).await;
+    let done = Event::done(ch.clone(), true, Map::new()).expect("done");
+    broker.publish(&done).await.expect("publish");
+    assert_eq!(take(&mut sub, 1).await[0].id, done.id);
+    assert_ends(&mut sub).await;
+}
+
+/// After done: the full replay then the end; a resume at or past done is finished (204).
+async fn replay_after_done(broker: &RedisBroker) {
+    let ch = unique_channel("replay");
+    let mut sent: Vec<Event> = (0..10).map(|n| numbered(&ch, n)).collect();
+    sent.push(Event::done(ch.clone(), false, Map::new()).expect("done"));
+    broker.publish_batch(&sent).await.expect("publish batch");
+    // Events after done stay in history but no subscriber gets past done.
+    broker.publish(&numbered(&ch, 99)).await.expect("publish");
+
+    let mut full = broker.subscribe(&ch, None).await.expect("subscribe");
+    assert!(!full.is_finished());
+    let got = take(&mut full, 11).await;
+    assert_eq!(ids(&got), ids(&sent));
+    assert_eq!(got[10].kind, EventType::Done);
+    assert_eq!(got[10].payload["success"], json!(false));
+    assert_ends(&mut full).await;
+
+    let mut mid = broker.subscribe(&ch, Some(sent[5].id)).await.expect("subscribe");
+    assert_eq!(ids(&take(&mut mid, 5).await), ids(&sent[6..]));
+    assert_ends(&mut mid).await;
+
+    for after in [sent[10].id, EventId::generate()] {
+        let fin = broker.subscribe(&ch, Some(after)).await.expect("subscribe");
+        assert!(fin.is_finished(), "a subscription at or after done is finished");
+    }
+    assert_eq!(
+        broker.local_channel_count(),
+        0,
+        "finished and dropped subscriptions leave no channel behind"
+    );
+}
+
+/// One batch across channels: one round trip, each channel in order, control events skipped.
+async fn a_batch_across_channels(broker: &RedisBroker) {
+    let (a, b) = (unique_channel("batch-a"), unique_channel("batch-b"));
+    let mut sub_a = broker.subscribe(&a, None).await.expect("subscribe");
+    let mut sub_b = broker.subscribe(&b, None).await.expect("subscribe");
+    let gap = Event::new(a.clone(), EventType::Gap, Map::new()).expect("gap");
+    let ping = Event::new(b.clone(), EventType::Ping, Map::new()).expect("ping");
+    let batch = vec![
+        numbered(&a, 0),
+        numbered(&a, 1),
+        numbered(&b, 0),
+        gap,
+        numbered(&a, 2),
+        ping,
+        numbered(&b, 1),
+    ];
+    broker.publish_batch(&batch).await.expect("publish batch");
+    let want_a = [batch[0].id, batch[1].id, batch[4].id];
+    let want_b = [batch[2].id, batch[6].id];
+    assert_eq!(ids(&take(&mut sub_a, 3).await), want_a);
+    assert_eq!(ids(&take(&mut sub_b, 2).await), want_b);
+    assert_quiet(&mut sub_a).await;
+    assert_quiet(&mut sub_b).await;
+    // A control event alone publishes nothing at all.
+    broker
+        .publish(&Event::new(a.clone(), EventType::Ping, Map::new()).expect("ping"))
+        .await
+        .expect("publish");
+    assert_quiet(&mut sub_a).await;
+}
+
+/// The history is capped (approximately: `MAXLEN ~`) and expires; the keys share a hash tag.
+async fn history_is_capped_and_expires(broker: &RedisBroker, admin_url: &str) {
+    let ch = unique_channel("cap");
+    let sent: Vec<Event> = (0..700).map(|n| numbered(&ch, n)).collect();
+    for chunk in sent.chunks(100) {
+        broker.publish_batch(chunk).await.expect("publish batch");
+    }
+    let mut conn = common::admin(admin_url).await;
+    let prefix = &broker.config().key_prefix;
+    let hist = format!("{prefix}{{{ch}}}:h");
+    let meta = format!("{prefix}{{{ch}}}:m");
+    let len: usize = redis::cmd("XLEN")
+        .arg(&hist)
+        .query_async(&mut conn)
+        .await
+        .expect("XLEN");
+    let max = broker.config().history_max_len;
+    assert!(
+        len >= max && len < 700,
+        "history length {len} should be trimmed to about {max}"
+    );
+    for key in [&hist, &meta] {
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await.expect("PTTL");
+        assert!(
+            ttl > 0 && ttl <= 60_000,
+            "{key} should expire within the history TTL, PTTL {ttl}"
+        );
+    }
+    // The newest events are all kept, so a late subscriber gets the tail.
+    let mut sub = broker.subscribe(&ch, Some(sent[649].id)).await.expect("subscribe");
+    assert_eq!(ids(&take(&mut sub, 50).await), ids(&sent[650..]));
+}
+
+fn small_history() -> ChannelConfig {
+    ChannelConfig {
+        history_max_len: 200,
+        history_ttl: Duration::from_secs(60),
+        ..ChannelConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_history_resume_and_replay() {
+    let broker = common::standalone(ChannelConfig::default()).await;
+    publish_before_subscribe_loses_nothing(&broker).await;
+    resume_from_a_mid_stream_id(&broker).await;
+    replay_after_done(&broker).await;
+    a_batch_across_channels(&broker).await;
+    let capped = common::standalone(small_history()).await;
+    history_is_capped_and_expires(&capped, &common::redis_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_history_resume_and_replay() {
+    let broker = common::cluster(ChannelConfig::default()).await;
+    publish_before_subscribe_loses_nothing(&broker).await;
+    resume_from_a_mid_stream_id(&broker).await;
+    replay_after_done(&broker).await;
+    a_batch_across_channels(&broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_keys_of_a_channel_share_one_slot() {
+    let broker = common::cluster(small_history()).await;
+    let ch = unique_channel("slot");
+    broker.publish(&numbered(&ch, 0)).await.expect("publish");
+    let prefix = &broker.config().key_prefix;
+    let node = &common::cluster_nodes()[0];
+    let mut conn = common::admin(node).await;
+    let mut slots = Vec::new();
+    for name in [
+        format!("{prefix}{{{ch}}}"),
+        format!("{prefix}{{{ch}}}:h"),
+        format!("{prefix}{{{ch}}}:m"),
+        format!("{prefix}{{{ch}}}:owner"),
+    ] {
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(&name)
+            .query_async(&mut conn)
+            .await
+            .expect("CLUSTER KEYSLOT");
+        slots.push(slot);
+    }
+    assert!(slots.windows(2).all(|w| w[0] == w[1]), "slots {slots:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_are_refused() {
+    let bad_prefix = ChannelConfig {
+        key_prefix: "app:{x}:".into(),
+        ..ChannelConfig::default()
+    };
+    let err = RedisBroker::connect(&common::redis_url(), bad_prefix)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("braces"), "{err}");
+    let no_nodes: [&str; 0] = [];
+    assert!(
+        RedisBroker::connect_cluster(&no_nodes, ChannelConfig::default())
+            .await
+            .is_err()
+    );
+    // Nothing listens on port 1: connecting fails instead of returning a broker that never works.
+    assert!(
+        RedisBroker::connect("redis://127.0.0.1:1/", ChannelConfig::default())
+            .await
+            .is_err()
+    );
+}

@@ -1,0 +1,90 @@
+//! A thousand subscribers in one process share the broker's one subscriber connection; checked
+//! with `CLIENT LIST` (the connection is found by its `CLIENT SETNAME`).
+
+mod common;
+
+use futures_util::future::join_all;
+use stream_core::conformance::broker::{numbered, take};
+use stream_core::conformance::unique_channel;
+use stream_core::{ChannelConfig, ChannelId, Event, EventPublisher, EventSubscriber, Subscription};
+use stream_pubsub::RedisBroker;
+
+const SUBSCRIBERS: usize = 1000;
+const CHANNELS: usize = 100;
+
+async fn subscribe_all(broker: &RedisBroker) -> (Vec<ChannelId>, Vec<Subscription>) {
+    let channels: Vec<ChannelId> = (0..CHANNELS).map(|_| unique_channel("thousand")).collect();
+    let subs = join_all((0..SUBSCRIBERS).map(|n| broker.subscribe(&channels[n % CHANNELS], None))).await;
+    let subs: Vec<Subscription> = subs.into_iter().map(|s| s.expect("subscribe")).collect();
+    assert_eq!(broker.local_channel_count(), CHANNELS);
+    (channels, subs)
+}
+
+/// Every subscriber gets its channel's event.
+async fn everyone_receives(broker: &RedisBroker, channels: &[ChannelId], subs: Vec<Subscription>) {
+    let sent: Vec<Event> = channels.iter().map(|ch| numbered(ch, 0)).collect();
+    broker.publish_batch(&sent).await.expect("publish batch");
+    let readers = subs.into_iter().enumerate().map(|(n, mut sub)| {
+        let want = sent[n % CHANNELS].id;
+        tokio::spawn(async move { assert_eq!(take(&mut sub, 1).await[0].id, want) })
+    });
+    for reader in join_all(readers).await {
+        reader.expect("reader");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_subscribers_share_one_standalone_connection() {
+    let url = common::redis_url();
+    let name = common::unique_name("sp-1000");
+    let broker = common::standalone_named(ChannelConfig::default(), &name).await;
+    let (channels, subs) = subscribe_all(&broker).await;
+
+    let conns = common::named(&url, &name).await;
+    assert_eq!(conns.len(), 1, "exactly one subscriber connection: {conns:?}");
+    assert_eq!(
+        conns[0].sub, CHANNELS as u64,
+        "one SUBSCRIBE per channel, not per subscriber"
+    );
+    assert!(
+        conns[0].flags.contains('P'),
+        "it is a pub/sub connection: {:?}",
+        conns[0]
+    );
+
+    everyone_receives(&broker, &channels, subs).await;
+
+    // All subscriptions are dropped: the channels are unsubscribed, the connection stays.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(broker.local_channel_count(), 0);
+    let conns = common::named(&url, &name).await;
+    assert_eq!(conns.len(), 1);
+    assert_eq!(conns[0].sub, 0, "the last subscriber leaving unsubscribes its channel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_subscribers_share_one_connection_per_cluster_node() {
+    let nodes = common::cluster_nodes();
+    let name = common::unique_name("sp-1000c");
+    let broker = common::cluster_named(ChannelConfig::default(), &name).await;
+    let (channels, subs) = subscribe_all(&broker).await;
+
+    let mut total = 0;
+    let mut per_node = Vec::new();
+    for node in &nodes {
+        let conns = common::named(node, &name).await;
+        assert!(
+            conns.len() <= 1,
+            "at most one subscriber connection on {node}: {conns:?}"
+        );
+        per_node.push(conns.len());
+        total += conns.iter().map(|c| c.ssub).sum::<u64>();
+    }
+    assert_eq!(
+        total, CHANNELS as u64,
+        "one SSUBSCRIBE per channel across the nodes ({per_node:?})"
+    );
+    assert!(per_node.iter().sum::<usize>() <= nodes.len());
+
+    everyone_receives(&broker, &channels, subs).await;
+}
