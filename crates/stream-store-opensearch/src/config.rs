@@ -312,7 +312,7 @@ impl OpenSearchConfig {
         }
     }
 
-    /// Reads the process environment (see [`env`] for every variable). Unset variables keep
+    /// Reads the process environment (see [`mod@env`] for every variable). Unset variables keep
     /// their defaults; a bad value gives an error naming its variable.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
