@@ -1,0 +1,482 @@
+//! The demo HTTP API (docs/http-api.md), written once and run against both apps, in memory mode
+//! and in Redis mode (app and worker as separate processes). Real processes, real sockets.
+//!
+//! Needs the binaries (`cargo build --workspace --bins`) and, for the Redis mode, Redis at
+//! `REDIS_URL` (default `redis://127.0.0.1:6399/`). A missing Redis fails the Redis tests.
+
+mod support;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use stream_core::{ChannelId, StreamTokenSigner, UserId};
+use support::{
+    App, Frame, JOB_TYPES, Mode, Settings, SseReader, TOKEN_SECRET, Target, assert_increasing, assert_job,
+    assert_json_error, assert_sse_headers, unique,
+};
+
+/// Opens `stream_url` (no header: the token identifies the user).
+async fn open(app: &App, stream_url: &str, last_event_id: Option<&str>) -> SseReader {
+    let res = app.get(stream_url, None, last_event_id).await;
+    assert_eq!(res.status(), 200, "GET {stream_url}");
+    assert_sse_headers(&res);
+    SseReader::new(res)
+}
+
+/// The whole job of a channel, read from the start once it is done.
+async fn replay(app: &App, stream_url: &str) -> Vec<Frame> {
+    open(app, stream_url, None).await.until_done().await
+}
+
+async fn events_arrive_in_order_and_end_with_done(target: Target) {
+    let app = App::start(target);
+    let user = unique("order");
+    let (channel, stream_url) = app.deploy(&user).await;
+    assert!(ChannelId::new(&channel).is_ok());
+    assert!(
+        stream_url.starts_with(&format!("/streams/{channel}?token=")),
+        "{stream_url}"
+    );
+    let frames = open(&app, &stream_url, None).await.until_done().await;
+    assert_job(&frames, &channel);
+    // The header works as well as the token, and a late client gets the replay, done, close.
+    let res = app.get(&format!("/streams/{channel}"), Some(&user), None).await;
+    assert_eq!(res.status(), 200);
+    assert_sse_headers(&res);
+    let again = SseReader::new(res).until_done().await;
+    assert_eq!(again, frames);
+}
+
+async fn resume_mid_job_has_no_gap_and_no_duplicate(target: Target) {
+    let app = App::start_with(
+        target,
+        Settings {
+            step_ms: 150,
+            ..Settings::default()
+        },
+    );
+    let user = unique("resume");
+    let (channel, stream_url) = app.deploy(&user).await;
+    let mut first = open(&app, &stream_url, None).await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(first.next_event().await.unwrap());
+    }
+    drop(first);
+    let last = seen.last().unwrap().id.clone().unwrap();
+    // Resume with the header (what EventSource sends).
+    let rest = open(&app, &stream_url, Some(&last)).await.until_done().await;
+    assert!(rest.len() < JOB_TYPES.len() - 3 + 1);
+    let mut joined = seen.clone();
+    joined.extend(rest);
+    let full = replay(&app, &stream_url).await;
+    assert_eq!(joined, full, "resume lost or repeated events");
+    assert_job(&full, &channel);
+    // And with the query parameter.
+    let from_query = open(&app, &format!("{stream_url}&last_event_id={last}"), None)
+        .await
+        .until_done()
+        .await;
+    assert_eq!(from_query, full[3..]);
+    // A bad id is a 400.
+    let res = app.get(&stream_url, None, Some("not-an-event-id")).await;
+    assert_json_error(res, 400).await;
+}
+
+async fn reconnect_after_done_is_204(target: Target) {
+    let app = App::start(target);
+    let user = unique("after-done");
+    let (channel, stream_url) = app.deploy(&user).await;
+    let frames = replay(&app, &stream_url).await;
+    let done_id = frames.last().unwrap().id.clone().unwrap();
+    let res = app.get(&stream_url, None, Some(&done_id)).await;
+    assert_eq!(res.status(), 204);
+    let res = app
+        .get(&format!("/streams/{channel}"), Some(&user), Some(&done_id))
+        .await;
+    assert_eq!(res.status(), 204);
+    let res = app
+        .get(&format!("{stream_url}&last_event_id={done_id}"), None, None)
+        .await;
+    assert_eq!(res.status(), 204);
+}
+
+async fn over_the_lease_limit_is_429_then_ok_after_a_stream_closes(target: Target) {
+    // Slow steps keep the streams open; the limit is 2.
+    let app = App::start_with(
+        target,
+        Settings {
+            step_ms: 3000,
+            ..Settings::default()
+        },
+    );
+    let user = unique("lease");
+    let (_, stream_url) = app.deploy(&user).await;
+    let mut a = open(&app, &stream_url, None).await;
+    let b = open(&app, &stream_url, None).await;
+    assert!(a.next_event().await.is_some());
+    let res = app.get(&stream_url, None, None).await;
+    assert_eq!(res.headers()["retry-after"], "5");
+    let body = assert_json_error(res, 429).await;
+    assert_eq!(body["limit"], 2);
+    assert_eq!(body["retry_after"], 5);
+    // The chat stream counts against the same cap.
+    let res = app
+        .client
+        .post(app.url("/chat/stream"))
+        .header("X-User-Id", &user)
+        .body(r#"{"prompt":"hi"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_json_error(res, 429).await;
+    // Another user is not affected.
+    let res = app
+        .client
+        .post(app.url("/deployments"))
+        .header("X-User-Id", unique("other"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    // One stream closes (the client goes away): a new one is accepted soon after.
+    drop(b);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let res = app.get(&stream_url, None, None).await;
+        if res.status() == 200 {
+            assert_sse_headers(&res);
+            break;
+        }
+        assert_eq!(res.status(), 429);
+        assert!(Instant::now() < deadline, "the closed stream's lease was not released");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(a);
+}
+
+fn signer() -> StreamTokenSigner {
+    StreamTokenSigner::new(TOKEN_SECRET.as_bytes().to_vec())
+}
+
+async fn identity_and_ownership_401_403_404(target: Target) {
+    let app = App::start(target);
+    let alice = unique("alice");
+    let (channel, stream_url) = app.deploy(&alice).await;
+    let (other_channel, _) = app.deploy(&alice).await;
+    let path = format!("/streams/{channel}");
+
+    // 401: neither header nor token.
+    assert_json_error(app.get(&path, None, None).await, 401).await;
+    let res = app.client.post(app.url("/deployments")).send().await.unwrap();
+    assert_json_error(res, 401).await;
+    let res = app.client.post(app.url("/deploy")).send().await.unwrap();
+    assert_json_error(res, 401).await;
+    let res = app
+        .client
+        .post(app.url("/chat/stream"))
+        .body(r#"{"prompt":"hi"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_json_error(res, 401).await;
+
+    // 403: another user, by header or with their own valid token.
+    let bob = unique("bob");
+    assert_json_error(app.get(&path, Some(&bob), None).await, 403).await;
+    let bob_token = signer().sign(
+        &UserId::new(&bob).unwrap(),
+        &ChannelId::new(&channel).unwrap(),
+        Duration::from_secs(60),
+    );
+    assert_json_error(app.get(&format!("{path}?token={bob_token}"), None, None).await, 403).await;
+    // 403: a bad token, an expired token, a token for another channel.
+    assert_json_error(app.get(&format!("{path}?token=garbage"), None, None).await, 403).await;
+    let token = stream_url.split("token=").nth(1).unwrap();
+    let tampered = format!("{}x", &token[..token.len() - 1]);
+    assert_json_error(app.get(&format!("{path}?token={tampered}"), None, None).await, 403).await;
+    let past = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() - 10;
+    let expired = signer().sign_with_expiry(&UserId::new(&alice).unwrap(), &ChannelId::new(&channel).unwrap(), past);
+    assert_json_error(app.get(&format!("{path}?token={expired}"), None, None).await, 403).await;
+    let other_token = stream_url.replace(&format!("/streams/{channel}"), &format!("/streams/{other_channel}"));
+    assert_json_error(app.get(&other_token, None, None).await, 403).await;
+    let foreign = StreamTokenSigner::new(b"another secret".to_vec()).sign(
+        &UserId::new(&alice).unwrap(),
+        &ChannelId::new(&channel).unwrap(),
+        Duration::from_secs(60),
+    );
+    assert_json_error(app.get(&format!("{path}?token={foreign}"), None, None).await, 403).await;
+
+    // 404: unknown and malformed channel ids.
+    let unknown = ChannelId::generate();
+    assert_json_error(app.get(&format!("/streams/{unknown}"), Some(&alice), None).await, 404).await;
+    for malformed in ["not.a.channel", "a%20b", "x%3Ay", &"z".repeat(200)] {
+        assert_json_error(app.get(&format!("/streams/{malformed}"), Some(&alice), None).await, 404).await;
+    }
+    // The owner still gets the stream, by header and by token.
+    let res = app.get(&path, Some(&alice), None).await;
+    assert_eq!(res.status(), 200);
+    drop(res);
+    assert_job(&replay(&app, &stream_url).await, &channel);
+}
+
+async fn events_are_owner_only_oldest_first_and_filtered(target: Target) {
+    let app = App::start(target);
+    let owner = unique("owner");
+    let (channel, stream_url) = app.deploy(&owner).await;
+    let frames = replay(&app, &stream_url).await;
+    let path = format!("/events?channel_id={channel}");
+    // The archive may trail the stream by a moment (Redis mode archives as it subscribes).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let all: Vec<Value> = loop {
+        let res = app.get(&path, Some(&owner), None).await;
+        assert_eq!(res.status(), 200);
+        let all: Vec<Value> = res.json().await.unwrap();
+        if all.len() == JOB_TYPES.len() || Instant::now() > deadline {
+            break all;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let streamed: Vec<Value> = frames.iter().map(|f| f.data.clone()).collect();
+    assert_eq!(all, streamed, "stored events differ from the streamed ones");
+
+    let res = app.get(&format!("{path}&types=log,error"), Some(&owner), None).await;
+    let logs: Vec<Value> = res.json().await.unwrap();
+    assert_eq!(logs.len(), 4);
+    assert!(logs.iter().all(|e| e["type"] == "log"));
+    let as_frames: Vec<Frame> = logs
+        .iter()
+        .map(|e| Frame {
+            id: e["id"].as_str().map(str::to_owned),
+            data: e.clone(),
+        })
+        .collect();
+    assert_increasing(&as_frames);
+    let res = app
+        .get(&format!("{path}&types=progress&limit=2"), Some(&owner), None)
+        .await;
+    let two: Vec<Value> = res.json().await.unwrap();
+    let percents: Vec<i64> = two.iter().map(|e| e["percent"].as_i64().unwrap()).collect();
+    assert_eq!(percents, [10, 40]);
+
+    assert_json_error(app.get(&path, Some(&unique("intruder")), None).await, 403).await;
+    assert_json_error(app.get(&path, None, None).await, 401).await;
+    let unknown = ChannelId::generate();
+    assert_json_error(
+        app.get(&format!("/events?channel_id={unknown}"), Some(&owner), None)
+            .await,
+        404,
+    )
+    .await;
+    assert_json_error(app.get("/events", Some(&owner), None).await, 400).await;
+    assert_json_error(app.get(&format!("{path}&types=NOPE!"), Some(&owner), None).await, 400).await;
+    assert_json_error(app.get(&format!("{path}&limit=0"), Some(&owner), None).await, 400).await;
+}
+
+async fn direct_deploy_chat_health_and_page(target: Target) {
+    let app = App::start(target);
+    let user = unique("direct");
+    // POST /deploy answers with the job's SSE stream.
+    let res = app
+        .client
+        .post(app.url("/deploy"))
+        .header("X-User-Id", &user)
+        .body(r#"{"project":"p","environment":"e","service":"s"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_sse_headers(&res);
+    let frames = SseReader::new(res).until_done().await;
+    let channel = frames[0].data["channel_id"].as_str().unwrap().to_owned();
+    assert_job(&frames, &channel);
+    assert_eq!(frames[0].data["context"]["workspace_id"], user.as_str());
+
+    // POST /chat/stream: token events, then done, then close.
+    let res = app
+        .client
+        .post(app.url("/chat/stream"))
+        .header("X-User-Id", &user)
+        .header("Content-Type", "application/json")
+        .body(r#"{"prompt":"why is the sky blue?"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_sse_headers(&res);
+    let frames = SseReader::new(res).until_done().await;
+    let (done, tokens) = frames.split_last().unwrap();
+    assert_eq!(done.kind(), "done");
+    assert!(tokens.len() > 3);
+    assert!(tokens.iter().all(|f| f.kind() == "data" && f.data["token"].is_string()));
+    let text: String = tokens.iter().map(|f| f.data["token"].as_str().unwrap()).collect();
+    assert!(text.contains("why is the sky blue?"), "{text}");
+    assert_increasing(&frames);
+    let res = app
+        .client
+        .post(app.url("/chat/stream"))
+        .header("X-User-Id", &user)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_json_error(res, 400).await;
+
+    let res = app.get("/healthz", None, None).await;
+    assert_eq!(res.status(), 200);
+    let res = app.get("/", None, None).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let page = res.text().await.unwrap();
+    assert!(page.contains("id=\"progress\"") && page.contains("EventSource"));
+}
+
+async fn shutdown_ends_open_streams(target: Target) {
+    let mut app = App::start_with(
+        target,
+        Settings {
+            step_ms: 5000,
+            ..Settings::default()
+        },
+    );
+    let user = unique("shutdown");
+    let (_, stream_url) = app.deploy(&user).await;
+    let mut stream = open(&app, &stream_url, None).await;
+    assert!(stream.next_event().await.is_some());
+    let started = Instant::now();
+    app.proc.terminate();
+    // The open stream ends cleanly (no done: the job was cut short), and the process exits.
+    while let Some(frame) = stream.next_within(Duration::from_secs(5)).await {
+        assert_ne!(frame.kind(), "done");
+    }
+    let status = app.proc.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}
+
+/// Runs the suite against one app in one mode.
+macro_rules! suite {
+    ($module:ident, $app:literal, $mode:expr) => {
+        mod $module {
+            use super::*;
+            const TARGET: Target = Target {
+                app: $app,
+                mode: $mode,
+            };
+
+            #[tokio::test]
+            async fn events_arrive_in_order_and_end_with_done() {
+                super::events_arrive_in_order_and_end_with_done(TARGET).await;
+            }
+            #[tokio::test]
+            async fn resume_mid_job_has_no_gap_and_no_duplicate() {
+                super::resume_mid_job_has_no_gap_and_no_duplicate(TARGET).await;
+            }
+            #[tokio::test]
+            async fn reconnect_after_done_is_204() {
+                super::reconnect_after_done_is_204(TARGET).await;
+            }
+            #[tokio::test]
+            async fn over_the_lease_limit_is_429_then_ok_after_a_stream_closes() {
+                super::over_the_lease_limit_is_429_then_ok_after_a_stream_closes(TARGET).await;
+            }
+            #[tokio::test]
+            async fn identity_and_ownership_401_403_404() {
+                super::identity_and_ownership_401_403_404(TARGET).await;
+            }
+            #[tokio::test]
+            async fn events_are_owner_only_oldest_first_and_filtered() {
+                super::events_are_owner_only_oldest_first_and_filtered(TARGET).await;
+            }
+            #[tokio::test]
+            async fn direct_deploy_chat_health_and_page() {
+                super::direct_deploy_chat_health_and_page(TARGET).await;
+            }
+            #[tokio::test]
+            async fn shutdown_ends_open_streams() {
+                super::shutdown_ends_open_streams(TARGET).await;
+            }
+        }
+    };
+}
+
+suite!(axum_memory, "axum-app", Mode::Memory);
+suite!(actix_memory, "actix-app", Mode::Memory);
+suite!(axum_redis, "axum-app", Mode::Redis);
+suite!(actix_redis, "actix-app", Mode::Redis);
+
+/// Multi-process: in Redis mode the job runs in the worker process, not in the app. With no
+/// worker running nothing happens; once one starts, the events arrive, through Redis.
+async fn the_worker_process_runs_the_job(app_name: &'static str) {
+    let mut app = App::start_with(
+        Target {
+            app: app_name,
+            mode: Mode::Redis,
+        },
+        Settings {
+            start_worker: false,
+            ..Settings::default()
+        },
+    );
+    let user = unique("multi");
+    let (channel, stream_url) = app.deploy(&user).await;
+    let mut stream = open(&app, &stream_url, None).await;
+    // Only pings while no worker runs (STREAM_PING_SECS=1).
+    let waited = Instant::now();
+    while waited.elapsed() < Duration::from_millis(1500) {
+        let frame = stream.next_within(Duration::from_secs(3)).await.unwrap();
+        assert_eq!(frame.kind(), "ping", "an event arrived with no worker running");
+    }
+    app.start_worker();
+    let frames = stream.until_done().await;
+    assert_job(&frames, &channel);
+    // The worker's events carry the context the app serialized into the job.
+    assert_eq!(frames[0].data["context"]["workspace_id"], user.as_str());
+    assert_eq!(frames[0].data["context"]["project"], "shop");
+}
+
+#[tokio::test]
+async fn axum_app_and_worker_in_separate_processes() {
+    the_worker_process_runs_the_job("axum-app").await;
+}
+
+#[tokio::test]
+async fn actix_app_and_worker_in_separate_processes() {
+    the_worker_process_runs_the_job("actix-app").await;
+}
+
+/// Redis mode across instances: a stream started on one app instance resumes on another (the
+/// history and the channel owner are in Redis).
+#[tokio::test]
+async fn resume_on_another_instance_in_redis_mode() {
+    let axum = App::start_with(
+        Target {
+            app: "axum-app",
+            mode: Mode::Redis,
+        },
+        Settings {
+            step_ms: 150,
+            ..Settings::default()
+        },
+    );
+    let actix = App::start_with(
+        Target {
+            app: "actix-app",
+            mode: Mode::Redis,
+        },
+        Settings {
+            start_worker: false,
+            ..Settings::default()
+        },
+    );
+    let user = unique("instances");
+    let (channel, stream_url) = axum.deploy(&user).await;
+    let mut first = open(&axum, &stream_url, None).await;
+    let seen = [first.next_event().await.unwrap(), first.next_event().await.unwrap()];
+    drop(first);
+    let last = seen[1].id.clone().unwrap();
+    let rest = open(&actix, &stream_url, Some(&last)).await.until_done().await;
+    let mut joined = seen.to_vec();
+    joined.extend(rest);
+    assert_job(&joined, &channel);
+}
