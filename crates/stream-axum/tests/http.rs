@@ -105,7 +105,7 @@ struct Server {
 
 async fn start() -> Server {
     let channel_config = ChannelConfig {
-        ping_interval: Duration::from_millis(100),
+        ping_interval: Duration::from_secs(30),
         ..ChannelConfig::default()
     };
     let lease_config = StreamLeaseConfig {
@@ -270,7 +270,7 @@ async fn over_the_cap_is_429_with_retry_after_and_a_disconnect_releases_the_leas
     // An open channel: no done, so the stream stays open.
     let channel = ChannelId::generate();
     let url = format!("{}/leased/{channel}?user=u-cap", server.base);
-    let mut first = c.get(&url).send().await.unwrap();
+    let first = c.get(&url).send().await.unwrap();
     assert_eq!(first.status(), 200);
     assert_eq!(active(&server.state, "u-cap").await, 1);
     let res = c.get(&url).send().await.unwrap();
@@ -280,12 +280,8 @@ async fn over_the_cap_is_429_with_retry_after_and_a_disconnect_releases_the_leas
     assert_eq!(body["error"], "stream_limit_exceeded");
     assert_eq!(body["limit"], 1);
     assert_eq!(body["retry_after"], 5);
-    // The first stream is alive (a ping arrives); then the client goes away.
-    let chunk = tokio::time::timeout(Duration::from_secs(2), first.chunk())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(chunk.is_some());
+    // The client goes away. Pings are 30 s apart, so the server must notice the closed
+    // connection itself, not through a failed write.
     drop(first);
     wait_for_no_leases(&server.state, "u-cap").await;
     let again = c.get(&url).send().await.unwrap();

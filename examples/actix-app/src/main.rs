@@ -156,6 +156,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             .route("/chat/stream", web::post().to(chat))
             .route("/events", web::get().to(events))
     })
+    // A client that goes away closes its side of the connection: drop its stream (and release its
+    // lease) right then, not at the next ping.
+    .h1_allow_half_closed(false)
     // Our own signal handling: the token ends every open stream, then the server stops.
     .shutdown_signal(shutdown.clone().cancelled_owned())
     .shutdown_timeout(10)
