@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
@@ -79,11 +80,13 @@ async fn deploy(State(service): State<DemoService>, headers: HeaderMap, body: By
 
 async fn stream(
     State(service): State<DemoService>,
-    Path(channel): Path<String>,
+    channel: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     uri: Uri,
     LastEventId(last): LastEventId,
 ) -> Reply {
+    // A segment that does not even decode (`%FF`) is a malformed channel id: 404, as for any other.
+    let Path(channel) = channel.map_err(|_| ApiError::not_found("no such channel"))?;
     let (channel, user) = service
         .authorize_stream(&channel, user_header(&headers), uri.query())
         .await?;

@@ -60,7 +60,7 @@ pub struct PreparedDeployment {
     pub user: UserId,
 }
 
-/// The backends an app runs on, chosen from the [`Config`] (see [`crate::backends`]).
+/// The backends an app runs on, chosen from the [`Config`] by [`app_backends`](crate::app_backends).
 #[derive(Clone)]
 pub struct Backends {
     /// Publisher, subscriber, registry, leases and the store.
