@@ -8,7 +8,7 @@
 #   - start returns once /_cluster/health answers green or yellow.
 # Usage: scripts/opensearch.sh start|stop|status
 # Env: OPENSEARCH_HTTP_PORT (9250), OPENSEARCH_TRANSPORT_PORT (9350), OPENSEARCH_START_TIMEOUT (120 s),
-#      JAVA_HOME (else `java` on PATH; needs Java 17 to 23).
+#      JAVA_HOME (else Debian's Java 17, else `java` on PATH; needs Java 17 to 23).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"
@@ -20,7 +20,15 @@ HTTP_PORT="${OPENSEARCH_HTTP_PORT:-9250}"
 TRANSPORT_PORT="${OPENSEARCH_TRANSPORT_PORT:-9350}"
 START_TIMEOUT="${OPENSEARCH_START_TIMEOUT:-120}"
 URL="http://127.0.0.1:$HTTP_PORT"
-JAVA="${JAVA_HOME:+$JAVA_HOME/bin/}java"
+# OpenSearch 2.19 needs Java 17 to 23 (24 dropped the security manager it still references):
+# JAVA_HOME if set, else Debian's Java 17 if present, else `java` on PATH.
+if [ -n "${JAVA_HOME:-}" ]; then
+  JAVA="$JAVA_HOME/bin/java"
+elif [ -x /usr/lib/jvm/java-17-openjdk-amd64/bin/java ]; then
+  JAVA=/usr/lib/jvm/java-17-openjdk-amd64/bin/java
+else
+  JAVA=java
+fi
 MAIN_CLASS=streamrs.opensearch.TestNode
 
 now() { date +%s.%N; }

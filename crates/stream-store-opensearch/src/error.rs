@@ -25,10 +25,20 @@ impl OpenSearchError {
     /// A request that got no HTTP answer (connection refused or reset, timeout, ...).
     pub(crate) fn request(what: &str, e: opensearch::Error) -> Self {
         let kind = if e.is_timeout() { "timed out" } else { "failed" };
-        Self::new(
-            e.status_code().map(|s| s.as_u16()),
-            format!("{what} request {kind}: {e}"),
-        )
+        // The causes say what actually happened ("connection refused", ...).
+        let mut message = format!("{what} request {kind}: {e}");
+        let mut last = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if text != last {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            last = text;
+            cause = c.source();
+        }
+        Self::new(e.status_code().map(|s| s.as_u16()), message)
     }
 
     /// A request answered with an error status; `body` is the server's answer.

@@ -38,7 +38,7 @@ fn slot() -> &'static RwLock<Option<Arc<OpenSearchEventStore>>> {
 /// store; the old one stops once its last handle is dropped.
 pub async fn init_event_storage(config: OpenSearchConfig) -> Result<Arc<OpenSearchEventStore>, ConnectError> {
     let store = Arc::new(OpenSearchEventStore::connect(config).await?);
-    install(store.clone());
+    install_event_storage(store.clone());
     Ok(store)
 }
 
@@ -48,7 +48,7 @@ pub async fn init_event_storage_from_env() -> Result<Arc<OpenSearchEventStore>, 
 }
 
 /// Installs an existing store process-wide, as [`init_event_storage`] does.
-pub fn install(store: Arc<OpenSearchEventStore>) {
+pub fn install_event_storage(store: Arc<OpenSearchEventStore>) {
     *slot().write().unwrap_or_else(|e| e.into_inner()) = Some(store.clone());
     stream_core::init_event_store(store);
 }
