@@ -8,9 +8,12 @@ mod support;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use support::{App, Mode, Settings, Target, unique};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn chromium() -> PathBuf {
     let path = PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
@@ -24,6 +27,10 @@ fn chromium() -> PathBuf {
 
 /// Loads `url` in a fresh headless Chromium and returns the DOM once the page has settled.
 fn dump_dom(url: &str) -> String {
+    dump_dom_with_budget(url, 30_000)
+}
+
+fn dump_dom_with_budget(url: &str, budget_ms: u64) -> String {
     let profile = std::env::temp_dir().join(unique("chromium-profile"));
     std::fs::create_dir_all(&profile).unwrap();
     let mut child = Command::new(chromium())
@@ -37,10 +44,10 @@ fn dump_dom(url: &str) -> String {
             "--disable-component-update",
             "--disable-sync",
             "--disable-dev-shm-usage",
-            // Virtual time runs the page's timers ahead while network requests (the SSE stream)
-            // are waited for; the DOM is dumped when the budget is spent.
-            "--virtual-time-budget=30000",
         ])
+        // Virtual time runs the page's timers ahead while network requests (the SSE stream) are
+        // waited for; the DOM is dumped when the budget is spent.
+        .arg(format!("--virtual-time-budget={budget_ms}"))
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg("--dump-dom")
         .arg(url)
@@ -145,4 +152,149 @@ fn axum_app_page_in_chromium_redis_mode() {
         app: "axum-app",
         mode: Mode::Redis,
     });
+}
+
+/// A TCP proxy in front of the app that cuts the first SSE stream after its third event, as a
+/// network drop would, and records whether a later stream request carried `Last-Event-ID`.
+struct DroppingProxy {
+    addr: std::net::SocketAddr,
+    cuts: Arc<AtomicUsize>,
+    resumed_with_last_event_id: Arc<AtomicBool>,
+}
+
+async fn dropping_proxy(upstream: std::net::SocketAddr) -> DroppingProxy {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = DroppingProxy {
+        addr: listener.local_addr().unwrap(),
+        cuts: Arc::new(AtomicUsize::new(0)),
+        resumed_with_last_event_id: Arc::new(AtomicBool::new(false)),
+    };
+    let (cuts, resumed) = (proxy.cuts.clone(), proxy.resumed_with_last_event_id.clone());
+    let first_stream = Arc::new(AtomicBool::new(true));
+    tokio::spawn(async move {
+        loop {
+            let Ok((inbound, _)) = listener.accept().await else {
+                return;
+            };
+            let (cuts, resumed, first_stream) = (cuts.clone(), resumed.clone(), first_stream.clone());
+            tokio::spawn(async move {
+                let Ok(outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = inbound.into_split();
+                let (mut app_read, mut app_write) = outbound.into_split();
+                // The browser may send several requests on one connection: look at every byte.
+                let upstream_copy = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match client_read.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if String::from_utf8_lossy(&buf[..n])
+                            .to_lowercase()
+                            .contains("\r\nlast-event-id:")
+                        {
+                            resumed.store(true, Ordering::SeqCst);
+                        }
+                        if app_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut cut_this = false;
+                let mut ids = 0;
+                loop {
+                    let n = match app_read.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if client_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    let chunk = &buf[..n];
+                    if !cut_this
+                        && String::from_utf8_lossy(chunk)
+                            .to_lowercase()
+                            .contains("content-type: text/event-stream")
+                    {
+                        // The first event stream through the proxy is the one to cut.
+                        cut_this = first_stream.swap(false, Ordering::SeqCst);
+                    }
+                    if cut_this {
+                        ids += chunk.windows(4).filter(|w| w == b"id: ").count();
+                        if ids >= 3 {
+                            cuts.fetch_add(1, Ordering::SeqCst);
+                            break;
+                        }
+                    }
+                }
+                // Both sockets close here: the browser sees the stream break mid-body.
+                upstream_copy.abort();
+            });
+        }
+    });
+    proxy
+}
+
+/// The page survives a network drop mid-job: `EventSource` reconnects with `Last-Event-ID`, the
+/// server resumes after it, and the log shows every event exactly once.
+async fn page_resumes_after_a_network_drop(target: Target) {
+    let app = App::start_with(
+        target,
+        Settings {
+            step_ms: 250,
+            ..Settings::default()
+        },
+    );
+    let upstream = app.base.trim_start_matches("http://").parse().unwrap();
+    let proxy = dropping_proxy(upstream).await;
+    let url = format!("http://{}/?autostart=1&user={}", proxy.addr, unique("drop"));
+    let dom = tokio::task::spawn_blocking(move || dump_dom_with_budget(&url, 60_000))
+        .await
+        .unwrap();
+    assert_eq!(proxy.cuts.load(Ordering::SeqCst), 1, "the stream was never cut");
+    assert!(
+        proxy.resumed_with_last_event_id.load(Ordering::SeqCst),
+        "the browser did not reconnect with Last-Event-ID"
+    );
+    let status = text(&dom, "status");
+    assert!(
+        status.contains("done") && status.contains("success"),
+        "status: {status}"
+    );
+    assert!(tag(&dom, "progress").contains("value=\"100\""));
+    let log = text(&dom, "log");
+    for line in [
+        "Starting deployment",
+        "progress 10% building",
+        "Building image",
+        "progress 40% pushing",
+        "progress 70% deploying",
+        "deploying to",
+        "✔ api-1",
+        "✔ api-2",
+        "done: success",
+    ] {
+        assert_eq!(log.matches(line).count(), 1, "{line:?} not exactly once in:\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_app_page_resumes_after_a_network_drop() {
+    page_resumes_after_a_network_drop(Target {
+        app: "axum-app",
+        mode: Mode::Memory,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actix_app_page_resumes_after_a_network_drop() {
+    page_resumes_after_a_network_drop(Target {
+        app: "actix-app",
+        mode: Mode::Memory,
+    })
+    .await;
 }
