@@ -124,7 +124,7 @@ impl Inner {
                     cmd.arg(self.scripts.publish.get_hash())
                         .arg(2)
                         .arg(&keys.history)
-                        .arg(&keys.meta)
+                        .arg(&keys.done)
                         .arg(&keys.pubsub)
                         .arg(&self.max_len)
                         .arg(&self.ttl_ms)
@@ -173,7 +173,7 @@ impl Inner {
         .map_err(PublishError::Backend)
     }
 
-    /// Reads the channel's metadata and its history from `start` on: one round trip.
+    /// Reads the channel's position, done marker and history from `start` on: one round trip.
     async fn read_history(self: Arc<Self>, keys: Arc<ChannelKeys>, start: String) -> Result<HistoryRead, BoxError> {
         let handle = self.handle.clone();
         on_runtime(&handle, async move {
@@ -181,7 +181,7 @@ impl Inner {
             cmd.arg(self.scripts.read.get_hash())
                 .arg(2)
                 .arg(&keys.history)
-                .arg(&keys.meta)
+                .arg(&keys.done)
                 .arg(start);
             let reply: redis::Value = self.commands.run(&cmd, Some(&self.scripts.read)).await?;
             HistoryRead::parse(reply)
@@ -227,13 +227,13 @@ impl Inner {
             active,
             pending: VecDeque::new(),
             last_id: after,
-            last_seq: 0,
+            position: 0,
+            echoes: VecDeque::new(),
             ended: false,
         };
-        reader.last_seq = read.seq;
-        reader
-            .pending
-            .extend(read.entries.iter().filter_map(|(_, json)| parse_entry(json)));
+        // A new or resuming client gets what history holds, with no gap notice: like the
+        // in-memory broker, only a subscriber that falls behind is told what it missed.
+        reader.absorb(&read, false);
         Ok(Subscription::new(futures_util::stream::unfold(
             reader,
             |mut reader| async move {
@@ -254,6 +254,9 @@ fn parse_entry(json: &[u8]) -> Option<Event> {
     }
 }
 
+/// How many entries of a history read are remembered as possible echoes of live messages.
+const MAX_ECHOES: usize = 4096;
+
 /// One subscription: history first, then the local queue, with resyncs from history.
 struct Reader {
     inner: Arc<Inner>,
@@ -265,9 +268,13 @@ struct Reader {
     /// Events to yield before the queue: the history read, or a refill.
     pending: VecDeque<Event>,
     last_id: Option<EventId>,
-    /// The highest channel sequence number seen (delivered, dropped as a duplicate, or covered
-    /// by a history read).
-    last_seq: u64,
+    /// The channel position (1 = its first event ever) of the newest event seen: yielded,
+    /// dropped as a duplicate, or covered by a history read. Positions make `gap` counts exact.
+    position: u64,
+    /// `(id, position)` of the newest entries of the last history read: the live messages that
+    /// may still arrive for them (published between the subscription and the read). The first
+    /// live message that is not one of them clears the list: later ones cannot be.
+    echoes: VecDeque<(EventId, u64)>,
     ended: bool,
 }
 
@@ -286,8 +293,58 @@ impl Reader {
     }
 
     fn take_live(&mut self, live: Live) -> Option<Event> {
-        self.last_seq = self.last_seq.max(live.seq);
-        self.accept(Arc::unwrap_or_clone(live.event))
+        let position = match self.echoes.iter().position(|(id, _)| *id == live.id) {
+            Some(index) => {
+                let position = self.echoes[index].1;
+                self.echoes.drain(..=index);
+                position
+            }
+            None => {
+                self.echoes.clear();
+                self.position + 1
+            }
+        };
+        self.position = self.position.max(position);
+        self.accept(Arc::unwrap_or_clone(live))
+    }
+
+    /// Takes a history read: queues the entries after `position`, remembers the newest as
+    /// possible echoes, and (when asked) reports with one `gap` the events between `position` and
+    /// the first entry the history still holds.
+    fn absorb(&mut self, read: &HistoryRead, report_gap: bool) {
+        if read.added < self.position {
+            // The channel expired and started over: its positions restarted.
+            self.position = 0;
+        }
+        let count = read.entries.len();
+        let first_new = (0..count)
+            .map(|i| read.position(i))
+            .find(|p| *p > self.position)
+            .unwrap_or(read.added + 1);
+        let missed = first_new.saturating_sub(self.position + 1);
+        if report_gap && missed > 0 {
+            let mut payload = Map::new();
+            payload.insert("missed".into(), json!(missed));
+            payload.insert("reason".into(), json!("subscriber fell behind the channel history"));
+            if let Ok(gap) = Event::new(self.channel.clone(), EventType::Gap, payload) {
+                self.pending.push_back(gap);
+            }
+        }
+        self.echoes.clear();
+        let echoes_from = count.saturating_sub(MAX_ECHOES);
+        for (index, json) in read.entries.iter().enumerate() {
+            let Some(event) = parse_entry(json) else {
+                continue;
+            };
+            let position = read.position(index);
+            if index >= echoes_from {
+                self.echoes.push_back((event.id, position));
+            }
+            if position > self.position {
+                self.pending.push_back(event);
+            }
+        }
+        self.position = self.position.max(read.added);
     }
 
     /// Refills `pending` from history after the last event, with a `gap` for what history lost.
@@ -298,23 +355,7 @@ impl Reader {
             .read_history(self.keys.clone(), start_after(self.last_id))
             .await
             .map_err(SubscribeError::Backend)?;
-        if read.seq < self.last_seq {
-            // The channel expired and started over: its numbers restarted.
-            self.last_seq = 0;
-        }
-        let mut new = read.entries.iter().filter(|(seq, _)| *seq > self.last_seq).peekable();
-        let first_new = new.peek().map_or(read.seq + 1, |(seq, _)| *seq);
-        let missed = first_new.saturating_sub(self.last_seq + 1);
-        if missed > 0 {
-            let mut payload = Map::new();
-            payload.insert("missed".into(), json!(missed));
-            payload.insert("reason".into(), json!("subscriber fell behind the channel history"));
-            if let Ok(gap) = Event::new(self.channel.clone(), EventType::Gap, payload) {
-                self.pending.push_back(gap);
-            }
-        }
-        self.pending.extend(new.filter_map(|(_, json)| parse_entry(json)));
-        self.last_seq = self.last_seq.max(read.seq);
+        self.absorb(&read, true);
         Ok(())
     }
 

@@ -15,13 +15,8 @@ use redis::{PushInfo, PushKind, Value};
 use stream_core::Event;
 use tokio::sync::{Notify, mpsc, watch};
 
-/// One live message: the channel sequence number and the event, decoded once for all local
-/// subscribers.
-#[derive(Clone)]
-pub(crate) struct Live {
-    pub(crate) seq: u64,
-    pub(crate) event: Arc<Event>,
-}
+/// One live message: the event, decoded once for all local subscribers of its channel.
+pub(crate) type Live = Arc<Event>;
 
 /// One local subscriber's end of the fan-out.
 pub(crate) struct LocalSub {
@@ -202,20 +197,21 @@ impl Fanout {
         let (Some(channel), Some(payload)) = (bytes(&channel), bytes(&payload)) else {
             return;
         };
-        let Some((seq, event)) = decode_message(payload) else {
-            tracing::warn!(
-                channel = %String::from_utf8_lossy(channel),
-                "dropping a pub/sub message that is not `<seq> <event json>`"
-            );
-            return;
+        let event: Event = match serde_json::from_slice(payload) {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::warn!(
+                    channel = %String::from_utf8_lossy(channel),
+                    error = %e,
+                    "dropping a pub/sub message that is not an event"
+                );
+                return;
+            }
         };
         let Ok(channel) = std::str::from_utf8(channel) else {
             return;
         };
-        let live = Live {
-            seq,
-            event: Arc::new(event),
-        };
+        let live: Live = Arc::new(event);
         let channels = self.lock();
         if let Some(entry) = channels.get(channel) {
             for sub in &entry.subs {
@@ -276,31 +272,5 @@ fn bytes(value: &Value) -> Option<&[u8]> {
         Value::BulkString(b) => Some(b),
         Value::SimpleString(s) => Some(s.as_bytes()),
         _ => None,
-    }
-}
-
-/// Decodes `<seq> <event json>`.
-pub(crate) fn decode_message(payload: &[u8]) -> Option<(u64, Event)> {
-    let space = payload.iter().position(|b| *b == b' ')?;
-    let seq = std::str::from_utf8(&payload[..space]).ok()?.parse().ok()?;
-    let event = serde_json::from_slice(&payload[space + 1..]).ok()?;
-    Some((seq, event))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use stream_core::{ChannelId, EventType};
-
-    #[test]
-    fn messages_decode_and_garbage_is_refused() {
-        let ev = Event::data(ChannelId::new("c").unwrap(), "token", "hi").unwrap();
-        let msg = format!("42 {}", ev.to_json());
-        let (seq, back) = decode_message(msg.as_bytes()).unwrap();
-        assert_eq!(seq, 42);
-        assert_eq!(back, ev);
-        assert_eq!(back.kind, EventType::Data);
-        assert!(decode_message(b"nope").is_none());
-        assert!(decode_message(b"x {}").is_none());
     }
 }

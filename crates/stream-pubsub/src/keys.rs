@@ -1,7 +1,7 @@
 //! The Redis names of a channel.
 //!
 //! Every name of one channel carries the hash tag `{<channel id>}`, so in a Redis Cluster the
-//! history, the metadata, the owner record and the sharded pub/sub channel all live in one slot:
+//! history, the done marker, the owner record and the sharded pub/sub channel all live in one slot:
 //! the publish script may touch them together, and `SPUBLISH` from the script is allowed. A
 //! [`ChannelId`] has no brace or colon, and the key prefix is checked for braces at connect time.
 
@@ -14,16 +14,16 @@ pub(crate) struct ChannelKeys {
     pub(crate) pubsub: String,
     /// The history stream: `{prefix}{<channel>}:h`.
     pub(crate) history: String,
-    /// The metadata hash (`s`: last sequence number, `d`: the `done` event id): `{prefix}{<channel>}:m`.
-    pub(crate) meta: String,
+    /// The id of the channel's first `done` event: `{prefix}{<channel>}:d`.
+    pub(crate) done: String,
 }
 
 impl ChannelKeys {
     pub(crate) fn new(prefix: &str, channel: &ChannelId) -> Self {
         let pubsub = format!("{prefix}{{{channel}}}");
         let history = format!("{pubsub}:h");
-        let meta = format!("{pubsub}:m");
-        Self { pubsub, history, meta }
+        let done = format!("{pubsub}:d");
+        Self { pubsub, history, done }
     }
 }
 
@@ -42,7 +42,7 @@ mod tests {
         let keys = ChannelKeys::new("stream:", &ch);
         assert_eq!(keys.pubsub, "stream:{job-42}");
         assert_eq!(keys.history, "stream:{job-42}:h");
-        assert_eq!(keys.meta, "stream:{job-42}:m");
+        assert_eq!(keys.done, "stream:{job-42}:d");
         assert_eq!(owner_key("stream:", &ch), "stream:{job-42}:owner");
     }
 }

@@ -121,7 +121,7 @@ async fn history_is_capped_and_expires(broker: &RedisBroker, admin_url: &str) {
     let mut conn = common::admin(admin_url).await;
     let prefix = &broker.config().key_prefix;
     let hist = format!("{prefix}{{{ch}}}:h");
-    let meta = format!("{prefix}{{{ch}}}:m");
+    let done_key = format!("{prefix}{{{ch}}}:d");
     let len: usize = redis::cmd("XLEN")
         .arg(&hist)
         .query_async(&mut conn)
@@ -132,7 +132,16 @@ async fn history_is_capped_and_expires(broker: &RedisBroker, admin_url: &str) {
         len >= max && len < 700,
         "history length {len} should be trimmed to about {max}"
     );
-    for key in [&hist, &meta] {
+    // The done marker is written with the done event and expires with the history.
+    let done = Event::done(ch.clone(), true, Map::new()).expect("done");
+    broker.publish(&done).await.expect("publish");
+    let marker: String = redis::cmd("GET")
+        .arg(&done_key)
+        .query_async(&mut conn)
+        .await
+        .expect("GET");
+    assert_eq!(marker, done.id.to_string());
+    for key in [&hist, &done_key] {
         let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await.expect("PTTL");
         assert!(
             ttl > 0 && ttl <= 60_000,
@@ -184,7 +193,7 @@ async fn cluster_keys_of_a_channel_share_one_slot() {
     for name in [
         format!("{prefix}{{{ch}}}"),
         format!("{prefix}{{{ch}}}:h"),
-        format!("{prefix}{{{ch}}}:m"),
+        format!("{prefix}{{{ch}}}:d"),
         format!("{prefix}{{{ch}}}:owner"),
     ] {
         let slot: i64 = redis::cmd("CLUSTER")

@@ -59,29 +59,36 @@ async fn cluster_lagging_subscriber_is_refilled_from_history() {
 
 /// With a short history (trimmed with `MAXLEN ~`, so it keeps at least `history_max_len`), the
 /// subscriber gets its queued events, one `gap` whose `missed` is exactly what was trimmed, then
-/// everything the history still holds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_lost_from_history_are_reported_with_one_gap() {
-    let broker = common::standalone(config(10)).await;
+/// everything the history still holds. `before` events are published before it subscribes.
+async fn events_lost_from_history_are_reported_with_one_gap<C>(broker: RedisBroker, admin: &mut C, before: usize)
+where
+    C: redis::aio::ConnectionLike + Send,
+{
     let ch = unique_channel("gap");
-    let mut slow = broker.subscribe(&ch, None).await.expect("subscribe");
-    let sent: Vec<Event> = (0..600).map(|n| numbered(&ch, n)).collect();
-    flood(&broker, &sent).await;
-
-    let mut admin = common::admin(&common::redis_url()).await;
+    let sent: Vec<Event> = (0..before + 600).map(|n| numbered(&ch, n)).collect();
     let history = format!("{}{{{ch}}}:h", broker.config().key_prefix);
-    let kept: usize = redis::cmd("XLEN")
-        .arg(&history)
-        .query_async(&mut admin)
-        .await
-        .expect("XLEN");
+    flood(&broker, &sent[..before]).await;
+    let kept_before = xlen(admin, &history).await;
+    let mut slow = broker.subscribe(&ch, None).await.expect("subscribe");
+    let replay = take(&mut slow, kept_before).await;
+    assert_eq!(
+        ids(&replay),
+        ids(&sent[before - kept_before..before]),
+        "a new subscriber gets what history holds"
+    );
+    flood(&broker, &sent[before..]).await;
+    let kept = xlen(admin, &history).await;
     assert!(
         (10..600 - QUEUE).contains(&kept),
         "history trimmed to about 10, kept {kept}"
     );
 
     let queued = take(&mut slow, QUEUE).await;
-    assert_eq!(ids(&queued), ids(&sent[..QUEUE]), "the queued events come first");
+    assert_eq!(
+        ids(&queued),
+        ids(&sent[before..before + QUEUE]),
+        "the queued events come first"
+    );
     let gap = take(&mut slow, 1).await.remove(0);
     assert_eq!(gap.kind, EventType::Gap);
     let missed = 600 - QUEUE - kept;
@@ -91,8 +98,30 @@ async fn events_lost_from_history_are_reported_with_one_gap() {
     );
     assert!(gap.payload["reason"].is_string());
     let rest = take(&mut slow, kept).await;
-    assert_eq!(ids(&rest), ids(&sent[QUEUE + missed..]));
+    assert_eq!(ids(&rest), ids(&sent[before + QUEUE + missed..]));
     assert_quiet(&mut slow).await;
+}
+
+async fn xlen<C: redis::aio::ConnectionLike + Send>(admin: &mut C, key: &str) -> usize {
+    redis::cmd("XLEN").arg(key).query_async(admin).await.expect("XLEN")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_events_lost_from_history_are_reported_with_one_gap() {
+    let mut admin = common::admin(&common::redis_url()).await;
+    for before in [0, 150] {
+        let broker = common::standalone(config(10)).await;
+        events_lost_from_history_are_reported_with_one_gap(broker, &mut admin, before).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_events_lost_from_history_are_reported_with_one_gap() {
+    let mut admin = common::cluster_admin().await;
+    for before in [0, 150] {
+        let broker = common::cluster(config(10)).await;
+        events_lost_from_history_are_reported_with_one_gap(broker, &mut admin, before).await;
+    }
 }
 
 /// A stalled subscriber holds up neither the publisher nor a fast subscriber of the same channel.

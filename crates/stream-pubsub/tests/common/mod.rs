@@ -62,6 +62,16 @@ pub async fn admin(url: &str) -> MultiplexedConnection {
         .unwrap_or_else(|e| panic!("Redis at {url} is required: {e}"))
 }
 
+/// A cluster connection, for key commands on the cluster.
+pub async fn cluster_admin() -> redis::cluster_async::ClusterConnection {
+    let nodes = cluster_nodes();
+    redis::cluster::ClusterClient::new(nodes.clone())
+        .expect("cluster urls")
+        .get_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("Redis Cluster at {nodes:?} is required: {e}"))
+}
+
 /// One `CLIENT LIST` line, as `key=value` fields.
 #[derive(Debug)]
 pub struct ClientInfo {
