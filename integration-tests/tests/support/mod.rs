@@ -1,7 +1,8 @@
 //! Shared helpers of the demo tests: spawn the built app and worker binaries, and read SSE.
 //!
-//! The binaries are those of `cargo build --workspace --bins` (the test command builds them
-//! first), found next to this test's executable: `target/<profile>/<name>`.
+//! The binaries are found next to this test's executable (`target/<profile>/<name>`); the first
+//! test that needs one runs `cargo build --bins -p axum-app -p actix-app -p worker` with the same
+//! cargo, profile and target dir, so they are never stale.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -53,17 +54,42 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// The path of a workspace binary built next to this test executable.
+/// The binaries the tests spawn.
+pub const BINARIES: [&str; 3] = ["axum-app", "actix-app", "worker"];
+
+/// Builds the demo binaries once per test process, with the cargo that runs the tests and the
+/// same profile, so that the tests never run stale binaries. Cheap when they are up to date.
+fn build_binaries_once() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test's own path");
+        let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(&workspace).args(["build", "--bins"]);
+        for name in BINARIES {
+            cmd.args(["-p", name]);
+        }
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        if let Some(target_dir) = profile_dir.parent() {
+            cmd.arg("--target-dir").arg(target_dir);
+        }
+        let status = cmd.status().expect("cargo runs");
+        assert!(status.success(), "building the demo binaries failed: {status:?}");
+    });
+}
+
+/// The path of a workspace binary built next to this test executable (built first if needed).
 pub fn binary(name: &str) -> PathBuf {
+    build_binaries_once();
     let exe = std::env::current_exe().expect("the test's own path");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
     let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: build the binaries first (`cargo build --workspace --bins`)",
-        path.display()
-    );
+    assert!(path.exists(), "{} is missing after the build", path.display());
     path
 }
 
