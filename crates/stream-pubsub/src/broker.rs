@@ -22,11 +22,11 @@ use crate::scripts::Scripts;
 
 /// A Redis broker: a per-channel history with one shared subscriber connection per broker.
 ///
-/// - **Publish** is one `EVALSHA` round trip per call (and per [`publish_batch`]): the script appends each event to the channel's history stream
-///   (`XADD MAXLEN ~ history_max_len`), gives it the channel's next sequence number, publishes it
-///   (`PUBLISH`, or `SPUBLISH` on a cluster), records the first `done` id, and renews the TTL.
-///   It works from a plain thread with no runtime (a `BlockingEmitter`): the work then runs on the
-///   runtime the broker was built on.
+/// - **Publish** is one `EVALSHA` round trip per call (and per [`publish_batch`]): the script
+///   appends each event to the channel's history stream (`XADD MAXLEN ~ history_max_len`),
+///   publishes it (`PUBLISH`, or `SPUBLISH` on a cluster), renews the history TTL, and records
+///   the first `done` id. It works from a plain thread with no runtime (a `BlockingEmitter`):
+///   the work then runs on the runtime the broker was built on.
 /// - **Subscribe** registers a local subscriber with a bounded queue on the broker's one
 ///   subscriber connection (no connection per subscription; the first local subscriber of a
 ///   channel costs one `SUBSCRIBE` round trip), waits until the subscription is confirmed, then

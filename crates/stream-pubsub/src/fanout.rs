@@ -65,6 +65,9 @@ pub(crate) enum HubMsg {
     Release(Box<str>),
     /// The subscriber connection of this generation was lost.
     Disconnected(u64),
+    /// The server dropped the subscription of a channel that still has local subscribers (a
+    /// cluster slot moved to another node): subscribe it again.
+    Resubscribe(Box<str>),
     /// The broker was dropped.
     Shutdown,
 }
@@ -185,6 +188,7 @@ impl Fanout {
                 self.mark_all_resync();
                 let _ = self.hub.send(HubMsg::Disconnected(generation));
             }
+            PushKind::Unsubscribe | PushKind::SUnsubscribe => self.unsubscribed(&push.data),
             _ => {}
         }
     }
@@ -217,6 +221,23 @@ impl Fanout {
             for sub in &entry.subs {
                 sub.offer(&live);
             }
+        }
+    }
+
+    /// An unsubscribe confirmation. The hub only unsubscribes channels without local
+    /// subscribers, so one that has some was dropped by the server (or is being re-created while
+    /// the hub unsubscribes it): its subscribers resync once the hub has subscribed it again.
+    fn unsubscribed(&self, data: &[Value]) {
+        let Some(channel) = data.first().and_then(bytes).and_then(|c| std::str::from_utf8(c).ok()) else {
+            return;
+        };
+        let channels = self.lock();
+        if let Some(entry) = channels.get(channel) {
+            entry.active.send_replace(false);
+            for sub in &entry.subs {
+                sub.mark_resync();
+            }
+            let _ = self.hub.send(HubMsg::Resubscribe(channel.into()));
         }
     }
 
@@ -272,5 +293,113 @@ fn bytes(value: &Value) -> Option<&[u8]> {
         Value::BulkString(b) => Some(b),
         Value::SimpleString(s) => Some(s.as_bytes()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stream_core::ChannelId;
+
+    fn message(kind: PushKind, channel: &str, event: &Event) -> PushInfo {
+        PushInfo {
+            kind,
+            data: vec![
+                Value::BulkString(channel.as_bytes().to_vec()),
+                Value::BulkString(event.to_json().into_bytes()),
+            ],
+        }
+    }
+
+    fn event(n: u64) -> Event {
+        Event::data(ChannelId::new("c").unwrap(), "n", n).unwrap()
+    }
+
+    fn fanout(queue: usize) -> (Arc<Fanout>, mpsc::UnboundedReceiver<HubMsg>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let fanout = Arc::new(Fanout::new(queue, tx));
+        fanout.next_generation();
+        (fanout, rx)
+    }
+
+    #[test]
+    fn a_full_queue_marks_its_subscriber_and_drops_until_it_resyncs() {
+        let (fanout, mut hub) = fanout(2);
+        let (slow, mut slow_rx, _) = fanout.register("ch");
+        let (fast, mut fast_rx, _) = fanout.register("ch");
+        assert!(matches!(hub.try_recv(), Ok(HubMsg::Ensure(c)) if &*c == "ch"));
+        assert!(hub.try_recv().is_err(), "one SUBSCRIBE per channel, not per subscriber");
+        let g = fanout.generation();
+        for n in 0..2 {
+            fanout.on_push(g, message(PushKind::Message, "ch", &event(n)));
+        }
+        assert_eq!(fast_rx.try_recv().unwrap().payload["n"], 0);
+        fanout.on_push(g, message(PushKind::Message, "ch", &event(2)));
+        assert!(slow.sub.resync.load(Ordering::SeqCst), "the slow subscriber overflowed");
+        assert!(!fast.sub.resync.load(Ordering::SeqCst));
+        // Draining makes room, but nothing more is queued until the subscriber has resynced.
+        assert_eq!(slow_rx.try_recv().unwrap().payload["n"], 0);
+        fanout.on_push(g, message(PushKind::Message, "ch", &event(3)));
+        assert_eq!(slow_rx.try_recv().unwrap().payload["n"], 1);
+        assert!(slow_rx.try_recv().is_err());
+        drop((slow, fast));
+        assert!(matches!(hub.try_recv(), Ok(HubMsg::Release(c)) if &*c == "ch"));
+    }
+
+    #[test]
+    fn a_lost_connection_marks_everyone_and_older_generations_are_ignored() {
+        let (fanout, mut hub) = fanout(8);
+        let (a, mut a_rx, active) = fanout.register("a");
+        let (b, _b_rx, _) = fanout.register("b");
+        fanout.activate([&Box::<str>::from("a"), &"b".into()]);
+        assert!(*active.borrow());
+        let old = fanout.generation();
+        fanout.on_push(
+            old,
+            PushInfo {
+                kind: PushKind::Disconnection,
+                data: vec![],
+            },
+        );
+        assert!(!*active.borrow());
+        assert!(a.sub.resync.load(Ordering::SeqCst) && b.sub.resync.load(Ordering::SeqCst));
+        while let Ok(msg) = hub.try_recv() {
+            if let HubMsg::Disconnected(g) = msg {
+                assert_eq!(g, old);
+            }
+        }
+        fanout.next_generation();
+        a.sub.resync.store(false, Ordering::SeqCst);
+        fanout.on_push(old, message(PushKind::Message, "a", &event(1)));
+        fanout.on_push(
+            old,
+            PushInfo {
+                kind: PushKind::Disconnection,
+                data: vec![],
+            },
+        );
+        assert!(a_rx.try_recv().is_err(), "messages of an old connection are ignored");
+        assert!(!a.sub.resync.load(Ordering::SeqCst), "so is its disconnect notice");
+    }
+
+    #[test]
+    fn a_subscription_dropped_by_the_server_is_renewed() {
+        let (fanout, mut hub) = fanout(8);
+        let (sub, _rx, active) = fanout.register("ch");
+        let _ = hub.try_recv();
+        fanout.activate([&Box::<str>::from("ch")]);
+        let unsubscribed = PushInfo {
+            kind: PushKind::SUnsubscribe,
+            data: vec![Value::BulkString(b"ch".to_vec()), Value::Int(0)],
+        };
+        fanout.on_push(fanout.generation(), unsubscribed.clone());
+        assert!(!*active.borrow());
+        assert!(sub.sub.resync.load(Ordering::SeqCst));
+        assert!(matches!(hub.try_recv(), Ok(HubMsg::Resubscribe(c)) if &*c == "ch"));
+        drop(sub);
+        let _ = hub.try_recv();
+        // Our own unsubscribe of a channel nobody listens to is just a confirmation.
+        fanout.on_push(fanout.generation(), unsubscribed);
+        assert!(hub.try_recv().is_err());
     }
 }

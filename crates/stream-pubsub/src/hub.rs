@@ -164,6 +164,11 @@ impl Hub {
                     Some(HubMsg::Ensure(c) | HubMsg::Release(c)) => {
                         touched.insert(c);
                     }
+                    Some(HubMsg::Resubscribe(c)) => {
+                        tracing::info!(channel = %c, "redis dropped a subscription; subscribing again");
+                        self.subscribed.remove(&c);
+                        touched.insert(c);
+                    }
                     Some(HubMsg::Disconnected(generation)) => lost |= generation == self.fanout.generation(),
                 }
                 match self.rx.try_recv() {
@@ -209,10 +214,12 @@ impl Hub {
     /// works. Returns false when the broker was dropped meanwhile.
     async fn recover(&mut self) -> bool {
         self.fanout.mark_all_resync();
-        self.subscribed.clear();
+        // On a cluster the nodes that kept their connection keep their subscriptions: the ones
+        // whose local subscribers left meanwhile are dropped once the rest is restored.
+        let mut stale = std::mem::take(&mut self.subscribed);
         let mut delay = MIN_BACKOFF;
         loop {
-            match self.restore().await {
+            match self.restore(&mut stale).await {
                 Ok(()) => {
                     tracing::info!(channels = self.subscribed.len(), "redis subscriber connection restored");
                     return true;
@@ -221,7 +228,7 @@ impl Hub {
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(MAX_BACKOFF);
-            // Ensure/Release that arrived meanwhile are covered by the next full restore.
+            // Ensure/Release/Resubscribe that arrived meanwhile are covered by the next restore.
             loop {
                 match self.rx.try_recv() {
                     Ok(HubMsg::Shutdown) | Err(mpsc::error::TryRecvError::Disconnected) => return false,
@@ -232,15 +239,25 @@ impl Hub {
         }
     }
 
-    async fn restore(&mut self) -> RedisResult<()> {
+    async fn restore(&mut self, stale: &mut HashSet<Box<str>>) -> RedisResult<()> {
         if let Some(client) = &self.client {
-            // A new generation: pushes (and the disconnect notice) of the old connection are ignored.
+            // A new generation: pushes (and the disconnect notice) of the old connection are
+            // ignored, and the old connection's subscriptions are gone with it.
             self.conn = SubscriberConn::Standalone(connect_standalone(client, &self.fanout, &self.name).await?);
+            stale.clear();
         }
         let wanted = self.fanout.channel_names();
+        stale.extend(wanted.iter().cloned());
         self.conn.subscribe(&wanted).await?;
         self.subscribed = wanted.into_iter().collect();
         self.fanout.activate(self.subscribed.iter());
+        let gone: Vec<Box<str>> = stale.difference(&self.subscribed).cloned().collect();
+        stale.clear();
+        if !gone.is_empty()
+            && let Err(e) = self.conn.unsubscribe(&gone).await
+        {
+            tracing::debug!(error = %e, "could not drop subscriptions left over from before the reconnect");
+        }
         Ok(())
     }
 }
