@@ -1,8 +1,9 @@
 //! The demo HTTP API (docs/http-api.md), written once and run against both apps, in memory mode
 //! and in Redis mode (app and worker as separate processes). Real processes, real sockets.
 //!
-//! Needs the binaries (`cargo build --workspace --bins`) and, for the Redis mode, Redis at
-//! `REDIS_URL` (default `redis://127.0.0.1:6399/`). A missing Redis fails the Redis tests.
+//! Needs Redis at `REDIS_URL` (default `redis://127.0.0.1:6399/`) for the Redis mode and
+//! OpenSearch at `OPENSEARCH_URL` (default `http://127.0.0.1:9250`) for the archive tests; a
+//! missing service fails its tests. The demo binaries are built by the tests themselves.
 
 mod support;
 
@@ -481,4 +482,71 @@ async fn resume_on_another_instance_in_redis_mode() {
     let mut joined = seen.to_vec();
     joined.extend(rest);
     assert_job(&joined, &channel);
+}
+
+/// With `OPENSEARCH_URL`, the job's events are archived in OpenSearch (by the app in memory mode,
+/// by the worker in Redis mode) and `GET /events` reads them back from there.
+async fn events_are_archived_in_opensearch(target: Target) {
+    let prefix = unique("demo-test-events").to_lowercase();
+    let app = App::start_with(
+        target,
+        Settings {
+            opensearch_prefix: Some(prefix.clone()),
+            ..Settings::default()
+        },
+    );
+    let owner = unique("archived");
+    let (channel, stream_url) = app.deploy(&owner).await;
+    let frames = replay(&app, &stream_url).await;
+    let streamed: Vec<Value> = frames.iter().map(|f| f.data.clone()).collect();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let stored: Vec<Value> = loop {
+        let res = app
+            .get(&format!("/events?channel_id={channel}"), Some(&owner), None)
+            .await;
+        assert_eq!(res.status(), 200);
+        let stored: Vec<Value> = res.json().await.unwrap();
+        if stored.len() == streamed.len() || Instant::now() > deadline {
+            break stored;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(stored.len(), streamed.len());
+    let ids = |events: &[Value]| events.iter().map(|e| e["id"].clone()).collect::<Vec<_>>();
+    assert_eq!(
+        ids(&stored),
+        ids(&streamed),
+        "stored events differ from the streamed ones"
+    );
+    // They really are in OpenSearch, under the app's index prefix.
+    let os = support::opensearch_url();
+    let count: Value = app
+        .client
+        .get(format!("{os}/{prefix}-*/_count?q=channel_id:{channel}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(count["count"], JOB_TYPES.len(), "{count}");
+    let _ = app.client.delete(format!("{os}/{prefix}-*")).send().await;
+}
+
+#[tokio::test]
+async fn axum_memory_events_are_archived_in_opensearch() {
+    events_are_archived_in_opensearch(Target {
+        app: "axum-app",
+        mode: Mode::Memory,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn actix_redis_events_are_archived_in_opensearch_by_the_worker() {
+    events_are_archived_in_opensearch(Target {
+        app: "actix-app",
+        mode: Mode::Redis,
+    })
+    .await;
 }

@@ -38,6 +38,10 @@ pub struct Target {
 /// The shared secret the tests give the apps, so that they can sign their own tokens.
 pub const TOKEN_SECRET: &str = "integration-test-secret";
 
+pub fn opensearch_url() -> String {
+    std::env::var("OPENSEARCH_URL").unwrap_or_else(|_| "http://127.0.0.1:9250".into())
+}
+
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6399/".into())
 }
@@ -192,6 +196,8 @@ pub struct Settings {
     pub ping_secs: u64,
     /// Start the worker (Redis mode) with the app.
     pub start_worker: bool,
+    /// Archive to OpenSearch (`OPENSEARCH_URL`) under this index prefix.
+    pub opensearch_prefix: Option<String>,
 }
 
 impl Default for Settings {
@@ -201,6 +207,7 @@ impl Default for Settings {
             lease_limit: 2,
             ping_secs: 1,
             start_worker: true,
+            opensearch_prefix: None,
         }
     }
 }
@@ -229,6 +236,12 @@ impl App {
             ("STREAM_TOKEN_SECRET".into(), TOKEN_SECRET.into()),
         ];
         let mut remove = vec!["OPENSEARCH_URL"];
+        if let Some(prefix) = &settings.opensearch_prefix {
+            env.push(("OPENSEARCH_URL".into(), opensearch_url()));
+            env.push(("OPENSEARCH_INDEX_PREFIX".into(), prefix.clone()));
+            env.push(("OPENSEARCH_INDEX_REPLICAS".into(), "0".into()));
+            env.push(("OPENSEARCH_FLUSH_INTERVAL_MS".into(), "100".into()));
+        }
         match target.mode {
             Mode::Memory => remove.push("REDIS_URL"),
             Mode::Redis => {
