@@ -144,7 +144,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let backends = app_backends(&config).await?;
     let service = DemoService::new(config.clone(), backends);
     let shutdown = service.shutdown_token().clone();
-    let data = Data::new(service);
+    let data = Data::new(service.clone());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
@@ -172,6 +172,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         shutdown.cancel();
     });
     server.run().await?;
+    service.close().await;
     tracing::info!("actix-app stopped");
     Ok(())
 }

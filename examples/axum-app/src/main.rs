@@ -146,13 +146,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!("listening on http://{addr}");
     tracing::info!(%addr, mode = %service.health()["mode"], "axum-app listening");
     let shutdown = service.shutdown_token().clone();
-    axum::serve(listener, router(service))
+    axum::serve(listener, router(service.clone()))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             // Ends every open stream, so the graceful shutdown does not wait on them.
             shutdown.cancel();
         })
         .await?;
+    service.close().await;
     tracing::info!("axum-app stopped");
     Ok(())
 }

@@ -173,6 +173,21 @@ impl DemoService {
             .shutdown(self.inner.shutdown.clone())
     }
 
+    /// Ends every open stream and writes what the event store still queues. Call it once the
+    /// server has stopped.
+    pub async fn close(&self) {
+        self.inner.shutdown.cancel();
+        let stores = [
+            self.streaming().store.as_ref(),
+            self.inner.backends.archive_locally.as_ref(),
+        ];
+        for store in stores.into_iter().flatten() {
+            if let Err(e) = store.flush().await {
+                tracing::warn!(error = %e, "event store flush at shutdown failed");
+            }
+        }
+    }
+
     /// The `GET /healthz` body.
     pub fn health(&self) -> Value {
         json!({"status": "ok", "mode": self.inner.backends.mode})
