@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use crate::conn::{Commands, on_runtime};
 use crate::fanout::{Fanout, HubMsg, Live, Registration};
 use crate::history::{HistoryRead, start_after};
-use crate::keys::{ChannelKeys, owner_key};
+use crate::keys::{ChannelKeys, KeyArg, owner_key};
 use crate::scripts::Scripts;
 
 /// A Redis broker: a per-channel history with one shared subscriber connection per broker.
@@ -112,20 +112,26 @@ fn join_error(e: tokio::task::JoinError) -> BoxError {
 
 impl Inner {
     /// The publish commands for `events`: one `EVALSHA` per channel, holding that channel's
-    /// events in order. Control events are skipped.
+    /// events in order. Control events are skipped. The keys and the event JSON are written
+    /// straight into the command buffer.
     fn publish_commands(&self, events: &[Event]) -> Vec<redis::Cmd> {
         let mut groups: Vec<(&ChannelId, redis::Cmd)> = Vec::with_capacity(1);
         for event in events.iter().filter(|e| !e.kind.is_control()) {
             let index = match groups.iter().position(|(ch, _)| *ch == &event.channel_id) {
                 Some(index) => index,
                 None => {
-                    let keys = ChannelKeys::new(&self.config.key_prefix, &event.channel_id);
-                    let mut cmd = redis::cmd("EVALSHA");
-                    cmd.arg(self.scripts.publish.get_hash())
+                    let key = |suffix| KeyArg {
+                        prefix: &self.config.key_prefix,
+                        channel: &event.channel_id,
+                        suffix,
+                    };
+                    let mut cmd = redis::Cmd::with_capacity(12, 512);
+                    cmd.arg("EVALSHA")
+                        .arg(self.scripts.publish.get_hash())
                         .arg(2)
-                        .arg(&keys.history)
-                        .arg(&keys.done)
-                        .arg(&keys.pubsub)
+                        .arg(key(":h"))
+                        .arg(key(":d"))
+                        .arg(key(""))
                         .arg(&self.max_len)
                         .arg(&self.ttl_ms)
                         .arg(if self.cluster { "SPUBLISH" } else { "PUBLISH" });
@@ -140,7 +146,7 @@ impl Inner {
             } else {
                 cmd.arg("");
             }
-            cmd.arg(event.to_json());
+            cmd.arg(EventJson(event));
         }
         groups.into_iter().map(|(_, cmd)| cmd).collect()
     }
@@ -241,6 +247,16 @@ impl Inner {
                 Some((item, reader))
             },
         )))
+    }
+}
+
+/// An event serialized straight into a command's buffer (no intermediate `String`).
+struct EventJson<'a>(&'a Event);
+
+impl redis::ToRedisArgs for EventJson<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        // An event always serializes, and a command buffer accepts every write.
+        let _ = serde_json::to_writer(out.writer_for_next_arg(), self.0);
     }
 }
 

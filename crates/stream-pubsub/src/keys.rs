@@ -5,6 +5,9 @@
 //! the publish script may touch them together, and `SPUBLISH` from the script is allowed. A
 //! [`ChannelId`] has no brace or colon, and the key prefix is checked for braces at connect time.
 
+use std::io::Write;
+
+use redis::{RedisWrite, ToRedisArgs};
 use stream_core::ChannelId;
 
 /// The names one publish or one history read touches.
@@ -27,6 +30,22 @@ impl ChannelKeys {
     }
 }
 
+/// A key of a channel written straight into a command's buffer (no `String` per publish):
+/// `{prefix}{<channel>}{suffix}`.
+pub(crate) struct KeyArg<'a> {
+    pub(crate) prefix: &'a str,
+    pub(crate) channel: &'a ChannelId,
+    pub(crate) suffix: &'static str,
+}
+
+impl ToRedisArgs for KeyArg<'_> {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        let mut arg = out.writer_for_next_arg();
+        // Writing to a command buffer cannot fail.
+        let _ = write!(arg, "{}{{{}}}{}", self.prefix, self.channel, self.suffix);
+    }
+}
+
 /// The owner record of a channel: `{prefix}{<channel>}:owner`.
 pub(crate) fn owner_key(prefix: &str, channel: &ChannelId) -> String {
     format!("{prefix}{{{channel}}}:owner")
@@ -44,5 +63,11 @@ mod tests {
         assert_eq!(keys.history, "stream:{job-42}:h");
         assert_eq!(keys.done, "stream:{job-42}:d");
         assert_eq!(owner_key("stream:", &ch), "stream:{job-42}:owner");
+        let arg = KeyArg {
+            prefix: "stream:",
+            channel: &ch,
+            suffix: ":h",
+        };
+        assert_eq!(arg.to_redis_args(), vec![keys.history.into_bytes()]);
     }
 }
