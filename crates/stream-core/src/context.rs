@@ -408,6 +408,11 @@ impl Emitter {
 
 /// A [`StreamContext`] bound to a publisher for plain threads: the same methods as [`Emitter`],
 /// run to completion on the calling thread. It needs no tokio runtime in scope.
+///
+/// Each call blocks its thread until the publish is done, so use it from plain threads (or
+/// `tokio::task::spawn_blocking`), never from async code: on a tokio worker it stalls that worker,
+/// and on a current-thread runtime it can wait forever for I/O that only that thread would drive.
+/// Async code uses [`Emitter`].
 #[derive(Debug)]
 pub struct BlockingEmitter {
     inner: Emitter,

@@ -187,6 +187,11 @@ impl StreamLease {
     }
 
     /// Blocking [`acquire`](Self::acquire), for plain threads without a runtime.
+    ///
+    /// Like every blocking form here it blocks its thread until Redis (or the store) answers: call
+    /// it from plain threads or `spawn_blocking`, never from async code, where it would stall a
+    /// tokio worker (and can hang a current-thread runtime). Async code uses
+    /// [`acquire`](Self::acquire).
     pub fn acquire_blocking(store: Arc<dyn LeaseStore>, user: UserId) -> Result<Self, AcquireError> {
         futures_executor::block_on(Self::acquire(store, user))
     }

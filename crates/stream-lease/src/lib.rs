@@ -1,16 +1,15 @@
 #![doc = include_str!("../README.md")]
 
-mod connection;
 mod error;
 mod limiter;
 pub mod scripts;
-mod source;
 
 use std::sync::Arc;
 
 pub use error::{LimiterError, RuntimeUnavailable};
 pub use limiter::StreamLeaseLimiter;
-pub use source::RedisSource;
+/// Where the limiter finds Redis (shared with `stream-pubsub`).
+pub use stream_redis::RedisSource;
 
 /// Re-exported so that users can build the pools that [`StreamLeaseLimiter::from_pool`] and
 /// [`StreamLeaseLimiter::from_cluster_pool`] take (and reach `deadpool_redis::redis`).

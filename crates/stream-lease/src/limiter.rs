@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use redis::{FromRedisValue, ScriptInvocation};
+use redis::{Cmd, FromRedisValue, Script};
 use stream_core::{LeaseError, LeaseId, LeaseInfo, LeaseStore, StreamLeaseConfig, UserId};
 use tokio::runtime::Handle;
 
-use crate::connection::{Connections, Source};
+use stream_redis::{RedisSource, SharedConnection, evalsha};
+
 use crate::error::{LimiterError, RuntimeUnavailable};
 use crate::scripts::Scripts;
-use crate::source::RedisSource;
 
 /// Longest lease TTL and key grace accepted, so that expiries stay exact in Lua's doubles.
 const MAX_SECONDS: u64 = 10 * 365 * 24 * 3600;
@@ -44,7 +44,7 @@ pub struct StreamLeaseLimiter {
 /// What clones and [`StreamLeaseLimiter::with_config`] share. Fields drop in order: the
 /// connections before the runtime they run on.
 struct Shared {
-    conns: Connections,
+    conns: SharedConnection,
     scripts: Scripts,
     runtime: Handle,
     target: String,
@@ -89,10 +89,6 @@ fn validate(config: &StreamLeaseConfig) -> Result<(), LimiterError> {
         return invalid("key_namespace must not contain '{' or '}'");
     }
     Ok(())
-}
-
-fn backend(e: redis::RedisError) -> LeaseError {
-    LeaseError::Backend(Box::new(e))
 }
 
 fn expiry(ms: u64) -> SystemTime {
@@ -185,29 +181,16 @@ impl StreamLeaseLimiter {
             target: target.clone(),
             source,
         };
-        let source = match source {
-            RedisSource::Url(url) => Source::Standalone(
-                deadpool_redis::Config::from_url(url)
-                    .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-                    .map_err(|e| connect_error(Box::new(e)))?,
-            ),
-            RedisSource::Pool(pool) => Source::Standalone(pool),
-            RedisSource::Cluster(nodes) => Source::Cluster(
-                deadpool_redis::cluster::Config::from_urls(nodes)
-                    .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-                    .map_err(|e| connect_error(Box::new(e)))?,
-            ),
-            RedisSource::ClusterPool(pool) => Source::Cluster(pool),
-        };
+        let conns = source.into_shared().map_err(connect_error)?;
         let shared = Shared {
-            conns: Connections::new(source),
+            conns,
             scripts: Scripts::new(),
             runtime,
             target: target.clone(),
             _owned_runtime: owned,
         };
         // Connect now, so that a missing Redis fails here and not at the first stream.
-        let (_, mut conn) = shared.conns.get().await.map_err(connect_error)?;
+        let (_, mut conn) = shared.conns.checkout().await.map_err(connect_error)?;
         for script in shared.scripts.all() {
             script
                 .load_async(&mut conn)
@@ -297,61 +280,59 @@ impl StreamLeaseLimiter {
         }
     }
 
-    /// Sends one script call. Every script is idempotent (acquire reuses its lease id), so after
-    /// an error that broke the connection it is sent once more on a fresh connection.
-    async fn run<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Result<T, LeaseError> {
-        let mut retried = false;
-        loop {
-            let (generation, mut conn) = self.shared.conns.get().await.map_err(LeaseError::Backend)?;
-            match invocation.invoke_async(&mut conn).await {
-                Ok(value) => return Ok(value),
-                Err(e) if e.is_unrecoverable_error() => {
-                    self.shared.conns.invalidate(generation);
-                    if retried {
-                        return Err(backend(e));
-                    }
-                    tracing::debug!(error = %e, "lease limiter connection broke; retrying on a new one");
-                    retried = true;
-                }
-                Err(e) => return Err(backend(e)),
-            }
-        }
+    /// `EVALSHA` of `script` on `user`'s key; the caller adds the arguments.
+    fn script_call(&self, script: &Script, user: &UserId) -> Cmd {
+        evalsha(script, &[&self.key(user)])
+    }
+
+    /// Sends one script call. Every script is idempotent (acquire reuses its lease id), so the
+    /// shared connection may send it again after an error that broke the connection.
+    async fn run<T: FromRedisValue>(&self, cmd: &Cmd, script: &Script) -> Result<T, LeaseError> {
+        self.shared
+            .conns
+            .run(cmd, Some(script))
+            .await
+            .map_err(LeaseError::Backend)
     }
 
     async fn do_acquire(&self, user: &UserId) -> Result<Option<LeaseId>, LeaseError> {
         let lease = LeaseId::generate();
-        let mut invocation = self.shared.scripts.acquire.key(self.key(user));
-        invocation
-            .arg(lease.as_str())
+        let script = &self.shared.scripts.acquire;
+        let mut cmd = self.script_call(script, user);
+        cmd.arg(lease.as_str())
             .arg(self.config.limit)
             .arg(self.ttl_ms)
             .arg(self.grace_ms);
-        let expires: u64 = self.run(&invocation).await?;
+        let expires: u64 = self.run(&cmd, script).await?;
         Ok((expires > 0).then_some(lease))
     }
 
     async fn do_release(&self, user: &UserId, lease: &LeaseId) -> Result<(), LeaseError> {
-        let mut invocation = self.shared.scripts.release.key(self.key(user));
-        invocation.arg(lease.as_str());
-        let _removed: u64 = self.run(&invocation).await?;
+        let script = &self.shared.scripts.release;
+        let mut cmd = self.script_call(script, user);
+        cmd.arg(lease.as_str());
+        let _removed: u64 = self.run(&cmd, script).await?;
         Ok(())
     }
 
     async fn do_refresh(&self, user: &UserId, lease: &LeaseId) -> Result<bool, LeaseError> {
-        let mut invocation = self.shared.scripts.refresh.key(self.key(user));
-        invocation.arg(lease.as_str()).arg(self.ttl_ms).arg(self.grace_ms);
-        let expires: u64 = self.run(&invocation).await?;
+        let script = &self.shared.scripts.refresh;
+        let mut cmd = self.script_call(script, user);
+        cmd.arg(lease.as_str()).arg(self.ttl_ms).arg(self.grace_ms);
+        let expires: u64 = self.run(&cmd, script).await?;
         Ok(expires > 0)
     }
 
     async fn do_count(&self, user: &UserId) -> Result<usize, LeaseError> {
-        let invocation = self.shared.scripts.count.key(self.key(user));
-        self.run(&invocation).await
+        let script = &self.shared.scripts.count;
+        let cmd = self.script_call(script, user);
+        self.run(&cmd, script).await
     }
 
     async fn do_list(&self, user: &UserId) -> Result<Vec<LeaseInfo>, LeaseError> {
-        let invocation = self.shared.scripts.list.key(self.key(user));
-        let flat: Vec<String> = self.run(&invocation).await?;
+        let script = &self.shared.scripts.list;
+        let cmd = self.script_call(script, user);
+        let flat: Vec<String> = self.run(&cmd, script).await?;
         flat.chunks_exact(2)
             .map(|pair| {
                 let lease_id = LeaseId::new(&pair[0]).map_err(|e| LeaseError::Backend(Box::new(e)))?;

@@ -14,11 +14,11 @@ use stream_core::{
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
-use crate::conn::{Commands, on_runtime};
 use crate::fanout::{Fanout, HubMsg, Live, Registration};
 use crate::history::{HistoryRead, start_after};
 use crate::keys::{ChannelKeys, KeyArg, owner_key};
 use crate::scripts::Scripts;
+use stream_redis::{SharedConnection, on_runtime};
 
 /// A Redis broker: a per-channel history with one shared subscriber connection per broker.
 ///
@@ -53,7 +53,7 @@ pub struct RedisBroker {
 pub(crate) struct Inner {
     pub(crate) config: ChannelConfig,
     pub(crate) handle: Handle,
-    pub(crate) commands: Commands,
+    pub(crate) commands: SharedConnection,
     pub(crate) fanout: Arc<Fanout>,
     pub(crate) scripts: Scripts,
     pub(crate) cluster: bool,

@@ -8,11 +8,11 @@ use deadpool_redis::Runtime;
 use redis::cluster::ClusterClientBuilder;
 use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo};
 use stream_core::ChannelConfig;
+use stream_redis::RedisSource;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use crate::broker::{Inner, RedisBroker};
-use crate::conn::{Commands, Source};
 use crate::error::ConnectError;
 use crate::fanout::Fanout;
 use crate::hub::{self, Hub, SubscriberConn};
@@ -203,7 +203,7 @@ impl RedisBrokerBuilder {
                         .create_pool(Some(Runtime::Tokio1))
                         .map_err(|e| ConnectError::Pool(Box::new(e)))?,
                 };
-                let commands = Commands::new(Source::Standalone(pool));
+                let commands = RedisSource::Pool(pool).into_shared().map_err(ConnectError::Pool)?;
                 commands.checkout().await.map_err(ConnectError::Pool)?;
                 let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
                 let client = Client::open(info.set_redis_settings(resp3))?;
@@ -217,7 +217,9 @@ impl RedisBrokerBuilder {
                         .create_pool(Some(Runtime::Tokio1))
                         .map_err(|e| ConnectError::Pool(Box::new(e)))?,
                 };
-                let commands = Commands::new(Source::Cluster(pool));
+                let commands = RedisSource::ClusterPool(pool)
+                    .into_shared()
+                    .map_err(ConnectError::Pool)?;
                 commands.checkout().await.map_err(ConnectError::Pool)?;
                 let generation = fanout.next_generation();
                 let sender = fanout.clone();

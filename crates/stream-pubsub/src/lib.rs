@@ -2,7 +2,6 @@
 
 mod broker;
 mod builder;
-mod conn;
 mod error;
 mod fanout;
 mod history;

@@ -1,12 +1,17 @@
-//! What a limiter connects to.
+//! Where Redis is.
 
 use std::fmt;
 
-/// Where a [`StreamLeaseLimiter`](crate::StreamLeaseLimiter) finds Redis: a URL, a cluster's node
-/// URLs, or a deadpool-redis pool the application already has.
+use deadpool_redis::Runtime;
+
+use crate::BoxError;
+use crate::connection::{Pool, SharedConnection};
+
+/// Where a backend finds Redis: a URL, a cluster's node URLs, or a deadpool-redis pool the
+/// application already has.
 ///
-/// `&str` and `String` convert to [`Url`](Self::Url), the pools to their variants, so
-/// [`init_lease_limiter`](crate::init_lease_limiter) takes either, like the seed's
+/// `&str` and `String` convert to [`Url`](Self::Url), the pools to their variants, so entry
+/// points such as `stream_lease::init_lease_limiter` take any of them, like the seed's
 /// `init_lease_limiter(redis_config, config)`.
 #[non_exhaustive]
 pub enum RedisSource {
@@ -31,8 +36,13 @@ impl RedisSource {
         Self::Cluster(nodes.into_iter().map(Into::into).collect())
     }
 
+    /// Whether this is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_) | Self::ClusterPool(_))
+    }
+
     /// How the source is named in errors and `Debug`: URLs without passwords.
-    pub(crate) fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         match self {
             Self::Url(url) => redact(url),
             Self::Pool(_) => "a deadpool-redis pool".into(),
@@ -42,6 +52,25 @@ impl RedisSource {
             }
             Self::ClusterPool(_) => "a deadpool-redis cluster pool".into(),
         }
+    }
+
+    /// The pool (built for a URL on the tokio runtime, no I/O yet) behind a [`SharedConnection`].
+    /// Fails on a URL that does not parse, or an empty node list.
+    pub fn into_shared(self) -> Result<SharedConnection, BoxError> {
+        let pool = match self {
+            Self::Url(url) => {
+                Pool::Standalone(deadpool_redis::Config::from_url(url).create_pool(Some(Runtime::Tokio1))?)
+            }
+            Self::Pool(pool) => Pool::Standalone(pool),
+            Self::Cluster(nodes) if nodes.is_empty() => {
+                return Err("a Redis Cluster needs at least one node URL".into());
+            }
+            Self::Cluster(nodes) => {
+                Pool::Cluster(deadpool_redis::cluster::Config::from_urls(nodes).create_pool(Some(Runtime::Tokio1))?)
+            }
+            Self::ClusterPool(pool) => Pool::Cluster(pool),
+        };
+        Ok(SharedConnection::new(pool))
     }
 }
 
@@ -81,8 +110,8 @@ impl From<deadpool_redis::cluster::Pool> for RedisSource {
     }
 }
 
-/// `redis://user:secret@host/` → `redis://***@host/`.
-fn redact(url: &str) -> String {
+/// A Redis URL without its credentials: `redis://user:secret@host/` → `redis://***@host/`.
+pub fn redact(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
@@ -108,5 +137,13 @@ mod tests {
             format!("{cluster:?}"),
             "RedisSource(the Redis Cluster redis://***@a:1,redis://b:2)"
         );
+    }
+
+    #[test]
+    fn bad_sources_fail_without_io() {
+        assert!(RedisSource::from("not a url").into_shared().is_err());
+        assert!(RedisSource::cluster(Vec::<String>::new()).into_shared().is_err());
+        let shared = RedisSource::cluster(["redis://127.0.0.1:1"]).into_shared().unwrap();
+        assert!(shared.is_cluster());
     }
 }
