@@ -12,8 +12,10 @@ CLUSTER_PORTS=(7101 7102 7103)
 install() {
   if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
     echo "installing redis-server from Debian's packages"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
   fi
 }
 

@@ -21,13 +21,21 @@ trap cleanup EXIT
 
 step() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
 
+# What the services and tests need from Debian, installed only when missing: Redis, Chromium, and
+# for the OpenSearch node a Java 17 JDK, Maven and curl.
 need_apt=()
-command -v redis-server >/dev/null || need_apt+=(redis-server redis-tools)
+command -v redis-server >/dev/null && command -v redis-cli >/dev/null || need_apt+=(redis-server redis-tools)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v mvn >/dev/null || need_apt+=(maven)
+[ -n "${JAVA_HOME:-}" ] || [ -x /usr/lib/jvm/java-17-openjdk-amd64/bin/java ] || command -v javac >/dev/null ||
+  need_apt+=(openjdk-17-jdk-headless)
 if [ ${#need_apt[@]} -gt 0 ]; then
   step "apt-get install ${need_apt[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
 step "start Redis and Redis Cluster"

@@ -310,16 +310,29 @@ impl Emitter {
 
     /// Emits a raw event of any type but `ping` and `gap`. A `done` closes the emitter as
     /// [`complete`](Self::complete) does.
+    ///
+    /// A `done` that fails (a bad payload, a publisher error) leaves the emitter open, so the
+    /// caller can send it again: a stream is never left without its `done` by a passing error.
+    /// Two `done`s racing each other: one is sent, the other gets [`EmitError::Closed`].
     pub async fn emit(&self, kind: EventType, payload: Map<String, Value>) -> Result<EventId, EmitError> {
-        if kind.closes_stream() {
-            if self.closed.swap(true, Ordering::AcqRel) {
+        if !kind.closes_stream() {
+            if self.is_closed() {
                 return Err(EmitError::Closed(self.ctx.channel_id.clone()));
             }
-        } else if self.is_closed() {
+            let event = self.build(kind, payload)?;
+            return self.send(event).await;
+        }
+        if self.closed.swap(true, Ordering::AcqRel) {
             return Err(EmitError::Closed(self.ctx.channel_id.clone()));
         }
-        let event = self.build(kind, payload)?;
-        self.send(event).await
+        let sent = match self.build(kind, payload) {
+            Ok(event) => self.send(event).await,
+            Err(e) => Err(e),
+        };
+        if sent.is_err() {
+            self.closed.store(false, Ordering::Release);
+        }
+        sent
     }
 
     /// Emits a `log` event: `{"message", "level"}`.

@@ -28,6 +28,9 @@ pub struct Streaming {
     pub store: Option<Arc<dyn EventStore>>,
     /// Channel and pipeline settings.
     pub channel_config: ChannelConfig,
+    /// The publisher as given, before any [`PersistingPublisher`] wraps it, so that a new store
+    /// replaces the old one instead of stacking on it.
+    unwrapped_publisher: Arc<dyn EventPublisher>,
 }
 
 impl std::fmt::Debug for Streaming {
@@ -64,18 +67,31 @@ impl Streaming {
         store: Option<Arc<dyn EventStore>>,
         channel_config: ChannelConfig,
     ) -> Self {
-        let publisher = match &store {
-            Some(store) => Arc::new(PersistingPublisher::new(publisher, store.clone())) as Arc<dyn EventPublisher>,
-            None => publisher,
-        };
         Self {
-            publisher,
+            publisher: publisher.clone(),
             subscriber,
             registry,
             leases,
-            store,
+            store: None,
             channel_config,
+            unwrapped_publisher: publisher,
         }
+        .with_store(store)
+    }
+
+    /// The same backends with `store` as the event archive (or none): the publisher given to
+    /// [`from_parts`](Self::from_parts) is wrapped in a [`PersistingPublisher`] for the new store
+    /// only, so the previous store gets no more events.
+    pub fn with_store(mut self, store: Option<Arc<dyn EventStore>>) -> Self {
+        self.publisher = match &store {
+            Some(store) => Arc::new(PersistingPublisher::new(
+                self.unwrapped_publisher.clone(),
+                store.clone(),
+            )),
+            None => self.unwrapped_publisher.clone(),
+        };
+        self.store = store;
+        self
     }
 }
 
@@ -92,23 +108,25 @@ pub fn init_streaming(streaming: Streaming) {
 
 /// Replaces only the process-wide lease store (the seed's `init_lease_limiter`).
 pub fn init_lease_store(leases: Arc<dyn LeaseStore>) {
-    update(|s| s.leases = leases);
-}
-
-/// Replaces only the process-wide event store (the seed's `init_event_storage`), and wraps the
-/// publisher so that persisted events reach it.
-pub fn init_event_store(store: Arc<dyn EventStore>) {
-    update(|s| {
-        s.publisher = Arc::new(PersistingPublisher::new(s.publisher.clone(), store.clone()));
-        s.store = Some(store);
+    update(|mut s| {
+        s.leases = leases;
+        s
     });
 }
 
-fn update(f: impl FnOnce(&mut Streaming)) {
+/// Replaces only the process-wide event store (the seed's `init_event_storage`): persisted events
+/// go to `store` from now on, and no longer to the store it replaces (see
+/// [`Streaming::with_store`]).
+pub fn init_event_store(store: Arc<dyn EventStore>) {
+    update(|s| s.with_store(Some(store)));
+}
+
+fn update(f: impl FnOnce(Streaming) -> Streaming) {
     let mut guard = slot().write().unwrap_or_else(|e| e.into_inner());
-    let streaming =
-        guard.get_or_insert_with(|| Streaming::in_memory(ChannelConfig::default(), StreamLeaseConfig::default()));
-    f(streaming);
+    let streaming = guard
+        .take()
+        .unwrap_or_else(|| Streaming::in_memory(ChannelConfig::default(), StreamLeaseConfig::default()));
+    *guard = Some(f(streaming));
 }
 
 /// The process-wide backends: what [`init_streaming`] installed, or the in-memory default.

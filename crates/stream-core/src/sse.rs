@@ -212,6 +212,19 @@ where
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return None,
+                // Before the events: a channel that always has an event ready must not starve the
+                // refresh, or the lease would expire under a live stream.
+                () = tick(&mut self.refresh) => {
+                    let Some(lease) = &self.lease else { continue };
+                    match lease.refresh_async().await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            self.finished = true;
+                            return Some(fatal_error_frame("stream lease expired; reconnect to continue"));
+                        }
+                        Err(e) => tracing::warn!(error = %e, "stream lease refresh failed; retrying"),
+                    }
+                }
                 item = self.events.next() => match item {
                     Some(Ok(event)) => {
                         if !event.kind.is_control() {
@@ -232,17 +245,6 @@ where
                 },
                 _ = self.ping.tick() => return Some(ping_frame()),
                 () = tokio::time::sleep_until(self.idle_deadline) => return None,
-                () = tick(&mut self.refresh) => {
-                    let Some(lease) = &self.lease else { continue };
-                    match lease.refresh_async().await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            self.finished = true;
-                            return Some(fatal_error_frame("stream lease expired; reconnect to continue"));
-                        }
-                        Err(e) => tracing::warn!(error = %e, "stream lease refresh failed; retrying"),
-                    }
-                }
             }
         }
     }
@@ -329,8 +331,12 @@ pub async fn channel_stream(
 }
 
 /// [`channel_stream`] under a lease of `user`, held for the stream's lifetime (the seed's
-/// `sse_response_with_lease`). The lease is taken first, so a user at the cap gets
-/// [`StreamLimitExceeded`](crate::StreamLimitExceeded) before any subscription is made.
+/// `sse_response_with_lease`).
+///
+/// It subscribes first and takes the lease only for a stream that will run: a client that already
+/// has the channel's `done` gets [`SseReply::Finished`] (`204`) even when its user is at the cap,
+/// so that a browser's `EventSource` stops retrying. A user at the cap otherwise gets
+/// [`StreamLimitExceeded`](crate::StreamLimitExceeded), and the subscription is dropped.
 pub async fn channel_stream_with_lease(
     subscriber: &dyn EventSubscriber,
     leases: Arc<dyn LeaseStore>,
@@ -338,8 +344,12 @@ pub async fn channel_stream_with_lease(
     user: UserId,
     options: SseOptions,
 ) -> Result<SseReply, OpenStreamError> {
+    let subscription = subscriber.subscribe(channel, options.last_event_id).await?;
+    if subscription.is_finished() {
+        return Ok(SseReply::Finished);
+    }
     let lease = StreamLease::acquire(leases, user).await?;
-    Ok(channel_stream(subscriber, channel, options.lease(lease)).await?)
+    Ok(SseReply::Stream(sse_stream(subscription, options.lease(lease))))
 }
 
 /// Runs the pipeline over a direct generator, under a lease of `user` when one is given (the

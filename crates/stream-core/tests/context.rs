@@ -132,6 +132,59 @@ async fn control_types_and_reserved_keys_are_refused() {
     assert!(matches!(em.data(bad).await, Err(EmitError::ReservedKey(_))));
 }
 
+/// A publisher that fails its first `failures` publishes, then forwards.
+struct Flaky {
+    inner: Arc<MemoryBroker>,
+    failures: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl stream_core::EventPublisher for Flaky {
+    async fn publish(&self, event: &stream_core::Event) -> Result<(), stream_core::PublishError> {
+        use std::sync::atomic::Ordering;
+        if self
+            .failures
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(stream_core::PublishError::Backend("redis went away".into()));
+        }
+        self.inner.publish(event).await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_complete_can_be_retried_and_the_stream_still_gets_done() {
+    let broker = Arc::new(MemoryBroker::default());
+    let publisher = Arc::new(Flaky {
+        inner: broker.clone(),
+        failures: 1.into(),
+    });
+    let ctx = StreamContext::builder().build();
+    let channel = ctx.channel_id().clone();
+    let em = ctx.bind(publisher);
+    // A payload the envelope refuses, then a publisher error: neither closes the emitter.
+    let bad = json!({"type": "x"}).as_object().unwrap().clone();
+    assert!(matches!(
+        em.complete(true, None, bad).await,
+        Err(EmitError::ReservedKey(_))
+    ));
+    assert!(!em.is_closed());
+    assert!(matches!(
+        em.complete(true, None, Map::new()).await,
+        Err(EmitError::Publish(_))
+    ));
+    assert!(!em.is_closed());
+    em.complete(true, None, Map::new()).await.unwrap();
+    assert!(em.is_closed());
+    assert!(matches!(
+        em.complete(true, None, Map::new()).await,
+        Err(EmitError::Closed(_))
+    ));
+    let events = take(&mut broker.subscribe(&channel, None).await.unwrap(), 1).await;
+    assert_eq!(events[0].kind, EventType::Done);
+}
+
 #[test]
 fn blocking_emit_works_from_a_plain_thread_without_a_runtime() {
     let broker = Arc::new(MemoryBroker::default());

@@ -44,6 +44,37 @@ async fn persisted_events_are_archived_and_others_are_not() {
     );
 }
 
+#[tokio::test]
+async fn a_new_store_replaces_the_old_one_instead_of_stacking() {
+    let broker = Arc::new(MemoryBroker::default());
+    let first = Arc::new(MemoryEventStore::default());
+    let second = Arc::new(MemoryEventStore::default());
+    let streaming = Streaming::from_parts(
+        broker.clone(),
+        broker.clone(),
+        broker,
+        Arc::new(MemoryLeaseStore::default()),
+        Some(first.clone()),
+        ChannelConfig::default(),
+    )
+    .with_store(Some(second.clone()));
+
+    let ctx = StreamContext::builder().persist_events(true).build();
+    let channel = ctx.channel_id().clone();
+    ctx.bind(streaming.publisher.clone())
+        .log("once", LogLevel::Info)
+        .await
+        .unwrap();
+    first.flush().await.unwrap();
+    second.flush().await.unwrap();
+    let count = |page: stream_core::EventPage| page.events.len();
+    assert_eq!(
+        count(second.query(&EventQuery::channel(channel.clone())).await.unwrap()),
+        1
+    );
+    assert_eq!(count(first.query(&EventQuery::channel(channel)).await.unwrap()), 0);
+}
+
 // One test touches the process-wide slot, so tests cannot race on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn global_functions_use_what_init_streaming_installed() {

@@ -318,3 +318,56 @@ async fn channel_stream_with_lease_refuses_over_the_cap() {
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn a_client_with_done_gets_finished_even_at_the_cap() {
+    let broker = Arc::new(MemoryBroker::default());
+    let store = lease_store(1, 60);
+    let user = UserId::new("capped-done").unwrap();
+    let ch = channel();
+    let done = Event::done(ch.clone(), true, Map::new()).unwrap();
+    broker.publish(&done).await.unwrap();
+    let _held = StreamLease::acquire(store.clone(), user.clone()).await.unwrap();
+
+    let reply = sse::channel_stream_with_lease(
+        &*broker,
+        store.clone(),
+        &ch,
+        user.clone(),
+        opts().last_event_id(Some(done.id)),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(reply, SseReply::Finished));
+    assert_eq!(
+        store.active_count(&user).await.unwrap(),
+        1,
+        "no lease taken for a finished stream"
+    );
+    // Without the done id the stream would run, so the cap applies.
+    let capped = sse::channel_stream_with_lease(&*broker, store, &ch, user, opts()).await;
+    assert!(matches!(capped, Err(sse::OpenStreamError::Lease(_))), "{capped:?}");
+}
+
+#[tokio::test]
+async fn a_channel_that_always_has_an_event_ready_does_not_starve_the_lease_refresh() {
+    let store = lease_store(1, 1);
+    let user = UserId::new("busy").unwrap();
+    let lease = StreamLease::acquire(store.clone(), user.clone()).await.unwrap();
+    let ch = channel();
+    // An endless source that is always ready: the pipeline never waits for an event.
+    let busy = stream::iter((0..).map(move |i| Ok::<_, Infallible>(log(&ch, &format!("event {i}")))));
+    let mut body = sse::sse_stream(busy, opts().lease(lease));
+    // Read for 2.5 s, more than two TTLs of the 1 s lease, with no pause between events.
+    let until = tokio::time::Instant::now() + Duration::from_millis(2500);
+    while tokio::time::Instant::now() < until {
+        let frame = body.next().await.unwrap().unwrap();
+        assert!(!String::from_utf8_lossy(&frame).contains("lease expired"));
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        store.active_count(&user).await.unwrap(),
+        1,
+        "the lease expired under a live stream"
+    );
+}

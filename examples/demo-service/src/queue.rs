@@ -27,8 +27,9 @@ pub enum JobQueue {
     },
     /// Pushes each job onto the Redis list `key` (`RPUSH`), for a worker's `BLPOP`.
     Redis {
-        /// A multiplexed connection.
-        connection: redis::aio::MultiplexedConnection,
+        /// A multiplexed connection that reconnects by itself after Redis restarts or drops it
+        /// (the push that saw the failure is an error: 503, never pushed twice).
+        connection: redis::aio::ConnectionManager,
         /// The list.
         key: String,
     },
@@ -47,7 +48,7 @@ impl JobQueue {
     /// A queue on the Redis list `key`. One connection, checked now.
     pub async fn redis(url: &str, key: &str) -> Result<Self, QueueError> {
         let client = redis::Client::open(url)?;
-        let mut connection = client.get_multiplexed_async_connection().await?;
+        let mut connection = client.get_connection_manager().await?;
         let _: String = redis::cmd("PING").query_async(&mut connection).await?;
         Ok(Self::Redis {
             connection,
@@ -87,9 +88,11 @@ pub async fn run_worker(
     grace: Duration,
 ) -> Result<(), QueueError> {
     let client = redis::Client::open(redis_url)?;
-    // BLPOP waits up to a second, beyond the default response timeout.
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
-    let mut connection = client.get_multiplexed_async_connection_with_config(&config).await?;
+    // BLPOP waits up to a second, beyond the default response timeout. The connection manager
+    // reconnects after Redis restarts or drops the connection; until then BLPOP fails and is
+    // retried below.
+    let config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
+    let mut connection = client.get_connection_manager_with_config(config).await?;
     let mut running = tokio::task::JoinSet::new();
     tracing::info!(queue = key, "worker waiting for jobs");
     let mut blpop = redis::cmd("BLPOP");

@@ -250,25 +250,38 @@ impl DemoService {
         Ok(DeploymentCreated { channel_id, stream_url })
     }
 
-    /// Who may read `channel` (a raw path segment): the `token` query parameter when present
-    /// (403 unless valid for this channel), else the `X-User-Id` header (401 when neither), and
-    /// then the channel's owner must be that user (404 unknown, 403 someone else's). A malformed
-    /// channel id is 404. One registry round trip.
+    /// Who may read `channel` (a raw path segment), checked in this order: a request with neither
+    /// the `token` query parameter nor the `X-User-Id` header is 401; a malformed channel id is
+    /// 404; a token must be valid for this channel (403), else the header must name a user; then
+    /// the channel's owner must be that user (404 unknown, 403 someone else's). One registry round
+    /// trip.
     pub async fn authorize_stream(
         &self,
         channel: &str,
         user_header: Option<&[u8]>,
         query: Option<&str>,
     ) -> Result<(ChannelId, UserId), ApiError> {
+        // Who is asking comes first, so that a request without credentials learns nothing about
+        // the channel.
+        enum Credential {
+            Token(String),
+            Header(UserId),
+        }
+        let credential = match query_param(query, TOKEN_QUERY) {
+            Some(token) => Credential::Token(token),
+            None => Credential::Header(
+                header_user(user_header)?
+                    .ok_or_else(|| ApiError::unauthorized("send the X-User-Id header or a stream token"))?,
+            ),
+        };
         let channel = ChannelId::new(channel).map_err(|_| ApiError::not_found("no such channel"))?;
-        let user = match query_param(query, TOKEN_QUERY) {
-            Some(token) => self
+        let user = match credential {
+            Credential::Header(user) => user,
+            Credential::Token(token) => self
                 .inner
                 .signer
                 .verify(&token, &channel)
                 .map_err(|e| ApiError::forbidden(e.to_string()))?,
-            None => header_user(user_header)?
-                .ok_or_else(|| ApiError::unauthorized("send the X-User-Id header or a stream token"))?,
         };
         self.check_owner(&channel, &user).await?;
         Ok((channel, user))
