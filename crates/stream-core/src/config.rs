@@ -7,7 +7,11 @@ use std::time::Duration;
 pub struct ChannelConfig {
     /// Prefix of Redis keys and channels (default `"stream:"`).
     pub key_prefix: String,
-    /// How long one wait for a message may block before the loop checks its timers (default 1 s).
+    /// How long opening a subscription may wait for the broker (default 1 s; in the seed, the
+    /// wait of one poll of the subscription). The Redis broker waits at most this long for its
+    /// shared subscriber connection to confirm a new channel, which only takes long while Redis
+    /// is unreachable; then the subscribe fails and the SSE request is answered `503`. The SSE
+    /// pipeline itself does not poll: its pings, idle timeout and disconnects are exact.
     pub subscribe_timeout: Duration,
     /// Keepalive ping interval (default 15 s).
     pub ping_interval: Duration,

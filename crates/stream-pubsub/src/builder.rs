@@ -36,7 +36,7 @@ pub struct RedisBrokerBuilder {
     pool: Option<deadpool_redis::Pool>,
     cluster_pool: Option<deadpool_redis::cluster::Pool>,
     client_name: String,
-    subscribe_wait: Duration,
+    subscribe_wait: Option<Duration>,
     health_interval: Option<Duration>,
 }
 
@@ -109,7 +109,7 @@ impl RedisBrokerBuilder {
             pool: None,
             cluster_pool: None,
             client_name: DEFAULT_CLIENT_NAME.to_owned(),
-            subscribe_wait: Duration::from_secs(10),
+            subscribe_wait: None,
             health_interval: None,
         }
     }
@@ -141,10 +141,12 @@ impl RedisBrokerBuilder {
         self
     }
 
-    /// How long a subscribe waits for the shared connection to confirm a new channel (default
-    /// 10 s) before it fails. It only waits that long while Redis is unreachable.
+    /// How long a subscribe waits for the shared connection to confirm a new channel before it
+    /// fails. Default: the config's `subscribe_timeout` (1 s, the seed's wait for the
+    /// subscription). It only waits that long while Redis is unreachable; raise it to hold new
+    /// SSE requests through a Redis restart instead of failing them.
     pub fn subscribe_wait(mut self, wait: Duration) -> Self {
-        self.subscribe_wait = wait;
+        self.subscribe_wait = Some(wait);
         self
     }
 
@@ -237,6 +239,7 @@ impl RedisBrokerBuilder {
         };
         let hub = Hub::new(fanout.clone(), hub_rx, conn, client, self.client_name.clone(), health);
         handle.spawn(hub.run());
+        let subscribe_wait = self.subscribe_wait.unwrap_or(self.config.subscribe_timeout);
         let ttl_ms = u64::try_from(self.config.history_ttl.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
@@ -251,7 +254,7 @@ impl RedisBrokerBuilder {
                 scripts: Scripts::new(),
                 cluster,
                 client_name: self.client_name,
-                subscribe_wait: self.subscribe_wait,
+                subscribe_wait,
             }),
         })
     }
