@@ -1,9 +1,19 @@
-//! Outages, without restarting the real node (that takes ~20 s): the store talks to the node
-//! through a TCP proxy inside the test, which forwards, black-holes (accepts connections, reads
-//! requests, never answers: a hung node or a partition), answers 503, or answers 403.
+//! Outages, through a TCP proxy inside the test between the store and the real node. The node
+//! process itself is never stopped or killed: it is shared with the other tests, and a restart
+//! costs a JVM start. The proxy's modes:
+//! - forwards to the node (up);
+//! - refuses connections, as a stopped node does: it closes its listening socket and every open
+//!   connection, so a connect gets ECONNREFUSED; later it listens on the same port again;
+//! - black-holes: accepts connections, reads requests, never answers (a hung node or a partition);
+//! - answers 503 (the writer retries), or 403 (the writer drops without retrying).
+//!
+//! Not covered: a connection cut while a `_bulk` request is in flight (each outage starts with the
+//! writer idle, so that the counters can be checked exactly), or what a real restart does to the
+//! node's own data.
 
 mod common;
 
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,11 +26,11 @@ use stream_core::{
     AppendError, ChannelId, Event, EventPage, EventPublisher, EventQuery, EventStore, PersistingPublisher, StoreError,
     StoreStats,
 };
-use stream_store_opensearch::OpenSearchEventStore;
 use stream_store_opensearch::opensearch::http::Url;
+use stream_store_opensearch::{OpenSearchConfig, OpenSearchEventStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::AbortHandle;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
@@ -29,72 +39,115 @@ enum Mode {
     BlackHole = 1,
     Unavailable = 2,
     Forbidden = 3,
+    /// Nothing listens on the proxy's port: connects are refused, as a stopped node's are.
+    Refused = 4,
 }
 
 struct Proxy {
     addr: SocketAddr,
+    target: SocketAddr,
+    /// Bound to `addr` for the proxy's whole life, never listening. While the listener is closed,
+    /// a connect to `addr` is refused (RST) as if nothing were bound there, and no other socket
+    /// (a `bind` to port 0, or a client's own ephemeral port) can take the port meanwhile.
+    _hold: TcpSocket,
     mode: Arc<AtomicU8>,
-    conns: Arc<Mutex<Vec<AbortHandle>>>,
+    /// The connection tasks; the lock also orders a mode switch with the accept loop.
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
     /// Requests answered with an error status.
     answered: Arc<AtomicU64>,
-    accept: AbortHandle,
+    /// The accept loop, which owns the listener; `None` while connects are refused.
+    accept: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A socket on `addr` that may share the port with the proxy's other sockets.
+fn reusable(addr: SocketAddr) -> TcpSocket {
+    let socket = TcpSocket::new_v4().expect("proxy socket");
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket.bind(addr).expect("bind the proxy port");
+    socket
 }
 
 impl Proxy {
     async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let addr = listener.local_addr().unwrap();
-        let mode = Arc::new(AtomicU8::new(Mode::Up as u8));
-        let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let answered = Arc::new(AtomicU64::new(0));
-        let accept = {
-            let (mode, conns, answered) = (mode.clone(), conns.clone(), answered.clone());
-            tokio::spawn(async move {
-                loop {
-                    let Ok((mut inbound, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let answered = answered.clone();
-                    let task = match mode.load(Ordering::SeqCst) {
-                        0 => tokio::spawn(async move {
-                            if let Ok(mut outbound) = TcpStream::connect(target).await {
-                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                            }
-                        }),
-                        1 => tokio::spawn(async move {
-                            let mut buf = vec![0u8; 64 * 1024];
-                            while matches!(inbound.read(&mut buf).await, Ok(n) if n > 0) {}
-                        }),
-                        m => tokio::spawn(async move {
-                            let status = if m == 2 {
-                                "503 Service Unavailable"
-                            } else {
-                                "403 Forbidden"
-                            };
-                            if answer(&mut inbound, status).await {
-                                answered.fetch_add(1, Ordering::SeqCst);
-                            }
-                        }),
-                    };
-                    conns.lock().unwrap().push(task.abort_handle());
-                }
-            })
-            .abort_handle()
+        let hold = reusable("127.0.0.1:0".parse().unwrap());
+        let proxy = Self {
+            addr: hold.local_addr().unwrap(),
+            target,
+            _hold: hold,
+            mode: Arc::new(AtomicU8::new(Mode::Up as u8)),
+            conns: Arc::default(),
+            answered: Arc::new(AtomicU64::new(0)),
+            accept: Mutex::new(None),
         };
-        Self {
-            addr,
-            mode,
-            conns,
-            answered,
-            accept,
-        }
+        proxy.listen();
+        proxy
     }
 
-    /// Switches the mode and cuts every open connection (pooled keep-alive ones included).
-    fn set(&self, mode: Mode) {
-        self.mode.store(mode as u8, Ordering::SeqCst);
-        for conn in self.conns.lock().unwrap().drain(..) {
+    /// Listens on `addr` (again) and starts the accept loop.
+    fn listen(&self) {
+        let listener = reusable(self.addr).listen(1024).expect("listen on the proxy port");
+        let (mode, conns, answered, target) = (
+            self.mode.clone(),
+            self.conns.clone(),
+            self.answered.clone(),
+            self.target,
+        );
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                let answered = answered.clone();
+                let mut conns = conns.lock().unwrap();
+                let task = match mode.load(Ordering::SeqCst) {
+                    0 => tokio::spawn(async move {
+                        if let Ok(mut outbound) = TcpStream::connect(target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    }),
+                    1 => tokio::spawn(async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while matches!(inbound.read(&mut buf).await, Ok(n) if n > 0) {}
+                    }),
+                    m => tokio::spawn(async move {
+                        let status = if m == 2 {
+                            "503 Service Unavailable"
+                        } else {
+                            "403 Forbidden"
+                        };
+                        if answer(&mut inbound, status).await {
+                            answered.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }),
+                };
+                conns.push(task);
+            }
+        });
+        *self.accept.lock().unwrap() = Some(accept);
+    }
+
+    /// Switches the mode and cuts every open connection (pooled keep-alive ones included). For
+    /// [`Mode::Refused`] it first closes the listener; leaving it listens on the same port again.
+    /// When this returns, no connection of the old mode is left.
+    async fn set(&self, mode: Mode) {
+        let accept = self.accept.lock().unwrap().take();
+        match (mode, accept) {
+            (Mode::Refused, Some(accept)) => {
+                accept.abort();
+                let _ = accept.await;
+            }
+            (Mode::Refused, None) => {}
+            (_, Some(accept)) => *self.accept.lock().unwrap() = Some(accept),
+            (_, None) => self.listen(),
+        }
+        let cut: Vec<_> = {
+            let mut conns = self.conns.lock().unwrap();
+            self.mode.store(mode as u8, Ordering::SeqCst);
+            conns.drain(..).collect()
+        };
+        for conn in cut {
             conn.abort();
+            let _ = conn.await;
         }
     }
 
@@ -105,8 +158,12 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.accept.abort();
-        self.set(Mode::Up);
+        if let Some(accept) = self.accept.lock().unwrap().take() {
+            accept.abort();
+        }
+        for conn in self.conns.lock().unwrap().drain(..) {
+            conn.abort();
+        }
     }
 }
 
@@ -157,10 +214,12 @@ async fn node_addr() -> SocketAddr {
         .expect("an address")
 }
 
-/// An EventStore wrapper that counts what `append` answered.
+/// An EventStore wrapper that records what `append` answered.
 struct Counting {
     inner: Arc<OpenSearchEventStore>,
-    ok: AtomicU64,
+    /// The events the store took, in order.
+    accepted: Mutex<Vec<Event>>,
+    /// How many the store dropped on a full queue.
     full: AtomicU64,
 }
 
@@ -169,10 +228,12 @@ impl EventStore for Counting {
     fn append(&self, event: &Event) -> Result<(), AppendError> {
         let r = self.inner.append(event);
         match &r {
-            Ok(()) => self.ok.fetch_add(1, Ordering::SeqCst),
-            Err(AppendError::QueueFull) => self.full.fetch_add(1, Ordering::SeqCst),
+            Ok(()) => self.accepted.lock().unwrap().push(event.clone()),
+            Err(AppendError::QueueFull) => {
+                self.full.fetch_add(1, Ordering::SeqCst);
+            }
             Err(e) => panic!("unexpected append error {e}"),
-        };
+        }
         r
     }
     async fn flush(&self) -> Result<(), StoreError> {
@@ -186,10 +247,129 @@ impl EventStore for Counting {
     }
 }
 
+/// A store that reaches the node through a [`Proxy`], and a publisher that persists to it.
+struct Fixture {
+    proxy: Proxy,
+    store: Arc<OpenSearchEventStore>,
+    counting: Arc<Counting>,
+    publisher: PersistingPublisher,
+}
+
+impl Fixture {
+    /// `name` goes into the index prefix; `tune` sets the writer up.
+    async fn start(name: &str, tune: impl FnOnce(&mut OpenSearchConfig)) -> Self {
+        let proxy = Proxy::start(node_addr().await).await;
+        let mut config = common::test_config(name);
+        config.url = proxy.url();
+        tune(&mut config);
+        let store = Arc::new(common::connect(config).await);
+        let counting = Arc::new(Counting {
+            inner: store.clone(),
+            accepted: Mutex::default(),
+            full: AtomicU64::new(0),
+        });
+        let publisher = PersistingPublisher::new(Arc::new(MemoryBroker::default()), counting.clone());
+        Self {
+            proxy,
+            store,
+            counting,
+            publisher,
+        }
+    }
+
+    /// While the node is up: 100 events are published and all written.
+    async fn before_the_outage(&self) {
+        let a = unique_channel("before");
+        let (sent, _) = publish_all(&self.publisher, &a, 100).await;
+        self.store.flush().await.expect("flush while up");
+        assert_same(&all_of(&self.store, &a).await, &sent, "before the outage");
+        assert_eq!(self.store.stats().written, 100, "{:?}", self.store.stats());
+    }
+
+    /// Once the node is reachable again: the writer drains what is left (a flush succeeds within
+    /// a bounded wait), and 100 new events are written.
+    async fn after_the_outage(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Err(e) = self.store.flush().await {
+            assert!(Instant::now() < deadline, "the writer did not recover: {e}");
+        }
+        let c = unique_channel("after");
+        let (sent, _) = publish_all(&self.publisher, &c, 100).await;
+        self.store.flush().await.expect("flush after the outage");
+        assert_same(&all_of(&self.store, &c).await, &sent, "writes resumed");
+    }
+
+    /// In an outage: publishes 2,000 events to `channel`. Each publish returns at once, because
+    /// storage is never awaited. The queue fills, and the rest is dropped and counted. Returns how
+    /// many were dropped on a full queue.
+    async fn publish_in_the_outage(&self, channel: &ChannelId, what: &str) -> u64 {
+        let started = Instant::now();
+        let (_, slowest) = publish_all(&self.publisher, channel, 2000).await;
+        let took = started.elapsed();
+        let (full, capacity) = (self.full(), self.store.config().queue_capacity as u64);
+        eprintln!("{what}: slowest publish {slowest:?}, 2,000 publishes in {took:?}, {full} dropped on a full queue");
+        assert!(
+            slowest < Duration::from_millis(50),
+            "a publish waited for storage: {slowest:?}"
+        );
+        assert!(
+            full >= (2000 - capacity) / 2,
+            "the queue ({capacity}) filled and later events were dropped: {full} dropped"
+        );
+        assert_eq!(
+            self.accepted(channel).len() as u64 + full,
+            2000,
+            "every publish was queued or dropped"
+        );
+        assert!(self.store.stats().dropped >= full, "{:?}", self.store.stats());
+        full
+    }
+
+    /// How many appends found the queue full.
+    fn full(&self) -> u64 {
+        self.counting.full.load(Ordering::SeqCst)
+    }
+
+    /// The events of `channel` the store took, in order.
+    fn accepted(&self, channel: &ChannelId) -> Vec<Event> {
+        let accepted = self.counting.accepted.lock().unwrap();
+        accepted.iter().filter(|e| &e.channel_id == channel).cloned().collect()
+    }
+
+    /// Once drained: every accepted event was either written or dropped by the writer, and
+    /// counted (`accepted = written + (dropped − queue-full drops)`). Returns the stats.
+    fn check_counters(&self) -> StoreStats {
+        let stats = self.store.stats();
+        let (ok, full) = (self.counting.accepted.lock().unwrap().len() as u64, self.full());
+        assert_eq!(stats.accepted, ok, "{stats:?}");
+        assert_eq!(
+            stats.accepted - stats.written,
+            stats.dropped - full,
+            "{stats:?}, {full} dropped on a full queue"
+        );
+        stats
+    }
+
+    async fn end(self) {
+        self.store.shutdown().await.expect("shutdown");
+        common::cleanup(&self.store).await;
+    }
+}
+
 fn persisted(channel: &ChannelId, n: usize) -> Event {
     let mut e = Event::data(channel.clone(), "message", format!("event {n}")).unwrap();
     e.persist = true;
     e
+}
+
+/// The writer settings of both outage tests: a queue of `queue_capacity` events, batches of 50
+/// sent within 20 ms, retries after 50 to 100 ms.
+fn small_batches(config: &mut OpenSearchConfig, queue_capacity: usize) {
+    config.queue_capacity = queue_capacity;
+    config.bulk_max_events = 50;
+    config.flush_interval = Duration::from_millis(20);
+    config.retry_initial_backoff = Duration::from_millis(50);
+    config.retry_max_backoff = Duration::from_millis(100);
 }
 
 /// Publishes `count` persisted events; returns them and the slowest publish.
@@ -229,59 +409,28 @@ async fn all_of(store: &OpenSearchEventStore, channel: &ChannelId) -> Vec<Event>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishing_keeps_its_latency_in_an_outage_and_writes_resume() {
-    let proxy = Proxy::start(node_addr().await).await;
-    let mut config = common::test_config("outage");
-    config.url = proxy.url();
-    config.queue_capacity = 200;
-    config.bulk_max_events = 50;
-    config.flush_interval = Duration::from_millis(20);
-    config.request_timeout = Duration::from_secs(1);
-    config.max_retries = 1;
-    config.retry_initial_backoff = Duration::from_millis(50);
-    config.retry_max_backoff = Duration::from_millis(100);
-    config.flush_timeout = Duration::from_secs(4);
-    let flush_timeout = config.flush_timeout;
-    let store = Arc::new(common::connect(config).await);
-    let counting = Arc::new(Counting {
-        inner: store.clone(),
-        ok: AtomicU64::new(0),
-        full: AtomicU64::new(0),
-    });
-    let publisher = PersistingPublisher::new(Arc::new(MemoryBroker::default()), counting.clone());
+    let f = Fixture::start("outage", |config| {
+        small_batches(config, 200);
+        config.request_timeout = Duration::from_secs(1);
+        config.max_retries = 1;
+        config.flush_timeout = Duration::from_secs(4);
+    })
+    .await;
+    let flush_timeout = f.store.config().flush_timeout;
 
     // 1. Up: everything is written.
-    let (a, b, c) = (
-        unique_channel("before"),
-        unique_channel("during"),
-        unique_channel("after"),
-    );
-    let (sent_a, _) = publish_all(&publisher, &a, 100).await;
-    store.flush().await.expect("flush while up");
-    assert_same(&all_of(&store, &a).await, &sent_a, "before the outage");
+    f.before_the_outage().await;
 
     // 2. Down (black hole): every request would hang until the 1 s request timeout, so a publish
     //    that waited for storage would take a second or more. None does; the queue fills, and
     //    the rest is dropped and counted.
-    proxy.set(Mode::BlackHole);
-    let started = Instant::now();
-    let (_sent_b, slowest) = publish_all(&publisher, &b, 2000).await;
-    let took = started.elapsed();
-    assert!(
-        slowest < Duration::from_millis(500),
-        "a publish waited for storage: {slowest:?}"
-    );
-    assert!(took < Duration::from_secs(5), "2,000 publishes took {took:?}");
-    let full = counting.full.load(Ordering::SeqCst);
-    assert!(
-        full >= 1500,
-        "the queue (200) filled and later events were dropped: {full} dropped"
-    );
-    assert!(store.stats().dropped >= full, "{:?}", store.stats());
+    f.proxy.set(Mode::BlackHole).await;
+    let b = unique_channel("during");
+    f.publish_in_the_outage(&b, "outage").await;
 
     // A flush in the outage fails within its bound instead of hanging.
     let t = Instant::now();
-    let flushed = store.flush().await;
-    eprintln!("outage: slowest publish {slowest:?}, 2,000 publishes in {took:?}, {full} dropped on a full queue");
+    let flushed = f.store.flush().await;
     eprintln!("outage: flush during the outage -> {flushed:?} after {:?}", t.elapsed());
     assert!(flushed.is_err(), "flush cannot succeed while the node is unreachable");
     assert!(
@@ -291,44 +440,116 @@ async fn publishing_keeps_its_latency_in_an_outage_and_writes_resume() {
     );
 
     // 3. Back up: the writer drains what is left, and new events are written.
-    proxy.set(Mode::Up);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while let Err(e) = store.flush().await {
-        assert!(Instant::now() < deadline, "the writer did not recover: {e}");
-    }
-    let (sent_c, _) = publish_all(&publisher, &c, 100).await;
-    store.flush().await.expect("flush after the outage");
-    assert_same(&all_of(&store, &c).await, &sent_c, "writes resumed");
-
-    // Every accepted event was either written or dropped by the writer, and counted.
-    let stats = store.stats();
-    let (ok, full) = (counting.ok.load(Ordering::SeqCst), counting.full.load(Ordering::SeqCst));
-    assert_eq!(stats.accepted, ok, "{stats:?}");
-    assert_eq!(
-        stats.accepted - stats.written,
-        stats.dropped - full,
-        "{stats:?}, {full} dropped on a full queue"
-    );
-    let written_b = all_of(&store, &b).await.len() as u64;
+    f.proxy.set(Mode::Up).await;
+    f.after_the_outage().await;
+    let stats = f.check_counters();
+    let written_b = all_of(&f.store, &b).await.len() as u64;
     eprintln!("outage: final {stats:?}; {written_b} events of the outage phase were written after it");
     assert_eq!(written_b, stats.written - 200, "{stats:?}");
+    f.end().await;
+}
 
-    store.shutdown().await.expect("shutdown");
-    common::cleanup(&store).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_keeps_its_latency_while_connections_are_refused_and_writes_resume() {
+    let f = Fixture::start("refused", |config| {
+        small_batches(config, 1000);
+        // A refused connect fails at once, whatever this is; it only spares a busy node's answers
+        // after the outage from timing out.
+        config.request_timeout = Duration::from_secs(10);
+        // Three attempts, 75 to 150 ms, per batch: the writer needs seconds to give up the 1,000
+        // queued events one batch after the other.
+        config.max_retries = 2;
+        config.flush_timeout = Duration::from_secs(10);
+    })
+    .await;
+
+    // 1. Up: everything is written.
+    f.before_the_outage().await;
+
+    // 2. Stopped: nothing listens on the port any more, and open connections are closed.
+    f.proxy.set(Mode::Refused).await;
+    let connect = TcpStream::connect(f.proxy.addr).await.map(|_| ());
+    assert!(
+        matches!(&connect, Err(e) if e.kind() == ErrorKind::ConnectionRefused),
+        "a connect must be refused: {connect:?}"
+    );
+    let b = unique_channel("refused");
+    // A query fails with a backend error, at once rather than after the request timeout.
+    let t = Instant::now();
+    let queried = f.store.query(&EventQuery::channel(b.clone())).await;
+    let query_took = t.elapsed();
+    assert!(matches!(queried, Err(StoreError::Backend(_))), "{queried:?}");
+    assert!(query_took < Duration::from_secs(2), "the query took {query_took:?}");
+
+    // Publishing does not wait for storage.
+    let full = f.publish_in_the_outage(&b, "refused").await;
+
+    // The writer retries its batch, gives it up once the retries run out, and counts it; nothing
+    // reaches the node meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = f.store.stats();
+        assert_eq!(
+            stats.written, 100,
+            "nothing can be written while connects are refused: {stats:?}"
+        );
+        if stats.dropped > full {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the writer never gave up a batch: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let queued = f.store.queued();
+    let stats = f.store.stats();
+    eprintln!("refused: query failed in {query_took:?}; at the restart {stats:?}, {queued} queued");
+    assert!(
+        queued > 0,
+        "the writer should still hold queued events when the node comes back"
+    );
+
+    // 3. Back: the proxy listens on the same port again. Everything the writer had not given up
+    //    (the batch it was retrying, the events still queued) is written, then new events.
+    f.proxy.set(Mode::Up).await;
+    f.after_the_outage().await;
+    let stats = f.check_counters();
+    let written_b = all_of(&f.store, &b).await;
+    let accepted_b = f.accepted(&b);
+    eprintln!(
+        "refused: final {stats:?}; {} of the {} events accepted in the outage were written after it",
+        written_b.len(),
+        accepted_b.len()
+    );
+    assert!(
+        stats.dropped > full,
+        "the writer gave up batches in the outage and counted them: {stats:?}"
+    );
+    assert!(
+        !written_b.is_empty(),
+        "events queued in the outage are written after it: {stats:?}"
+    );
+    // One batch after the other, in queue order: the dropped events are the oldest, and what was
+    // written after the outage is all the rest, in order. Dropped events are not replayed.
+    assert_same(
+        &written_b,
+        &accepted_b[accepted_b.len() - written_b.len()..],
+        "the events of the outage that were written",
+    );
+    assert_eq!(stats.written, 200 + written_b.len() as u64, "{stats:?}");
+    f.end().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_requests_are_retried_through_503s() {
-    let proxy = Proxy::start(node_addr().await).await;
-    let mut config = common::test_config("retry503");
-    config.url = proxy.url();
-    config.flush_interval = Duration::from_millis(10);
-    config.max_retries = 20;
-    config.retry_initial_backoff = Duration::from_millis(20);
-    config.retry_max_backoff = Duration::from_millis(100);
-    let store = common::connect(config).await;
+    let f = Fixture::start("retry503", |config| {
+        config.flush_interval = Duration::from_millis(10);
+        config.max_retries = 20;
+        config.retry_initial_backoff = Duration::from_millis(20);
+        config.retry_max_backoff = Duration::from_millis(100);
+    })
+    .await;
+    let (proxy, store) = (&f.proxy, &f.store);
 
-    proxy.set(Mode::Unavailable);
+    proxy.set(Mode::Unavailable).await;
     let ch = unique_channel("retry503");
     let sent: Vec<Event> = (0..30).map(|n| persisted(&ch, n)).collect();
     for e in &sent {
@@ -340,32 +561,24 @@ async fn bulk_requests_are_retried_through_503s() {
         assert!(Instant::now() < deadline, "the writer never tried");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    proxy.set(Mode::Up);
+    proxy.set(Mode::Up).await;
     store.flush().await.expect("flush");
     let stats = store.stats();
     assert_eq!((stats.accepted, stats.written, stats.dropped), (30, 30, 0), "{stats:?}");
-    assert_eq!(
-        all_of(&store, &ch).await,
-        sent.into_iter()
-            .map(|mut e| {
-                e.persist = false;
-                e
-            })
-            .collect::<Vec<_>>()
-    );
-    common::cleanup(&store).await;
+    assert_same(&all_of(store, &ch).await, &sent, "written after the 503s");
+    f.end().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_bulk_request_is_dropped_without_retries() {
-    let proxy = Proxy::start(node_addr().await).await;
-    let mut config = common::test_config("refused403");
-    config.url = proxy.url();
-    config.flush_interval = Duration::from_millis(10);
-    config.retry_initial_backoff = Duration::from_millis(10);
-    let store = common::connect(config).await;
+    let f = Fixture::start("refused403", |config| {
+        config.flush_interval = Duration::from_millis(10);
+        config.retry_initial_backoff = Duration::from_millis(10);
+    })
+    .await;
+    let (proxy, store) = (&f.proxy, &f.store);
 
-    proxy.set(Mode::Forbidden);
+    proxy.set(Mode::Forbidden).await;
     let ch = unique_channel("refused403");
     for n in 0..5 {
         store.append(&persisted(&ch, n)).unwrap();
@@ -384,6 +597,6 @@ async fn a_refused_bulk_request_is_dropped_without_retries() {
     // Give a retry the time it would need (several backoffs), then check there was none.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(proxy.answered.load(Ordering::SeqCst), 1, "one request, no retry");
-    proxy.set(Mode::Up);
-    common::cleanup(&store).await;
+    proxy.set(Mode::Up).await;
+    f.end().await;
 }
