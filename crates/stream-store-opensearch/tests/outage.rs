@@ -308,8 +308,10 @@ impl Fixture {
         let took = started.elapsed();
         let (full, capacity) = (self.full(), self.store.config().queue_capacity as u64);
         eprintln!("{what}: slowest publish {slowest:?}, 2,000 publishes in {took:?}, {full} dropped on a full queue");
+        // Waiting for storage would take a request timeout (1 s and more here); the bound leaves
+        // room for a noisy, shared machine.
         assert!(
-            slowest < Duration::from_millis(50),
+            slowest < Duration::from_millis(500),
             "a publish waited for storage: {slowest:?}"
         );
         assert!(
