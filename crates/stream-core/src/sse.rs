@@ -29,12 +29,20 @@ use crate::ids::{ChannelId, UserId};
 use crate::lease::{AcquireError, LeaseStore, StreamLease};
 use crate::subscribe::{EventSubscriber, SubscribeError};
 
+mod error;
+
+pub use error::StreamError;
+
 /// The response headers every SSE response carries.
 pub const SSE_HEADERS: [(&str, &str); 3] = [
     ("content-type", "text/event-stream"),
     ("cache-control", "no-cache"),
     ("x-accel-buffering", "no"),
 ];
+
+/// The request header that carries the last event id on an EventSource's reconnect (lower case,
+/// as HTTP header names are compared).
+pub const LAST_EVENT_ID_HEADER: &str = "last-event-id";
 
 /// The query parameter that may carry the last event id (an EventSource cannot set headers on
 /// a first connection).
@@ -113,6 +121,33 @@ pub fn last_event_id(header: Option<&str>, query: Option<&str>) -> Result<Option
         Some(s) => s.parse().map(Some),
         None => Ok(None),
     }
+}
+
+/// Reads the resume point of a request, as the adapters' `LastEventId` extractors do: `header` is
+/// the raw value of the [`LAST_EVENT_ID_HEADER`] header, `query` the raw query string (without
+/// `?`), from which the [`LAST_EVENT_ID_QUERY`] parameter is decoded (the last one wins). Then as
+/// [`last_event_id`].
+///
+/// A header value with a byte that is not visible ASCII (or a tab) is rejected, as
+/// `HeaderValue::to_str` does; a query string that carries no usable parameter counts as absent.
+pub fn last_event_id_from_request(
+    header: Option<&[u8]>,
+    query: Option<&str>,
+) -> Result<Option<EventId>, InvalidEventId> {
+    let visible_ascii = |bytes: &[u8]| bytes.iter().all(|&b| b == b'\t' || (32..127).contains(&b));
+    let header = header
+        .map(|bytes| match std::str::from_utf8(bytes) {
+            Ok(value) if visible_ascii(bytes) => Ok(value),
+            _ => Err(InvalidEventId("<not ASCII>".into())),
+        })
+        .transpose()?;
+    let query = query.and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .filter(|(name, _)| name == LAST_EVENT_ID_QUERY)
+            .last()
+            .map(|(_, value)| value)
+    });
+    last_event_id(header, query.as_deref())
 }
 
 /// How a pipeline runs.

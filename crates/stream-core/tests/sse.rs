@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use stream_core::memory::{MemoryBroker, MemoryLeaseStore};
 use stream_core::sse::{self, SseOptions, SseReply};
 use stream_core::{
-    CancellationToken, ChannelId, Event, EventId, EventPublisher, EventType, LeaseStore, StreamLease,
+    CancellationToken, ChannelId, Event, EventId, EventPublisher, EventType, InvalidEventId, LeaseStore, StreamLease,
     StreamLeaseConfig, UserId,
 };
 
@@ -91,6 +91,34 @@ fn last_event_id_prefers_the_header_and_validates() {
     assert_eq!(sse::last_event_id(Some(""), Some(&s)), Ok(Some(id)));
     assert_eq!(sse::last_event_id(None, None), Ok(None));
     assert!(sse::last_event_id(Some("junk\n"), None).is_err());
+}
+
+#[test]
+fn last_event_id_from_request_reads_raw_header_bytes_and_the_query_string() {
+    let [a, b] = [EventId::generate(), EventId::generate()];
+    let read = sse::last_event_id_from_request;
+    assert_eq!(read(Some(a.to_string().as_bytes()), None), Ok(Some(a)));
+    assert_eq!(read(None, Some(&format!("x=1&last_event_id={a}"))), Ok(Some(a)));
+    // The header wins; an empty or blank one counts as absent.
+    assert_eq!(
+        read(Some(a.to_string().as_bytes()), Some(&format!("last_event_id={b}"))),
+        Ok(Some(a))
+    );
+    assert_eq!(read(Some(b" "), Some(&format!("last_event_id={b}"))), Ok(Some(b)));
+    // Query values are form-decoded; the last of several wins; none, or an empty one, is absent.
+    assert_eq!(read(None, Some(&format!("last_event_id=+{a}%20"))), Ok(Some(a)));
+    assert_eq!(
+        read(None, Some(&format!("last_event_id={a}&last_event_id={b}"))),
+        Ok(Some(b))
+    );
+    assert_eq!(read(None, Some("last_event_id=&other=1")), Ok(None));
+    assert_eq!(read(None, Some("")), Ok(None));
+    assert_eq!(read(None, None), Ok(None));
+    // A header byte that is not visible ASCII is refused, even with a good query.
+    let refused = Err(InvalidEventId("<not ASCII>".into()));
+    assert_eq!(read(Some("é".as_bytes()), Some(&format!("last_event_id={a}"))), refused);
+    assert_eq!(read(Some(b"01\x7f"), None), refused);
+    assert_eq!(read(Some(b"\tjunk"), None), Err(InvalidEventId("junk".into())));
 }
 
 async fn collect(body: sse::SseBody) -> String {
