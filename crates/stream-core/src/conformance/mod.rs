@@ -1,9 +1,11 @@
 //! Conformance suites: the behaviour every backend must have, written once and run against the
-//! in-memory backends here and against Redis and OpenSearch in their crates.
+//! in-memory backends here and against Redis and OpenSearch in their crates; and the answers
+//! every web adapter must give ([`adapter`]), run by `stream-axum` and `stream-actix`.
 //!
 //! Each suite panics on the first failure. Every check uses fresh, unique channel and user ids,
 //! so the suites can run against a shared server.
 
+pub mod adapter;
 pub mod broker;
 pub mod lease;
 pub mod registry;
