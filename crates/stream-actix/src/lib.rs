@@ -1,93 +1,46 @@
 #![doc = include_str!("../README.md")]
 
-use std::collections::HashMap;
 use std::fmt::Display;
 use std::future::{Ready, ready};
 
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError};
 use futures_core::Stream;
-use serde_json::json;
 use stream_core::sse::{
-    LAST_EVENT_ID_QUERY, OpenStreamError, SSE_HEADERS, SseBody, SseOptions, SseReply, channel_stream,
-    channel_stream_with_lease, direct_stream,
+    LAST_EVENT_ID_HEADER, SSE_HEADERS, SseBody, SseOptions, SseReply, channel_stream, channel_stream_with_lease,
+    direct_stream, last_event_id_from_request,
 };
-use stream_core::{
-    AcquireError, ChannelId, Event, EventId, InvalidEventId, LeaseError, StreamLimitExceeded, Streaming,
-    SubscribeError, UserId,
-};
+use stream_core::{ChannelId, Event, EventId, Streaming, UserId};
 
-/// Why an SSE response could not be made. As an actix [`ResponseError`] every variant answers with
-/// a JSON body `{"error": <code>, "message": <text>, …}`.
-#[derive(Debug, thiserror::Error)]
-pub enum SseError {
-    /// The user is at the stream cap: `429 Too Many Requests`, with `Retry-After` and the fields
-    /// `limit` and `retry_after` in the body.
-    #[error(transparent)]
-    LimitExceeded(#[from] StreamLimitExceeded),
-    /// The lease store failed: `503 Service Unavailable`.
-    #[error(transparent)]
-    Lease(#[from] LeaseError),
-    /// The subscription failed: `503 Service Unavailable`.
-    #[error(transparent)]
-    Subscribe(#[from] SubscribeError),
-    /// The `Last-Event-ID` header or `last_event_id` query is not an event id: `400 Bad Request`.
-    #[error(transparent)]
-    InvalidLastEventId(#[from] InvalidEventId),
-}
+/// Re-exported: the error that [`SseError`] wraps, with its variants.
+pub use stream_core::sse::StreamError;
 
-impl From<AcquireError> for SseError {
-    fn from(e: AcquireError) -> Self {
-        match e {
-            AcquireError::LimitExceeded(e) => Self::LimitExceeded(e),
-            AcquireError::Store(e) => Self::Lease(e),
-        }
-    }
-}
-
-impl From<OpenStreamError> for SseError {
-    fn from(e: OpenStreamError) -> Self {
-        match e {
-            OpenStreamError::Lease(e) => e.into(),
-            OpenStreamError::Subscribe(e) => Self::Subscribe(e),
-        }
-    }
-}
-
-impl SseError {
-    /// The machine-readable `error` code of the JSON body.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::LimitExceeded(_) => "stream_limit_exceeded",
-            Self::Lease(_) | Self::Subscribe(_) => "stream_unavailable",
-            Self::InvalidLastEventId(_) => "invalid_last_event_id",
-        }
-    }
+stream_core::stream_error_newtype! {
+    /// Why an SSE response could not be made: stream-core's [`StreamError`], which decides the
+    /// status, headers and JSON body `{"error": <code>, "message": <text>, …}`; this wrapper only
+    /// makes it an actix [`ResponseError`].
+    ///
+    /// It converts from [`StreamError`] and from everything that converts into it
+    /// ([`StreamLimitExceeded`](stream_core::StreamLimitExceeded),
+    /// [`AcquireError`](stream_core::AcquireError),
+    /// [`OpenStreamError`](stream_core::sse::OpenStreamError), …), so `?` works on those.
+    pub struct SseError;
 }
 
 impl ResponseError for SseError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            Self::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Lease(_) | Self::Subscribe(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::InvalidLastEventId(_) => StatusCode::BAD_REQUEST,
-        }
+        // stream-core speaks http 1, actix http 0.2: the same codes.
+        StatusCode::from_u16(self.0.status().as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut body = json!({"error": self.code(), "message": self.to_string()});
         let mut response = HttpResponse::build(self.status_code());
-        response.insert_header((header::CACHE_CONTROL, "no-store"));
-        if let Self::LimitExceeded(e) = self {
-            // At least one second, so that clients back off.
-            let secs = e.retry_after.as_secs().max(1);
-            body["limit"] = e.limit.into();
-            body["retry_after"] = secs.into();
-            response.insert_header((header::RETRY_AFTER, secs));
+        for (name, value) in self.0.headers() {
+            response.insert_header((name.as_str(), value.as_bytes()));
         }
-        response.json(body)
+        response.json(self.0.json_body())
     }
 }
 
@@ -130,7 +83,7 @@ pub async fn sse_response(
 /// [`sse_response`] under a lease of `user_id` from `streaming.leases` (the seed's
 /// `sse_response_with_lease`). The lease is taken first (one lease-store round trip), held for the
 /// stream's lifetime, refreshed by the pipeline and released when the stream ends or the client
-/// disconnects. Over the cap: [`SseError::LimitExceeded`], which answers `429`.
+/// disconnects. Over the cap: [`StreamError::LimitExceeded`], which answers `429`.
 pub async fn sse_response_with_lease(
     channel_id: &ChannelId,
     user_id: UserId,
@@ -190,16 +143,8 @@ pub struct LastEventId(pub Option<EventId>);
 impl LastEventId {
     /// Reads the resume point from a request (what the extractor does).
     pub fn from_request_head(req: &HttpRequest) -> Result<Self, SseError> {
-        let header = req
-            .headers()
-            .get("last-event-id")
-            .map(|v| v.to_str().map_err(|_| InvalidEventId("<not ASCII>".into())))
-            .transpose()?;
-        // A query string that does not parse carries no usable id; treat it as absent.
-        let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
-            .ok()
-            .and_then(|q| q.into_inner().remove(LAST_EVENT_ID_QUERY));
-        Ok(Self(stream_core::sse::last_event_id(header, query.as_deref())?))
+        let header = req.headers().get(LAST_EVENT_ID_HEADER).map(HeaderValue::as_bytes);
+        Ok(Self(last_event_id_from_request(header, Some(req.query_string()))?))
     }
 }
 

@@ -1,105 +1,46 @@
 #![doc = include_str!("../README.md")]
 
-use std::collections::HashMap;
 use std::fmt::Display;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Query};
-use axum::http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::header::{HeaderMap, HeaderName, HeaderValue};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_core::Stream;
-use serde_json::json;
 use stream_core::sse::{
-    LAST_EVENT_ID_QUERY, OpenStreamError, SSE_HEADERS, SseBody, SseOptions, SseReply, channel_stream,
-    channel_stream_with_lease, direct_stream,
+    LAST_EVENT_ID_HEADER, SSE_HEADERS, SseBody, SseOptions, SseReply, channel_stream, channel_stream_with_lease,
+    direct_stream, last_event_id_from_request,
 };
-use stream_core::{
-    AcquireError, ChannelId, Event, EventId, InvalidEventId, LeaseError, StreamLimitExceeded, Streaming,
-    SubscribeError, UserId,
-};
+use stream_core::{ChannelId, Event, EventId, Streaming, UserId};
 
-/// Why an SSE response could not be made. Every variant converts into a response with a JSON body
-/// `{"error": <code>, "message": <text>, …}`.
-#[derive(Debug, thiserror::Error)]
-pub enum SseError {
-    /// The user is at the stream cap: `429 Too Many Requests`, with `Retry-After` and the fields
-    /// `limit` and `retry_after` in the body.
-    #[error(transparent)]
-    LimitExceeded(#[from] StreamLimitExceeded),
-    /// The lease store failed: `503 Service Unavailable`.
-    #[error(transparent)]
-    Lease(#[from] LeaseError),
-    /// The subscription failed: `503 Service Unavailable`.
-    #[error(transparent)]
-    Subscribe(#[from] SubscribeError),
-    /// The `Last-Event-ID` header or `last_event_id` query is not an event id: `400 Bad Request`.
-    #[error(transparent)]
-    InvalidLastEventId(#[from] InvalidEventId),
-}
+/// Re-exported: the error that [`SseError`] wraps, with its variants.
+pub use stream_core::sse::StreamError;
 
-impl From<AcquireError> for SseError {
-    fn from(e: AcquireError) -> Self {
-        match e {
-            AcquireError::LimitExceeded(e) => Self::LimitExceeded(e),
-            AcquireError::Store(e) => Self::Lease(e),
-        }
-    }
-}
-
-impl From<OpenStreamError> for SseError {
-    fn from(e: OpenStreamError) -> Self {
-        match e {
-            OpenStreamError::Lease(e) => e.into(),
-            OpenStreamError::Subscribe(e) => Self::Subscribe(e),
-        }
-    }
+stream_core::stream_error_newtype! {
+    /// Why an SSE response could not be made: stream-core's [`StreamError`], which decides the
+    /// status, headers and JSON body `{"error": <code>, "message": <text>, …}`; this wrapper only
+    /// makes it an axum [`Response`] ([`IntoResponse`]).
+    ///
+    /// It converts from [`StreamError`] and from everything that converts into it
+    /// ([`StreamLimitExceeded`](stream_core::StreamLimitExceeded),
+    /// [`AcquireError`](stream_core::AcquireError),
+    /// [`OpenStreamError`](stream_core::sse::OpenStreamError), …), so `?` works on those.
+    pub struct SseError;
 }
 
 impl SseError {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
-        match self {
-            Self::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Lease(_) | Self::Subscribe(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::InvalidLastEventId(_) => StatusCode::BAD_REQUEST,
-        }
+        self.0.status()
     }
-
-    /// The machine-readable `error` code of the JSON body.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::LimitExceeded(_) => "stream_limit_exceeded",
-            Self::Lease(_) | Self::Subscribe(_) => "stream_unavailable",
-            Self::InvalidLastEventId(_) => "invalid_last_event_id",
-        }
-    }
-}
-
-/// The `Retry-After` seconds of a [`StreamLimitExceeded`]: at least 1, so that clients back off.
-fn retry_after_secs(e: &StreamLimitExceeded) -> u64 {
-    e.retry_after.as_secs().max(1)
 }
 
 impl IntoResponse for SseError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let mut body = json!({"error": self.code(), "message": self.to_string()});
-        let mut response = match &self {
-            Self::LimitExceeded(e) => {
-                let secs = retry_after_secs(e);
-                body["limit"] = e.limit.into();
-                body["retry_after"] = secs.into();
-                let mut response = (status, axum::Json(body)).into_response();
-                response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
-                response
-            }
-            _ => (status, axum::Json(body)).into_response(),
-        };
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let mut response = (self.status(), axum::Json(self.0.json_body())).into_response();
+        response.headers_mut().extend(self.0.headers());
         response
     }
 }
@@ -144,7 +85,7 @@ pub async fn sse_response(
 /// [`sse_response`] under a lease of `user_id` from `streaming.leases` (the seed's
 /// `sse_response_with_lease`). The lease is taken first (one lease-store round trip), held for the
 /// stream's lifetime, refreshed by the pipeline and released when the stream ends or the client
-/// disconnects. Over the cap: [`SseError::LimitExceeded`], which answers `429`.
+/// disconnects. Over the cap: [`StreamError::LimitExceeded`], which answers `429`.
 pub async fn sse_response_with_lease(
     channel_id: &ChannelId,
     user_id: UserId,
@@ -205,15 +146,7 @@ impl<S: Send + Sync> FromRequestParts<S> for LastEventId {
     type Rejection = SseError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get("last-event-id")
-            .map(|v| v.to_str().map_err(|_| InvalidEventId("<not ASCII>".into())))
-            .transpose()?;
-        // A query string that does not parse carries no usable id; treat it as absent.
-        let query = Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
-            .ok()
-            .and_then(|Query(mut q)| q.remove(LAST_EVENT_ID_QUERY));
-        Ok(Self(stream_core::sse::last_event_id(header, query.as_deref())?))
+        let header = parts.headers.get(LAST_EVENT_ID_HEADER).map(HeaderValue::as_bytes);
+        Ok(Self(last_event_id_from_request(header, parts.uri.query())?))
     }
 }
