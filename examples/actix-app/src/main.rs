@@ -9,7 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::ContentType;
 use actix_web::web::{self, Bytes, Data};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError};
-use demo_service::{ApiError, Config, DemoService, USER_HEADER, app_backends, init_tracing, shutdown_signal};
+use demo_service::{ApiError, DemoService, USER_HEADER, announce_listening, cancel_on_signal, run_main};
 use stream_actix::{LastEventId, SseError, direct_sse_response, sse_response_with_lease};
 
 /// Either kind of error answer.
@@ -128,22 +128,14 @@ async fn events(service: Data<DemoService>, req: HttpRequest) -> Reply {
 
 #[actix_web::main]
 async fn main() -> ExitCode {
-    init_tracing();
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("actix-app: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    run_main(APP, run()).await
 }
 
+const APP: &str = "actix-app";
+
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let config = Config::from_env()?;
-    let backends = app_backends(&config).await?;
-    let service = DemoService::new(config.clone(), backends);
-    let shutdown = service.shutdown_token().clone();
+    let service = DemoService::from_env().await?;
+    let config = service.config();
     let data = Data::new(service.clone());
     let server = HttpServer::new(move || {
         App::new()
@@ -160,19 +152,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // lease) right then, not at the next ping.
     .h1_allow_half_closed(false)
     // Our own signal handling: the token ends every open stream, then the server stops.
-    .shutdown_signal(shutdown.clone().cancelled_owned())
+    .shutdown_signal(service.shutdown_token().clone().cancelled_owned())
     .shutdown_timeout(10)
     .bind((config.host, config.port))?;
-    let addr = server.addrs()[0];
-    // The tests read this line to find the port when PORT=0.
-    println!("listening on http://{addr}");
-    tracing::info!(%addr, "actix-app listening");
-    actix_web::rt::spawn(async move {
-        shutdown_signal().await;
-        shutdown.cancel();
-    });
+    announce_listening(APP, server.addrs()[0], &service);
+    cancel_on_signal(service.shutdown_token());
     server.run().await?;
     service.close().await;
-    tracing::info!("actix-app stopped");
     Ok(())
 }

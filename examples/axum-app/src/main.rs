@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use demo_service::{ApiError, Config, DemoService, USER_HEADER, app_backends, init_tracing, shutdown_signal};
+use demo_service::{ApiError, DemoService, USER_HEADER, announce_listening, cancel_on_signal, run_main};
 use stream_axum::{LastEventId, SseError, direct_sse_response, sse_response_with_lease};
 
 /// Either kind of error answer.
@@ -125,35 +125,22 @@ fn router(service: DemoService) -> Router {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    init_tracing();
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("axum-app: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    run_main(APP, run()).await
 }
 
+const APP: &str = "axum-app";
+
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let config = Config::from_env()?;
-    let backends = app_backends(&config).await?;
-    let service = DemoService::new(config.clone(), backends);
+    let service = DemoService::from_env().await?;
+    let config = service.config();
     let listener = tokio::net::TcpListener::bind((config.host, config.port)).await?;
-    let addr = listener.local_addr()?;
-    // The tests read this line to find the port when PORT=0.
-    println!("listening on http://{addr}");
-    tracing::info!(%addr, mode = %service.health()["mode"], "axum-app listening");
+    announce_listening(APP, listener.local_addr()?, &service);
+    // SIGINT/SIGTERM ends every open stream, so the graceful shutdown does not wait on them.
+    cancel_on_signal(service.shutdown_token());
     let shutdown = service.shutdown_token().clone();
     axum::serve(listener, router(service.clone()))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            // Ends every open stream, so the graceful shutdown does not wait on them.
-            shutdown.cancel();
-        })
+        .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
     service.close().await;
-    tracing::info!("axum-app stopped");
     Ok(())
 }

@@ -8,13 +8,16 @@ use stream_lease::StreamLeaseLimiter;
 use stream_pubsub::RedisBroker;
 use stream_store_opensearch::{OpenSearchConfig, OpenSearchEventStore};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::queue::{JobQueue, QueueError};
 use crate::service::{Backends, Mode};
 
-/// The backends could not be set up.
+/// The settings or the backends could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// An environment variable holds an unusable value.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The Redis broker failed to connect.
     #[error("Redis broker: {0}")]
     Broker(#[source] stream_pubsub::ConnectError),

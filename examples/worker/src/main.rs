@@ -6,19 +6,11 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use demo_service::{Config, init_tracing, run_worker, shutdown_signal, worker_publisher};
+use demo_service::{CancellationToken, Config, cancel_on_signal, run_main, run_worker, worker_publisher};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    init_tracing();
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("worker: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    run_main("worker", run()).await
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,12 +19,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         return Err("REDIS_URL is not set: in memory mode the app runs jobs in-process".into());
     };
     let (publisher, store) = worker_publisher(&config, &redis_url).await?;
-    let shutdown = demo_service::CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        stop.cancel();
-    });
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(&shutdown);
     // The tests read this line to know the worker is taking jobs.
     println!("worker ready on {}", config.job_queue);
     run_worker(
@@ -48,6 +36,5 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     {
         tracing::warn!(error = %e, "event store flush failed");
     }
-    tracing::info!("worker stopped");
     Ok(())
 }
