@@ -169,8 +169,18 @@ async fn identity_and_ownership_401_403_404(target: Target) {
     let (other_channel, _) = app.deploy(&alice).await;
     let path = format!("/streams/{channel}");
 
-    // 401: neither header nor token.
+    // 401: neither header nor token, checked before anything about the channel or the request
+    // is told: an unknown or malformed channel, a bad Last-Event-ID.
     assert_json_error(app.get(&path, None, None).await, 401).await;
+    let unknown = ChannelId::generate();
+    for anonymous in [
+        format!("/streams/{unknown}"),
+        "/streams/not.a.channel".into(),
+        "/streams/%FF".into(),
+    ] {
+        assert_json_error(app.get(&anonymous, None, None).await, 401).await;
+    }
+    assert_json_error(app.get(&path, None, Some("not-an-id")).await, 401).await;
     let res = app.client.post(app.url("/deployments")).send().await.unwrap();
     assert_json_error(res, 401).await;
     let res = app.client.post(app.url("/deploy")).send().await.unwrap();
@@ -211,7 +221,6 @@ async fn identity_and_ownership_401_403_404(target: Target) {
     assert_json_error(app.get(&format!("{path}?token={foreign}"), None, None).await, 403).await;
 
     // 404: unknown and malformed channel ids.
-    let unknown = ChannelId::generate();
     assert_json_error(app.get(&format!("/streams/{unknown}"), Some(&alice), None).await, 404).await;
     for malformed in ["not.a.channel", "a%20b", "x%3Ay", "%FF", &"z".repeat(200)] {
         assert_json_error(app.get(&format!("/streams/{malformed}"), Some(&alice), None).await, 404).await;

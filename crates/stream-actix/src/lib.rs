@@ -31,14 +31,13 @@ stream_core::stream_error_newtype! {
 
 impl ResponseError for SseError {
     fn status_code(&self) -> StatusCode {
-        // stream-core speaks http 1, actix http 0.2: the same codes.
-        StatusCode::from_u16(self.0.status().as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
         for (name, value) in self.0.headers() {
-            response.insert_header((name.as_str(), value.as_bytes()));
+            response.insert_header((name, value));
         }
         response.json(self.0.json_body())
     }

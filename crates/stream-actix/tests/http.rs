@@ -29,7 +29,7 @@ async fn answer<B: MessageBody>(response: HttpResponse<B>) -> Answer {
 async fn errors_and_the_last_event_id_extractor_conform() {
     let respond = async |error: StreamError| {
         let error = SseError::from(error);
-        assert_eq!(error.status_code().as_u16(), error.0.status().as_u16());
+        assert_eq!(error.status_code().as_u16(), error.0.status());
         answer(error.error_response()).await
     };
     let read = async |header: Option<&[u8]>, uri: &str| {

@@ -33,14 +33,19 @@ stream_core::stream_error_newtype! {
 impl SseError {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
-        self.0.status()
+        StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 }
 
 impl IntoResponse for SseError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), axum::Json(self.0.json_body())).into_response();
-        response.headers_mut().extend(self.0.headers());
+        let headers = response.headers_mut();
+        for (name, value) in self.0.headers() {
+            if let Ok(value) = HeaderValue::try_from(value) {
+                headers.insert(HeaderName::from_static(name), value);
+            }
+        }
         response
     }
 }

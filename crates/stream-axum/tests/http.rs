@@ -42,7 +42,7 @@ async fn errors_and_the_last_event_id_extractor_conform() {
 #[tokio::test]
 async fn the_error_status_is_stream_cores() {
     let error = SseError::from(stream_core::InvalidEventId("x".into()));
-    assert_eq!(error.status(), error.0.status());
+    assert_eq!(error.status().as_u16(), error.0.status());
     assert_eq!(error.code(), "invalid_last_event_id");
     // Headers in the order they go out: the JSON type, then stream-core's error headers.
     let limit = stream_core::StreamLimitExceeded {

@@ -100,11 +100,13 @@ async fn stream(
     service: Data<DemoService>,
     channel: web::Path<String>,
     req: HttpRequest,
-    LastEventId(last): LastEventId,
+    last: Result<LastEventId, SseError>,
 ) -> Reply {
+    // Who is asking comes first: a bad Last-Event-ID (400) waits for that.
     let (channel, user) = service
         .authorize_stream(&channel, user_header(&req), query(&req))
         .await?;
+    let LastEventId(last) = last?;
     Ok(sse_response_with_lease(&channel, user, service.streaming(), service.sse_options(last), None).await?)
 }
 

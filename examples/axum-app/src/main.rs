@@ -83,13 +83,15 @@ async fn stream(
     channel: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     uri: Uri,
-    LastEventId(last): LastEventId,
+    last: Result<LastEventId, SseError>,
 ) -> Reply {
-    // A segment that does not even decode (`%FF`) is a malformed channel id: 404, as for any other.
-    let Path(channel) = channel.map_err(|_| ApiError::not_found("no such channel"))?;
+    // A segment that does not even decode (`%FF`) is a malformed channel id, as empty is: 404 once
+    // the caller is known, as for any other. A bad Last-Event-ID (400) also waits for that.
+    let channel = channel.map(|Path(channel)| channel).unwrap_or_default();
     let (channel, user) = service
         .authorize_stream(&channel, user_header(&headers), uri.query())
         .await?;
+    let LastEventId(last) = last?;
     Ok(sse_response_with_lease(&channel, user, service.streaming(), service.sse_options(last), None).await?)
 }
 

@@ -1,9 +1,10 @@
 //! Why an SSE response could not be made, and the HTTP answer for it, written once for every web
 //! adapter. The adapters only convert [`StreamError::status`], [`StreamError::headers`] and
 //! [`StreamError::json_body`] into their framework's response.
+//!
+//! Plain numbers and strings, no `http` types: actix speaks http 0.2 and axum http 1, and
+//! stream-core keeps out of both.
 
-use http::StatusCode;
-use http::header::{CACHE_CONTROL, HeaderName, HeaderValue, RETRY_AFTER};
 use serde_json::{Value, json};
 
 use crate::event::InvalidEventId;
@@ -51,12 +52,12 @@ impl From<OpenStreamError> for StreamError {
 }
 
 impl StreamError {
-    /// The HTTP status this error is answered with.
-    pub fn status(&self) -> StatusCode {
+    /// The HTTP status code this error is answered with: 429, 503 or 400.
+    pub fn status(&self) -> u16 {
         match self {
-            Self::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Lease(_) | Self::Subscribe(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::InvalidLastEventId(_) => StatusCode::BAD_REQUEST,
+            Self::LimitExceeded(_) => 429,
+            Self::Lease(_) | Self::Subscribe(_) => 503,
+            Self::InvalidLastEventId(_) => 400,
         }
     }
 
@@ -89,15 +90,15 @@ impl StreamError {
         body
     }
 
-    /// The headers the answer carries besides its `Content-Type: application/json`, in order:
-    /// `Retry-After` (only for [`LimitExceeded`](Self::LimitExceeded)), then
-    /// `Cache-Control: no-store`.
-    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+    /// The headers the answer carries besides its `Content-Type: application/json`, in order,
+    /// as (lower-case name, value): `retry-after` (only for
+    /// [`LimitExceeded`](Self::LimitExceeded)), then `cache-control: no-store`.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
         let mut headers = Vec::with_capacity(2);
         if let Some(secs) = self.retry_after_secs() {
-            headers.push((RETRY_AFTER, HeaderValue::from(secs)));
+            headers.push(("retry-after", secs.to_string()));
         }
-        headers.push((CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        headers.push(("cache-control", "no-store".to_owned()));
         headers
     }
 }
@@ -181,17 +182,13 @@ mod tests {
     #[test]
     fn limit_exceeded_is_429_with_limit_and_retry_after() {
         let e = limit(Duration::from_secs(5));
-        assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(e.status(), 429);
         assert_eq!(e.retry_after_secs(), Some(5));
         assert_eq!(
             e.json_body().to_string(),
             r#"{"error":"stream_limit_exceeded","limit":2,"message":"user u1 already has 2 concurrent streams; retry in 5 s","retry_after":5}"#
         );
-        let headers: Vec<_> = e
-            .headers()
-            .iter()
-            .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
-            .collect();
+        let headers: Vec<_> = e.headers().iter().map(|(n, v)| format!("{n}: {v}")).collect();
         assert_eq!(headers, ["retry-after: 5", "cache-control: no-store"]);
     }
 
@@ -200,20 +197,20 @@ mod tests {
         let e = limit(Duration::from_millis(300));
         assert_eq!(e.retry_after_secs(), Some(1));
         assert_eq!(e.json_body()["retry_after"], 1);
-        assert_eq!(e.headers()[0], (RETRY_AFTER, HeaderValue::from(1u64)));
+        assert_eq!(e.headers()[0], ("retry-after", "1".to_owned()));
     }
 
     #[test]
     fn store_and_subscription_failures_are_503() {
         for e in unavailable() {
-            assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(e.status(), 503);
             assert_eq!(e.code(), "stream_unavailable");
             assert_eq!(e.retry_after_secs(), None);
             assert_eq!(
                 e.json_body(),
                 json!({"error": "stream_unavailable", "message": e.to_string()})
             );
-            assert_eq!(e.headers(), [(CACHE_CONTROL, HeaderValue::from_static("no-store"))]);
+            assert_eq!(e.headers(), [("cache-control", "no-store".to_owned())]);
         }
         let e = StreamError::from(OpenStreamError::Lease(AcquireError::Store(LeaseError::Backend(
             "x".into(),
@@ -224,7 +221,7 @@ mod tests {
     #[test]
     fn an_invalid_last_event_id_is_400() {
         let e = StreamError::from(InvalidEventId("nope".into()));
-        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(e.status(), 400);
         assert_eq!(
             e.json_body().to_string(),
             r#"{"error":"invalid_last_event_id","message":"invalid event id \"nope\": expected a 26-character ULID"}"#
