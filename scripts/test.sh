@@ -3,7 +3,7 @@
 #   - installs and starts Redis (standalone + 3-node cluster) from Debian's redis-server,
 #   - builds and starts a real OpenSearch node from Maven Central jars,
 #   - installs Debian's chromium for the browser test,
-#   - then checks formatting and lints and runs every test (unit, integration, doc).
+#   - then checks formatting, lints and API docs and runs every test (unit, integration, doc).
 # Services are stopped on exit. A missing service fails the tests; nothing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +52,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo doc (warnings are errors: broken links, missing docs)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
 step "cargo build"
 cargo build --workspace --all-targets

@@ -59,7 +59,7 @@ pub enum LeaseError {
 
 /// The user already holds `limit` streams. Web adapters turn it into HTTP 429 with `Retry-After`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("user {user_id} already has {limit} concurrent streams; retry in {} s", retry_after.as_secs())]
+#[error("user {user_id} already has {limit} concurrent streams; retry in {} s", retry_after.as_secs().max(1))]
 pub struct StreamLimitExceeded {
     /// The user.
     pub user_id: UserId,

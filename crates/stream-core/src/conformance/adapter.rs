@@ -67,7 +67,7 @@ pub async fn the_limit_is_429_with_retry_after_at_least_one_second(answer: &impl
     };
     let body = concat!(
         r#"{"error":"stream_limit_exceeded","limit":2,"#,
-        r#""message":"user u1 already has 2 concurrent streams; retry in 0 s","retry_after":1}"#
+        r#""message":"user u1 already has 2 concurrent streams; retry in 1 s","retry_after":1}"#
     );
     let expected = json_error(429, &["retry-after: 1"], body.into());
     assert_eq!(sorted(answer(limit.into()).await), expected);

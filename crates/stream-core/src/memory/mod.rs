@@ -1,7 +1,7 @@
 //! In-memory backends: the embedded default. Nothing to install; one process only.
 //!
 //! They keep the semantics of the Redis and OpenSearch backends, and the conformance suites in
-//! [`crate::conformance`] run against both.
+//! `stream_core::conformance` (feature `conformance`) run against both.
 
 mod broker;
 mod lease;
