@@ -34,7 +34,7 @@ pub use lease::{AcquireError, LeaseError, LeaseInfo, LeaseStore, StreamLease, St
 pub use publish::{EventPublisher, PersistingPublisher, PublishError};
 pub use registry::{ChannelRegistry, RegistryError};
 pub use store::{AppendError, EventPage, EventQuery, EventStore, PageCursor, SortOrder, StoreError, StoreStats};
-pub use subscribe::{EventSubscriber, SubscribeError, Subscription};
+pub use subscribe::{EventCursor, EventSubscriber, SubscribeError, Subscription};
 pub use token::{StreamTokenSigner, TokenError};
 
 /// Re-exported so that users can name the shutdown token that [`sse::SseOptions`] takes.

@@ -27,7 +27,7 @@ use crate::config::ChannelConfig;
 use crate::event::{Event, EventId, InvalidEventId};
 use crate::ids::{ChannelId, UserId};
 use crate::lease::{AcquireError, LeaseStore, StreamLease};
-use crate::subscribe::{EventSubscriber, SubscribeError};
+use crate::subscribe::{EventCursor, EventSubscriber, SubscribeError};
 
 mod error;
 
@@ -213,7 +213,7 @@ struct Pipeline<S> {
     idle_deadline: Instant,
     refresh: Option<Interval>,
     lease: Option<StreamLease>,
-    last_id: Option<EventId>,
+    cursor: EventCursor,
     shutdown: CancellationToken,
     retry: Option<Duration>,
     finished: bool,
@@ -262,14 +262,11 @@ where
                 }
                 item = self.events.next() => match item {
                     Some(Ok(event)) => {
+                        let Some(event) = self.cursor.accept(event) else { continue };
                         if !event.kind.is_control() {
-                            if self.last_id.is_some_and(|last| event.id <= last) {
-                                continue;
-                            }
-                            self.last_id = Some(event.id);
                             self.idle_deadline = Instant::now() + self.max_idle;
                         }
-                        self.finished = event.kind.closes_stream();
+                        self.finished = self.cursor.is_ended();
                         return Some(encode_event(&event));
                     }
                     Some(Err(e)) => {
@@ -312,7 +309,7 @@ where
         idle_deadline: now + options.max_idle_time,
         refresh,
         lease: options.lease,
-        last_id: options.last_event_id,
+        cursor: EventCursor::after(options.last_event_id),
         shutdown: options.shutdown.unwrap_or_default(),
         retry: options.retry,
         finished: false,

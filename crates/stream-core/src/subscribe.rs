@@ -23,6 +23,64 @@ pub enum SubscribeError {
     Closed(String),
 }
 
+/// The order rule every subscription keeps, for broker implementations: an event whose id is not
+/// greater than the last one yielded is a duplicate (history and live overlap, a replay after a
+/// reconnect) and is dropped; control events (`ping`, `gap`) always pass and move nothing; after
+/// `done` the subscription has ended.
+///
+/// ```
+/// use serde_json::Map;
+/// use stream_core::{ChannelId, Event, EventCursor};
+///
+/// let channel = ChannelId::generate();
+/// let first = Event::new(channel.clone(), "log".parse().unwrap(), Map::new()).unwrap();
+/// let done = Event::done(channel, true, Map::new()).unwrap();
+/// let mut cursor = EventCursor::after(None);
+/// assert!(cursor.accept(first.clone()).is_some());
+/// assert!(cursor.accept(first).is_none(), "a duplicate is dropped");
+/// assert!(cursor.accept(done).is_some());
+/// assert!(cursor.is_ended());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventCursor {
+    last_id: Option<EventId>,
+    ended: bool,
+}
+
+impl EventCursor {
+    /// A cursor for a client that already has every event up to `last` (its Last-Event-ID).
+    pub fn after(last: Option<EventId>) -> Self {
+        Self {
+            last_id: last,
+            ended: false,
+        }
+    }
+
+    /// The id of the newest event yielded (or the starting point).
+    pub fn last_id(&self) -> Option<EventId> {
+        self.last_id
+    }
+
+    /// Whether `done` has been yielded.
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// `Some(event)` to yield it, `None` for a duplicate.
+    pub fn accept(&mut self, event: Event) -> Option<Event> {
+        if !event.kind.is_control() {
+            if self.last_id.is_some_and(|last| event.id <= last) {
+                return None;
+            }
+            self.last_id = Some(event.id);
+        }
+        if event.kind.closes_stream() {
+            self.ended = true;
+        }
+        Some(event)
+    }
+}
+
 /// A live subscription: the channel's history after the requested id, then live events.
 ///
 /// It yields events in strictly increasing id order, with no duplicates, and ends after `done`.

@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, json};
 use stream_core::{
-    BoxError, ChannelConfig, ChannelId, ChannelRegistry, Event, EventId, EventPublisher, EventSubscriber, EventType,
-    PublishError, RegistryError, SubscribeError, Subscription, UserId,
+    BoxError, ChannelConfig, ChannelId, ChannelRegistry, Event, EventCursor, EventId, EventPublisher, EventSubscriber,
+    EventType, PublishError, RegistryError, SubscribeError, Subscription, UserId,
 };
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
@@ -232,10 +232,9 @@ impl Inner {
             rx,
             active,
             pending: VecDeque::new(),
-            last_id: after,
+            cursor: EventCursor::after(after),
             position: 0,
             echoes: VecDeque::new(),
-            ended: false,
         };
         // A new or resuming client gets what history holds, with no gap notice: like the
         // in-memory broker, only a subscriber that falls behind is told what it missed.
@@ -283,7 +282,7 @@ struct Reader {
     active: watch::Receiver<bool>,
     /// Events to yield before the queue: the history read, or a refill.
     pending: VecDeque<Event>,
-    last_id: Option<EventId>,
+    cursor: EventCursor,
     /// The channel position (1 = its first event ever) of the newest event seen: yielded,
     /// dropped as a duplicate, or covered by a history read. Positions make `gap` counts exact.
     position: u64,
@@ -291,23 +290,9 @@ struct Reader {
     /// may still arrive for them (published between the subscription and the read). The first
     /// live message that is not one of them clears the list: later ones cannot be.
     echoes: VecDeque<(EventId, u64)>,
-    ended: bool,
 }
 
 impl Reader {
-    fn accept(&mut self, event: Event) -> Option<Event> {
-        if !event.kind.is_control() {
-            if self.last_id.is_some_and(|last| event.id <= last) {
-                return None;
-            }
-            self.last_id = Some(event.id);
-        }
-        if event.kind.closes_stream() {
-            self.ended = true;
-        }
-        Some(event)
-    }
-
     fn take_live(&mut self, live: Live) -> Option<Event> {
         let position = match self.echoes.iter().position(|(id, _)| *id == live.id) {
             Some(index) => {
@@ -321,7 +306,7 @@ impl Reader {
             }
         };
         self.position = self.position.max(position);
-        self.accept(Arc::unwrap_or_clone(live))
+        self.cursor.accept(Arc::unwrap_or_clone(live))
     }
 
     /// Takes a history read: queues the entries after `position`, remembers the newest as
@@ -368,7 +353,7 @@ impl Reader {
         let read = self
             .inner
             .clone()
-            .read_history(self.keys.clone(), start_after(self.last_id))
+            .read_history(self.keys.clone(), start_after(self.cursor.last_id()))
             .await
             .map_err(SubscribeError::Backend)?;
         self.absorb(&read, true);
@@ -378,11 +363,11 @@ impl Reader {
     async fn next(&mut self) -> Option<Result<Event, SubscribeError>> {
         let sub = self.registration.sub.clone();
         loop {
-            if self.ended {
+            if self.cursor.is_ended() {
                 return None;
             }
             if let Some(event) = self.pending.pop_front() {
-                match self.accept(event) {
+                match self.cursor.accept(event) {
                     Some(e) => return Some(Ok(e)),
                     None => continue,
                 }

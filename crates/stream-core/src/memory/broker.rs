@@ -11,7 +11,7 @@ use crate::event::{Event, EventId, EventType};
 use crate::ids::{ChannelId, UserId};
 use crate::publish::{EventPublisher, PublishError};
 use crate::registry::{ChannelRegistry, RegistryError};
-use crate::subscribe::{EventSubscriber, SubscribeError, Subscription};
+use crate::subscribe::{EventCursor, EventSubscriber, SubscribeError, Subscription};
 
 /// An in-process broker with per-channel history: the embedded default.
 ///
@@ -161,8 +161,7 @@ struct Reader {
     pending: VecDeque<Event>,
     /// Every event with a sequence number up to this one has been delivered or skipped.
     seq: u64,
-    last_id: Option<EventId>,
-    ended: bool,
+    cursor: EventCursor,
 }
 
 impl Reader {
@@ -187,23 +186,10 @@ impl Reader {
         self.seq = channel.next_seq - 1;
     }
 
-    fn accept(&mut self, event: Event) -> Option<Event> {
-        if !event.kind.is_control() {
-            if self.last_id.is_some_and(|last| event.id <= last) {
-                return None;
-            }
-            self.last_id = Some(event.id);
-        }
-        if event.kind.closes_stream() {
-            self.ended = true;
-        }
-        Some(event)
-    }
-
     async fn next(&mut self) -> Option<Event> {
-        while !self.ended {
+        while !self.cursor.is_ended() {
             if let Some(event) = self.pending.pop_front() {
-                match self.accept(event) {
+                match self.cursor.accept(event) {
                     Some(e) => return Some(e),
                     None => continue,
                 }
@@ -214,7 +200,7 @@ impl Reader {
                         continue;
                     }
                     self.seq = seq;
-                    if let Some(e) = self.accept(event) {
+                    if let Some(e) = self.cursor.accept(event) {
                         return Some(e);
                     }
                 }
@@ -250,8 +236,7 @@ impl EventSubscriber for MemoryBroker {
             rx,
             pending,
             seq: ch.next_seq - 1,
-            last_id: after,
-            ended: false,
+            cursor: EventCursor::after(after),
         };
         drop(state);
         Ok(Subscription::new(futures_util::stream::unfold(
