@@ -8,10 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError};
 use futures_core::Stream;
-use stream_core::sse::{
-    LAST_EVENT_ID_HEADER, SSE_HEADERS, SseBody, SseOptions, SseReply, channel_stream, channel_stream_with_lease,
-    direct_stream, last_event_id_from_request,
-};
+use stream_core::sse::{LAST_EVENT_ID_HEADER, SSE_HEADERS, SseBody, SseOptions, SseReply, last_event_id_from_request};
 use stream_core::{ChannelId, Event, EventId, Streaming, UserId};
 
 /// Re-exported: the error that [`SseError`] wraps, with its variants.
@@ -75,14 +72,15 @@ pub async fn sse_response(
     options: SseOptions,
     extra_headers: Option<HeaderMap>,
 ) -> Result<HttpResponse, SseError> {
-    let reply = channel_stream(streaming.subscriber.as_ref(), channel_id, options).await?;
+    let reply = streaming.sse_channel(channel_id, options).await?;
     Ok(sse_reply_response(reply, extra_headers))
 }
 
 /// [`sse_response`] under a lease of `user_id` from `streaming.leases` (the seed's
-/// `sse_response_with_lease`). The lease is taken first (one lease-store round trip), held for the
-/// stream's lifetime, refreshed by the pipeline and released when the stream ends or the client
-/// disconnects. Over the cap: [`StreamError::LimitExceeded`], which answers `429`.
+/// `sse_response_with_lease`). The lease (one lease-store round trip) is taken for a stream that
+/// will run, held for its lifetime, refreshed by the pipeline and released when the stream ends or
+/// the client disconnects. Over the cap: [`StreamError::LimitExceeded`], which answers `429`; a
+/// client that already has the channel's `done` gets `204` even then.
 pub async fn sse_response_with_lease(
     channel_id: &ChannelId,
     user_id: UserId,
@@ -90,14 +88,7 @@ pub async fn sse_response_with_lease(
     options: SseOptions,
     extra_headers: Option<HeaderMap>,
 ) -> Result<HttpResponse, SseError> {
-    let reply = channel_stream_with_lease(
-        streaming.subscriber.as_ref(),
-        streaming.leases.clone(),
-        channel_id,
-        user_id,
-        options,
-    )
-    .await?;
+    let reply = streaming.sse_channel_with_lease(channel_id, user_id, options).await?;
     Ok(sse_reply_response(reply, extra_headers))
 }
 
@@ -116,10 +107,7 @@ where
     S: Stream<Item = Result<Event, E>> + Send + 'static,
     E: Display + Send + 'static,
 {
-    let lease = user_id
-        .filter(|_| use_lease)
-        .map(|user| (streaming.leases.clone(), user));
-    let body = direct_stream(stream, lease, options).await?;
+    let body = streaming.sse_direct(stream, user_id, use_lease, options).await?;
     Ok(sse_body_response(body, extra_headers))
 }
 
