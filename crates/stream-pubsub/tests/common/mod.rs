@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod mid_stream;
+
 use redis::aio::MultiplexedConnection;
 use stream_core::ChannelConfig;
 use stream_pubsub::{RedisBroker, redis};
