@@ -117,12 +117,22 @@ pub async fn named(url: &str, name: &str) -> Vec<ClientInfo> {
 
 /// Kills one client by id; returns how many were killed.
 pub async fn kill(url: &str, id: u64) -> u64 {
+    kill_where(url, "ID", id).await
+}
+
+/// `CLIENT KILL TYPE pubsub`: kills every pub/sub client of the server, whoever opened it;
+/// returns how many were killed.
+pub async fn kill_type_pubsub(url: &str) -> u64 {
+    kill_where(url, "TYPE", "pubsub").await
+}
+
+async fn kill_where(url: &str, filter: &str, value: impl redis::ToRedisArgs) -> u64 {
     let mut conn = admin(url).await;
     redis::cmd("CLIENT")
         .arg("KILL")
-        .arg("ID")
-        .arg(id)
+        .arg(filter)
+        .arg(value)
         .query_async(&mut conn)
         .await
-        .expect("CLIENT KILL")
+        .unwrap_or_else(|e| panic!("CLIENT KILL {filter} on {url}: {e}"))
 }
