@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod child;
 pub mod mid_stream;
 pub mod own;
 
