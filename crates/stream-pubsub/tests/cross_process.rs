@@ -1,10 +1,9 @@
 //! A worker in a separate OS process emits; a reader in this process receives everything, in
-//! order. The worker is this same test binary, re-run with `--exact worker_process` and the
-//! channel id in an environment variable.
+//! order. The worker is this same test binary, re-run with `--exact` on this same test and the
+//! channel id in an environment variable ([`common::child`]).
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 
 use serde_json::{Map, json};
@@ -15,15 +14,26 @@ use stream_pubsub::RedisBroker;
 
 const WORKER_CHANNEL: &str = "STREAM_PUBSUB_TEST_WORKER_CHANNEL";
 const WORKER_EVENTS: usize = 200;
+const TEST: &str = "a_worker_process_emits_and_this_process_reads_everything_in_order";
 
-/// The worker half: does nothing unless the parent test set the channel. It behaves like a job
-/// worker: its own runtime for the broker, and blocking emits from the main thread.
+/// The reader, in this process; or, in the child process, the worker.
 #[test]
-fn worker_process() {
-    let Ok(channel) = std::env::var(WORKER_CHANNEL) else {
-        return;
-    };
-    let channel = ChannelId::new(channel).expect("channel id");
+fn a_worker_process_emits_and_this_process_reads_everything_in_order() {
+    if let Some(channel) = common::child::input(WORKER_CHANNEL) {
+        worker(ChannelId::new(channel).expect("channel id"));
+        common::child::done();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(reader());
+}
+
+/// The worker half, in the child process. It behaves like a job worker: its own runtime for the
+/// broker, and blocking emits from the main thread.
+fn worker(channel: ChannelId) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let broker = runtime
         .block_on(RedisBroker::connect(&common::redis_url(), ChannelConfig::default()))
@@ -43,14 +53,11 @@ fn worker_process() {
     emitter.complete(true, None, Map::new()).expect("complete");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_process_emits_and_this_process_reads_everything_in_order() {
+/// The reader half, in this process: starts the worker and reads its events.
+async fn reader() {
     let channel = unique_channel("xproc");
     let broker = common::standalone(ChannelConfig::default()).await;
-    let exe = std::env::current_exe().expect("test binary");
-    let mut worker = Command::new(exe)
-        .args(["--exact", "worker_process", "--nocapture", "--test-threads=1"])
-        .env(WORKER_CHANNEL, channel.as_str())
+    let mut worker = common::child::command(TEST, WORKER_CHANNEL, channel.as_str())
         .spawn()
         .expect("start the worker process");
     // Subscribe while the worker is already emitting: history covers what came first.
@@ -61,7 +68,11 @@ async fn a_worker_process_emits_and_this_process_reads_everything_in_order() {
         .await
         .expect("join")
         .expect("wait");
-    assert!(status.success(), "the worker process failed: {status}");
+    assert_eq!(
+        status.code(),
+        Some(common::child::DONE),
+        "the worker process failed: {status}"
+    );
 
     assert!(got.windows(2).all(|w| w[0].id < w[1].id), "ids strictly increase");
     let worker_pid = got[1].payload["pid"].as_u64().expect("pid");

@@ -1,8 +1,13 @@
 //! A thousand subscribers in one process share the broker's one subscriber connection; checked
-//! with `CLIENT LIST` (the connection is found by its `CLIENT SETNAME`).
+//! with `CLIENT LIST` (the connection is found by its `CLIENT SETNAME`). Every connection this
+//! process has open to the server is counted too ([`common::own`]): the subscriber connection and
+//! the command connection, not one per subscription. The standalone and the cluster test use
+//! different servers, so neither sees the other's connections.
 
 mod common;
 
+use common::ClientInfo;
+use common::own::Inspector;
 use futures_util::future::join_all;
 use stream_core::conformance::broker::{numbered, take};
 use stream_core::conformance::unique_channel;
@@ -18,6 +23,19 @@ async fn subscribe_all(broker: &RedisBroker) -> (Vec<ChannelId>, Vec<Subscriptio
     let subs: Vec<Subscription> = subs.into_iter().map(|s| s.expect("subscribe")).collect();
     assert_eq!(broker.local_channel_count(), CHANNELS);
     (channels, subs)
+}
+
+/// Whether `own` (the connections of this process to one server) is the broker's subscriber
+/// connection, named `name`, and one command connection, which is not a pub/sub one.
+fn subscriber_and_command(own: &[ClientInfo], name: &str) -> bool {
+    let (subscriber, others): (Vec<&ClientInfo>, Vec<&ClientInfo>) = own.iter().partition(|c| c.name == name);
+    subscriber.len() == 1 && others.len() == 1 && others[0].sub + others[0].ssub == 0 && !others[0].flags.contains('P')
+}
+
+fn ids(own: &[ClientInfo]) -> Vec<u64> {
+    let mut ids: Vec<u64> = own.iter().map(|c| c.id).collect();
+    ids.sort_unstable();
+    ids
 }
 
 /// Every subscriber gets its channel's event.
@@ -37,10 +55,16 @@ async fn everyone_receives(broker: &RedisBroker, channels: &[ChannelId], subs: V
 async fn a_thousand_subscribers_share_one_standalone_connection() {
     let url = common::redis_url();
     let name = common::unique_name("sp-1000");
+    let mut inspector = Inspector::connect(&url).await;
+    inspector
+        .wait_own("none before the broker", <[ClientInfo]>::is_empty)
+        .await;
     let broker = common::standalone_named(ChannelConfig::default(), &name).await;
     let (channels, subs) = subscribe_all(&broker).await;
 
-    let conns = common::named(&url, &name).await;
+    let want = "the subscriber connection and one command connection";
+    let own = inspector.wait_own(want, |own| subscriber_and_command(own, &name)).await;
+    let conns: Vec<&ClientInfo> = own.iter().filter(|c| c.name == name).collect();
     assert_eq!(conns.len(), 1, "exactly one subscriber connection: {conns:?}");
     assert_eq!(
         conns[0].sub, CHANNELS as u64,
@@ -53,6 +77,12 @@ async fn a_thousand_subscribers_share_one_standalone_connection() {
     );
 
     everyone_receives(&broker, &channels, subs).await;
+    let after = inspector.wait_own(want, |own| subscriber_and_command(own, &name)).await;
+    assert_eq!(
+        ids(&after),
+        ids(&own),
+        "publishing and reading opened no other connection"
+    );
 
     // All subscriptions are dropped: the channels are unsubscribed, the connection stays.
     assert_eq!(broker.local_channel_count(), 0);
@@ -75,25 +105,38 @@ async fn a_thousand_subscribers_share_one_standalone_connection() {
 async fn a_thousand_subscribers_share_one_connection_per_cluster_node() {
     let nodes = common::cluster_nodes();
     let name = common::unique_name("sp-1000c");
+    let mut inspectors = Vec::new();
+    for node in &nodes {
+        let mut inspector = Inspector::connect(node).await;
+        inspector
+            .wait_own("none before the broker", <[ClientInfo]>::is_empty)
+            .await;
+        inspectors.push(inspector);
+    }
     let broker = common::cluster_named(ChannelConfig::default(), &name).await;
     let (channels, subs) = subscribe_all(&broker).await;
 
+    // On every node: the subscriber's node connection (named) and the command connection's.
+    let want = "the subscriber's and the command connection's node connections";
     let mut total = 0;
     let mut per_node = Vec::new();
-    for node in &nodes {
-        let conns = common::named(node, &name).await;
-        assert!(
-            conns.len() <= 1,
-            "at most one subscriber connection on {node}: {conns:?}"
-        );
-        per_node.push(conns.len());
-        total += conns.iter().map(|c| c.ssub).sum::<u64>();
+    for inspector in &mut inspectors {
+        let own = inspector.wait_own(want, |own| subscriber_and_command(own, &name)).await;
+        total += own.iter().filter(|c| c.name == name).map(|c| c.ssub).sum::<u64>();
+        per_node.push(own);
     }
     assert_eq!(
         total, CHANNELS as u64,
         "one SSUBSCRIBE per channel across the nodes ({per_node:?})"
     );
-    assert!(per_node.iter().sum::<usize>() <= nodes.len());
 
     everyone_receives(&broker, &channels, subs).await;
+    for (inspector, own) in inspectors.iter_mut().zip(&per_node) {
+        let after = inspector.wait_own(want, |own| subscriber_and_command(own, &name)).await;
+        assert_eq!(
+            ids(&after),
+            ids(own),
+            "publishing and reading opened no other connection"
+        );
+    }
 }

@@ -2,8 +2,9 @@
 //! Nothing releases the leases; with a 2 s TTL they free themselves, and the key goes away after
 //! the grace.
 //!
-//! The holder is this same test binary, re-executed with `--exact crash::holder_process` and the
-//! user id in `HOLDER_USER_ENV`. Without that variable (a normal test run) the holder does nothing.
+//! The holder is this same test binary, re-executed with `--exact` on this same test and the user
+//! id in `HOLDER_USER_ENV` (as `<parent pid>:<user>`). With that variable the test is the holder,
+//! which runs until it is killed; without it (a normal test run), it is the crash test.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
@@ -17,7 +18,7 @@ use stream_lease::{LeaseId, LeaseStore, StreamLease, StreamLeaseConfig, UserId, 
 use crate::common::{limiter, raw, redis_url};
 
 const HOLDER_USER_ENV: &str = "STREAM_LEASE_TEST_HOLDER_USER";
-const HOLDER_TEST: &str = "crash::holder_process";
+const TEST: &str = "crash::leases_of_a_killed_process_free_themselves";
 const HELD: usize = 3;
 
 fn short_ttl() -> StreamLeaseConfig {
@@ -29,34 +30,53 @@ fn short_ttl() -> StreamLeaseConfig {
     }
 }
 
-/// The holder side, run only in the child process: acquires `HELD` auto-refreshed leases, prints
-/// their ids, then waits to be killed.
+/// The crash test in this process; or, in the child process, the holder, which never returns.
 #[test]
-fn holder_process() {
-    let Ok(user) = std::env::var(HOLDER_USER_ENV) else {
-        return; // Not the child: this "test" is the crash test's helper.
-    };
-    let user = UserId::new(user).expect("user id");
+fn leases_of_a_killed_process_free_themselves() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(async {
-        let store: Arc<dyn LeaseStore> = Arc::new(limiter(short_ttl()).await);
-        let mut held = Vec::new();
-        for _ in 0..HELD {
-            let lease = StreamLease::acquire(store.clone(), user.clone())
-                .await
-                .expect("holder lease")
-                .auto_refresh();
-            println!("LEASE {}", lease.lease_id());
-            held.push(lease);
-        }
-        println!("READY");
-        use std::io::Write as _;
-        std::io::stdout().flush().expect("flush");
-        std::future::pending::<()>().await;
-    });
+    match holder_user() {
+        Some(user) => runtime.block_on(hold(user)),
+        None => runtime.block_on(crash_a_holder()),
+    }
+}
+
+/// The holder's user, when this process is the holder: `HOLDER_USER_ENV` is `<parent pid>:<user>`,
+/// set by this process's parent. A variable set by anyone else fails the test instead of turning
+/// it into a holder that checks nothing.
+fn holder_user() -> Option<UserId> {
+    let value = std::env::var(HOLDER_USER_ENV).ok()?;
+    let (parent, user) = value
+        .split_once(':')
+        .unwrap_or_else(|| panic!("{HOLDER_USER_ENV}={value:?}: want <parent pid>:<user>"));
+    assert_eq!(
+        parent.parse::<u32>().ok(),
+        Some(std::os::unix::process::parent_id()),
+        "{HOLDER_USER_ENV} is set, but not by this process's parent: this is not the crash test's holder"
+    );
+    Some(UserId::new(user).expect("user id"))
+}
+
+/// The holder side, run only in the child process: acquires `HELD` auto-refreshed leases, prints
+/// their ids, then waits to be killed.
+async fn hold(user: UserId) {
+    let store: Arc<dyn LeaseStore> = Arc::new(limiter(short_ttl()).await);
+    let mut held = Vec::new();
+    for _ in 0..HELD {
+        let lease = StreamLease::acquire(store.clone(), user.clone())
+            .await
+            .expect("holder lease")
+            .auto_refresh();
+        println!("LEASE {}", lease.lease_id());
+        held.push(lease);
+    }
+    println!("READY");
+    use std::io::Write as _;
+    std::io::stdout().flush().expect("flush");
+    std::future::pending::<()>().await;
 }
 
 /// Kills the child if the test fails before it does.
@@ -69,14 +89,15 @@ impl Drop for KillOnDrop {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leases_of_a_killed_process_free_themselves() {
+/// The crash test, in this process: starts the holder, checks its leases, kills it and waits for
+/// the leases to free themselves.
+async fn crash_a_holder() {
     let user = unique_user("crash");
     let exe = std::env::current_exe().expect("test binary");
     let mut child = KillOnDrop(
         Command::new(exe)
-            .args(["--exact", HOLDER_TEST, "--nocapture", "--test-threads=1"])
-            .env(HOLDER_USER_ENV, user.as_str())
+            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+            .env(HOLDER_USER_ENV, format!("{}:{}", std::process::id(), user.as_str()))
             .env("REDIS_URL", redis_url())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -88,7 +109,8 @@ async fn leases_of_a_killed_process_free_themselves() {
         let mut ids = Vec::new();
         for line in BufReader::new(stdout).lines() {
             let line = line.expect("holder output");
-            // libtest may print "test crash::holder_process ... " in front of the first line.
+            // libtest may print "test crash::leases_of_a_killed_process_free_themselves ... " in
+            // front of the first line.
             if let Some((_, id)) = line.split_once("LEASE ") {
                 ids.push(LeaseId::new(id.trim()).expect("lease id"));
             } else if line.ends_with("READY") {

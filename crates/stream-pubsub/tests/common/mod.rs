@@ -3,6 +3,10 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod child;
+pub mod mid_stream;
+pub mod own;
+
 use redis::aio::MultiplexedConnection;
 use stream_core::ChannelConfig;
 use stream_pubsub::{RedisBroker, redis};
@@ -76,29 +80,39 @@ pub async fn cluster_admin() -> redis::cluster_async::ClusterConnection {
 #[derive(Debug)]
 pub struct ClientInfo {
     pub id: u64,
+    /// The client's address: this end's local address for a connection of this process.
+    pub addr: String,
     pub name: String,
     pub flags: String,
     pub sub: u64,
     pub ssub: u64,
 }
 
+/// The value of `key` in one `CLIENT LIST` / `CLIENT INFO` line ("" when absent).
+pub fn client_field(line: &str, key: &str) -> String {
+    line.split(' ')
+        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+        .unwrap_or("")
+        .to_owned()
+}
+
 pub async fn client_list(url: &str) -> Vec<ClientInfo> {
-    let mut conn = admin(url).await;
+    client_list_on(&mut admin(url).await).await
+}
+
+/// `CLIENT LIST` over a connection the caller keeps.
+pub async fn client_list_on(conn: &mut MultiplexedConnection) -> Vec<ClientInfo> {
     let text: String = redis::cmd("CLIENT")
         .arg("LIST")
-        .query_async(&mut conn)
+        .query_async(conn)
         .await
         .expect("CLIENT LIST");
     text.lines()
         .map(|line| {
-            let field = |key: &str| {
-                line.split(' ')
-                    .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
-                    .unwrap_or("")
-                    .to_owned()
-            };
+            let field = |key: &str| client_field(line, key);
             ClientInfo {
                 id: field("id").parse().expect("client id"),
+                addr: field("addr"),
                 name: field("name"),
                 flags: field("flags"),
                 sub: field("sub").parse().unwrap_or(0),
@@ -115,12 +129,22 @@ pub async fn named(url: &str, name: &str) -> Vec<ClientInfo> {
 
 /// Kills one client by id; returns how many were killed.
 pub async fn kill(url: &str, id: u64) -> u64 {
+    kill_where(url, "ID", id).await
+}
+
+/// `CLIENT KILL TYPE pubsub`: kills every pub/sub client of the server, whoever opened it;
+/// returns how many were killed.
+pub async fn kill_type_pubsub(url: &str) -> u64 {
+    kill_where(url, "TYPE", "pubsub").await
+}
+
+async fn kill_where(url: &str, filter: &str, value: impl redis::ToRedisArgs) -> u64 {
     let mut conn = admin(url).await;
     redis::cmd("CLIENT")
         .arg("KILL")
-        .arg("ID")
-        .arg(id)
+        .arg(filter)
+        .arg(value)
         .query_async(&mut conn)
         .await
-        .expect("CLIENT KILL")
+        .unwrap_or_else(|e| panic!("CLIENT KILL {filter} on {url}: {e}"))
 }
