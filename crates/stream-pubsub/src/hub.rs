@@ -33,12 +33,22 @@ pub(crate) enum SubscriberConn {
 }
 
 impl SubscriberConn {
-    async fn subscribe(&mut self, channels: &[Box<str>]) -> RedisResult<()> {
+    /// Subscribes `channels`. On a cluster, `in_turn` sends the `SSUBSCRIBE`s one after another
+    /// instead of together: after a node's connection broke, the cluster client opens a new
+    /// connection for each concurrent command to that node and keeps only one, so subscriptions
+    /// made on the others would be lost. Restores go in turn; new channels go together.
+    async fn subscribe(&mut self, channels: &[Box<str>], in_turn: bool) -> RedisResult<()> {
         match self {
             Self::Standalone(conn) => {
                 for chunk in channels.chunks(CHUNK) {
                     let names: Vec<&str> = chunk.iter().map(|c| &**c).collect();
                     conn.subscribe(names).await?;
+                }
+                Ok(())
+            }
+            Self::Cluster(conn) if in_turn => {
+                for channel in channels {
+                    conn.ssubscribe(&**channel).await?;
                 }
                 Ok(())
             }
@@ -157,6 +167,8 @@ impl Hub {
             };
             let mut touched = HashSet::new();
             let mut lost = false;
+            // Channels the server dropped are subscribed again in turn (see `subscribe`).
+            let mut resubscribing = false;
             let mut next = first;
             loop {
                 match next {
@@ -168,6 +180,7 @@ impl Hub {
                         tracing::info!(channel = %c, "redis dropped a subscription; subscribing again");
                         self.subscribed.remove(&c);
                         touched.insert(c);
+                        resubscribing = true;
                     }
                     Some(HubMsg::Disconnected(generation)) => lost |= generation == self.fanout.generation(),
                 }
@@ -183,7 +196,7 @@ impl Hub {
                 }
                 continue;
             }
-            if let Err(e) = self.reconcile(&touched).await {
+            if let Err(e) = self.reconcile(&touched, resubscribing).await {
                 tracing::warn!(error = %e, "redis (un)subscribe failed; reconnecting");
                 if !self.recover().await {
                     return;
@@ -192,8 +205,9 @@ impl Hub {
         }
     }
 
-    /// Brings the server-side subscriptions of `touched` in line with the local subscribers.
-    async fn reconcile(&mut self, touched: &HashSet<Box<str>>) -> RedisResult<()> {
+    /// Brings the server-side subscriptions of `touched` in line with the local subscribers;
+    /// `in_turn` as for [`SubscriberConn::subscribe`].
+    async fn reconcile(&mut self, touched: &HashSet<Box<str>>, in_turn: bool) -> RedisResult<()> {
         let (add, remove) = self.fanout.diff(touched, &self.subscribed);
         if !remove.is_empty() {
             self.conn.unsubscribe(&remove).await?;
@@ -202,7 +216,7 @@ impl Hub {
             }
         }
         if !add.is_empty() {
-            self.conn.subscribe(&add).await?;
+            self.conn.subscribe(&add, in_turn).await?;
             self.subscribed.extend(add);
         }
         self.fanout
@@ -248,7 +262,7 @@ impl Hub {
         }
         let wanted = self.fanout.channel_names();
         stale.extend(wanted.iter().cloned());
-        self.conn.subscribe(&wanted).await?;
+        self.conn.subscribe(&wanted, true).await?;
         self.subscribed = wanted.into_iter().collect();
         self.fanout.activate(self.subscribed.iter());
         let gone: Vec<Box<str>> = stale.difference(&self.subscribed).cloned().collect();

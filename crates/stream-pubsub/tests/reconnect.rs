@@ -8,9 +8,7 @@
 
 mod common;
 
-use common::mid_stream::{
-    CLUSTER_REST, channel_events, ids, read_through_a_kill, standalone_killed_mid_stream, subscribe_all,
-};
+use common::mid_stream::{cluster_killed_mid_stream, ids, standalone_killed_mid_stream};
 use stream_core::conformance::broker::{numbered, take};
 use stream_core::conformance::unique_channel;
 use stream_core::{ChannelConfig, Event, EventPublisher, EventSubscriber};
@@ -49,27 +47,7 @@ async fn events_published_while_disconnected_come_from_history() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_subscriber_connections_killed_mid_stream() {
-    let nodes = common::cluster_nodes();
-    let name = common::unique_name("sp-ckill");
-    let broker = common::cluster_named(ChannelConfig::default(), &name).await;
-    let publisher = common::cluster(ChannelConfig::default()).await;
-    // Enough channels that every node serves some.
-    let sent: Vec<Vec<Event>> = (0..6).map(|_| channel_events("ckill")).collect();
-    let subs = subscribe_all(&broker, &sent).await;
-    let mut targets = Vec::new();
-    let mut ssub = 0;
-    for node in &nodes {
-        let conns = common::named(node, &name).await;
-        assert!(
-            conns.len() <= 1,
-            "at most one subscriber connection per node: {conns:?}"
-        );
-        ssub += conns.iter().map(|c| c.ssub).sum::<u64>();
-        targets.extend(conns.into_iter().map(|c| (node.clone(), c.id)));
-    }
-    assert_eq!(ssub, 6, "six sharded subscriptions across the nodes");
-
-    read_through_a_kill(subs, publisher, &sent, CLUSTER_REST, || async {
+    cluster_killed_mid_stream(|targets| async move {
         let mut killed = 0;
         for (node, id) in &targets {
             killed += common::kill(node, *id).await;

@@ -16,20 +16,9 @@ use tokio::sync::oneshot;
 pub const EVENTS: usize = 400;
 /// The kill comes once the first subscriber has read this many.
 pub const KILL_AFTER: usize = 100;
-/// With [`Rest::AfterTheKill`], the publisher sends this many on each channel, then waits for the
-/// kill before the rest.
+/// The publisher sends this many on each channel, then waits for the kill before the rest, so
+/// that some events are certainly published while the broker reconnects, or after.
 pub const BEFORE_KILL: usize = 200;
-
-/// When the publisher sends the events past `BEFORE_KILL`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rest {
-    /// Once the kill is done, right away: some events are certainly published while the broker
-    /// reconnects, or after.
-    AfterTheKill,
-    /// Without waiting: on a loaded machine the publisher may be done before the kill, and then
-    /// the kill only tests the refill from history.
-    Anytime,
-}
 
 pub fn ids(events: &[Event]) -> Vec<EventId> {
     events.iter().map(|e| e.id).collect()
@@ -43,26 +32,16 @@ pub fn channel_events(prefix: &str) -> Vec<Event> {
     events
 }
 
-/// The cluster test does not hold the publisher back. A kill on the cluster nodes now and then
-/// loses a sharded subscription, and its subscriber stalls: redis-rs opens several connections to
-/// a node under repair, one per concurrent `SSUBSCRIBE` of the broker's restore, and keeps one;
-/// the subscriptions made on the others go with them, while the broker counts them as restored.
-/// Events certainly published after the kill (`Rest::AfterTheKill`) make that more likely; on a
-/// loaded machine it can happen either way. Switch to `Rest::AfterTheKill` once the broker (or
-/// redis-rs) is fixed.
-pub const CLUSTER_REST: Rest = Rest::Anytime;
-
 /// Publishes the events of every channel, a few at a time, from another broker (a worker process
-/// would): the first `BEFORE_KILL` of each, then the rest, with [`Rest::AfterTheKill`] once
-/// `killed` fires (or its sender is gone).
+/// would): the first `BEFORE_KILL` of each, then the rest once `killed` fires (or its sender is
+/// gone).
 pub fn spawn_publisher(
     publisher: Arc<RedisBroker>,
     sent: Vec<Vec<Event>>,
-    rest: Rest,
     killed: oneshot::Receiver<()>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut killed = (rest == Rest::AfterTheKill).then_some(killed);
+        let mut killed = Some(killed);
         for n in 0..sent[0].len() {
             if n == BEFORE_KILL
                 && let Some(killed) = killed.take()
@@ -91,18 +70,13 @@ pub async fn subscribe_all(broker: &RedisBroker, sent: &[Vec<Event>]) -> Vec<Sub
 /// Starts the publisher and reads every subscription (one per list of `sent`) to its end, calling
 /// `kill` once the first one has `KILL_AFTER` events; asserts that `kill` killed something and
 /// that each subscription got exactly its channel's events, in order.
-pub async fn read_through_a_kill<F, Fut>(
-    subs: Vec<Subscription>,
-    publisher: RedisBroker,
-    sent: &[Vec<Event>],
-    rest: Rest,
-    kill: F,
-) where
+pub async fn read_through_a_kill<F, Fut>(subs: Vec<Subscription>, publisher: RedisBroker, sent: &[Vec<Event>], kill: F)
+where
     F: FnOnce() -> Fut,
     Fut: Future<Output = u64>,
 {
     let (killed_tx, killed_rx) = oneshot::channel();
-    let task = spawn_publisher(Arc::new(publisher), sent.to_vec(), rest, killed_rx);
+    let task = spawn_publisher(Arc::new(publisher), sent.to_vec(), killed_rx);
     let mut subs = subs.into_iter();
     let mut first = subs.next().expect("a subscription");
     let mut got = take(&mut first, KILL_AFTER).await;
@@ -145,7 +119,7 @@ where
     assert_eq!(before[0].sub, 3);
     let old_id = before[0].id;
 
-    read_through_a_kill(subs, publisher, &sent, Rest::AfterTheKill, || kill(url.clone(), old_id)).await;
+    read_through_a_kill(subs, publisher, &sent, || kill(url.clone(), old_id)).await;
 
     // The broker reconnected (a new connection with the same name): the kill took the old one.
     let after = super::named(&url, &name).await;
@@ -155,4 +129,35 @@ where
         "one subscriber connection after the reconnect: {after:?}"
     );
     assert_ne!(after[0].id, old_id, "the subscriber connection should be a new one");
+}
+
+/// The cluster case: a broker reads six channels (some on every node) while `kill` (given each
+/// node's URL and the id of the broker's subscriber connection there) kills those connections;
+/// the broker subscribes again on every node, in turn, and refills from history.
+pub async fn cluster_killed_mid_stream<F, Fut>(kill: F)
+where
+    F: FnOnce(Vec<(String, u64)>) -> Fut,
+    Fut: Future<Output = u64>,
+{
+    let nodes = super::cluster_nodes();
+    let name = super::unique_name("sp-ckill");
+    let broker = super::cluster_named(ChannelConfig::default(), &name).await;
+    let publisher = super::cluster(ChannelConfig::default()).await;
+    // Enough channels that every node serves some.
+    let sent: Vec<Vec<Event>> = (0..6).map(|_| channel_events("ckill")).collect();
+    let subs = subscribe_all(&broker, &sent).await;
+    let mut targets = Vec::new();
+    let mut ssub = 0;
+    for node in &nodes {
+        let conns = super::named(node, &name).await;
+        assert!(
+            conns.len() <= 1,
+            "at most one subscriber connection per node: {conns:?}"
+        );
+        ssub += conns.iter().map(|c| c.ssub).sum::<u64>();
+        targets.extend(conns.into_iter().map(|c| (node.clone(), c.id)));
+    }
+    assert_eq!(ssub, 6, "six sharded subscriptions across the nodes");
+
+    read_through_a_kill(subs, publisher, &sent, || kill(targets)).await;
 }
