@@ -4,16 +4,21 @@
 #   - the launcher lives in integration-tests/opensearch-node (pom.xml + one Java class); Maven
 #     compiles it and copies the runtime jars to its target/lib, offline first, online if needed;
 #   - the node runs in the background; its pid, log and data live in .services/opensearch/
-#     (wiped on each start, so every run begins with an empty cluster);
+#     (wiped on each start, so every run begins with an empty cluster, unless
+#     OPENSEARCH_KEEP_DATA=1: then a restarted node keeps its indices, as a real one does);
 #   - start returns once /_cluster/health answers green or yellow.
 # Usage: scripts/opensearch.sh start|stop|status
 # Env: OPENSEARCH_HTTP_PORT (9250), OPENSEARCH_TRANSPORT_PORT (9350), OPENSEARCH_START_TIMEOUT (120 s),
-#      JAVA_HOME (else Debian's Java 17, else `java` on PATH; needs Java 17 to 23).
+#      JAVA_HOME (else Debian's Java 17, else `java` on PATH; needs Java 17 to 23),
+#      OPENSEARCH_INSTANCE (a name for a second node with its own ports: its files live in
+#      .services/opensearch-<name>/; the outage test stops and restarts one),
+#      OPENSEARCH_KEEP_DATA (1: start on the data of the last run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"
 LAUNCHER="$REPO/integration-tests/opensearch-node"
-ROOT="$REPO/.services/opensearch"
+INSTANCE="${OPENSEARCH_INSTANCE:-}"
+ROOT="$REPO/.services/opensearch${INSTANCE:+-$INSTANCE}"
 PIDFILE="$ROOT/node.pid"
 LOG="$ROOT/node.log"
 HTTP_PORT="${OPENSEARCH_HTTP_PORT:-9250}"
@@ -82,7 +87,10 @@ start() {
     return 1
   fi
   build
-  rm -rf "$ROOT/home" "$LOG"
+  if [ "${OPENSEARCH_KEEP_DATA:-}" != 1 ]; then
+    rm -rf "$ROOT/home"
+  fi
+  rm -f "$LOG"
   local t0 pid
   t0=$(now)
   # setsid: its own process group, so that `stop` and the caller's job control don't mix.

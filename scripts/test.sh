@@ -15,6 +15,8 @@ export OPENSEARCH_URL="${OPENSEARCH_URL:-http://127.0.0.1:9250}"
 
 cleanup() {
   scripts/opensearch.sh stop >/dev/null 2>&1 || true
+  # The second node the OpenSearch outage test stops and restarts, if a failed test left it up.
+  OPENSEARCH_INSTANCE=restart scripts/opensearch.sh stop >/dev/null 2>&1 || true
   scripts/redis.sh stop >/dev/null 2>&1 || true
 }
 trap cleanup EXIT

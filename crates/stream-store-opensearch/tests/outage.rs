@@ -1,6 +1,7 @@
-//! Outages, through a TCP proxy inside the test between the store and the real node. The node
-//! process itself is never stopped or killed: it is shared with the other tests, and a restart
-//! costs a JVM start. The proxy's modes:
+//! Outages. One test stops a real node mid-run and starts it again: a second node of its own
+//! (`scripts/opensearch.sh` with `OPENSEARCH_INSTANCE=restart`, on ports 9252/9352), so that the
+//! node the other tests share stays up. The others put a TCP proxy inside the test between the
+//! store and the shared node. The proxy's modes:
 //! - forwards to the node (up);
 //! - refuses connections, as a stopped node does: it closes its listening socket and every open
 //!   connection, so a connect gets ECONNREFUSED; later it listens on the same port again;
@@ -8,8 +9,7 @@
 //! - answers 503 (the writer retries), or 403 (the writer drops without retrying).
 //!
 //! Not covered: a connection cut while a `_bulk` request is in flight (each outage starts with the
-//! writer idle, so that the counters can be checked exactly), or what a real restart does to the
-//! node's own data.
+//! writer idle, so that the counters can be checked exactly).
 
 mod common;
 
@@ -247,9 +247,10 @@ impl EventStore for Counting {
     }
 }
 
-/// A store that reaches the node through a [`Proxy`], and a publisher that persists to it.
+/// A store that reaches the node through a [`Proxy`] (or directly), and a publisher that persists
+/// to it.
 struct Fixture {
-    proxy: Proxy,
+    proxy: Option<Proxy>,
     store: Arc<OpenSearchEventStore>,
     counting: Arc<Counting>,
     publisher: PersistingPublisher,
@@ -259,8 +260,18 @@ impl Fixture {
     /// `name` goes into the index prefix; `tune` sets the writer up.
     async fn start(name: &str, tune: impl FnOnce(&mut OpenSearchConfig)) -> Self {
         let proxy = Proxy::start(node_addr().await).await;
+        let url = proxy.url();
+        Self::on(Some(proxy), &url, name, tune).await
+    }
+
+    /// The same, on the node at `url`, with no proxy.
+    async fn direct(url: &str, name: &str, tune: impl FnOnce(&mut OpenSearchConfig)) -> Self {
+        Self::on(None, url, name, tune).await
+    }
+
+    async fn on(proxy: Option<Proxy>, url: &str, name: &str, tune: impl FnOnce(&mut OpenSearchConfig)) -> Self {
         let mut config = common::test_config(name);
-        config.url = proxy.url();
+        config.url = url.to_owned();
         tune(&mut config);
         let store = Arc::new(common::connect(config).await);
         let counting = Arc::new(Counting {
@@ -352,6 +363,10 @@ impl Fixture {
         stats
     }
 
+    fn proxy(&self) -> &Proxy {
+        self.proxy.as_ref().expect("a fixture with a proxy")
+    }
+
     async fn end(self) {
         self.store.shutdown().await.expect("shutdown");
         common::cleanup(&self.store).await;
@@ -426,7 +441,7 @@ async fn publishing_keeps_its_latency_in_an_outage_and_writes_resume() {
     // 2. Down (black hole): every request would hang until the 1 s request timeout, so a publish
     //    that waited for storage would take a second or more. None does; the queue fills, and
     //    the rest is dropped and counted.
-    f.proxy.set(Mode::BlackHole).await;
+    f.proxy().set(Mode::BlackHole).await;
     let b = unique_channel("during");
     f.publish_in_the_outage(&b, "outage").await;
 
@@ -442,7 +457,7 @@ async fn publishing_keeps_its_latency_in_an_outage_and_writes_resume() {
     );
 
     // 3. Back up: the writer drains what is left, and new events are written.
-    f.proxy.set(Mode::Up).await;
+    f.proxy().set(Mode::Up).await;
     f.after_the_outage().await;
     let stats = f.check_counters();
     let written_b = all_of(&f.store, &b).await.len() as u64;
@@ -469,8 +484,8 @@ async fn publishing_keeps_its_latency_while_connections_are_refused_and_writes_r
     f.before_the_outage().await;
 
     // 2. Stopped: nothing listens on the port any more, and open connections are closed.
-    f.proxy.set(Mode::Refused).await;
-    let connect = TcpStream::connect(f.proxy.addr).await.map(|_| ());
+    f.proxy().set(Mode::Refused).await;
+    let connect = TcpStream::connect(f.proxy().addr).await.map(|_| ());
     assert!(
         matches!(&connect, Err(e) if e.kind() == ErrorKind::ConnectionRefused),
         "a connect must be refused: {connect:?}"
@@ -511,7 +526,7 @@ async fn publishing_keeps_its_latency_while_connections_are_refused_and_writes_r
 
     // 3. Back: the proxy listens on the same port again. Everything the writer had not given up
     //    (the batch it was retrying, the events still queued) is written, then new events.
-    f.proxy.set(Mode::Up).await;
+    f.proxy().set(Mode::Up).await;
     f.after_the_outage().await;
     let stats = f.check_counters();
     let written_b = all_of(&f.store, &b).await;
@@ -549,7 +564,7 @@ async fn bulk_requests_are_retried_through_503s() {
         config.retry_max_backoff = Duration::from_millis(100);
     })
     .await;
-    let (proxy, store) = (&f.proxy, &f.store);
+    let (proxy, store) = (f.proxy(), &f.store);
 
     proxy.set(Mode::Unavailable).await;
     let ch = unique_channel("retry503");
@@ -578,7 +593,7 @@ async fn a_refused_bulk_request_is_dropped_without_retries() {
         config.retry_initial_backoff = Duration::from_millis(10);
     })
     .await;
-    let (proxy, store) = (&f.proxy, &f.store);
+    let (proxy, store) = (f.proxy(), &f.store);
 
     proxy.set(Mode::Forbidden).await;
     let ch = unique_channel("refused403");
@@ -601,4 +616,103 @@ async fn a_refused_bulk_request_is_dropped_without_retries() {
     assert_eq!(proxy.answered.load(Ordering::SeqCst), 1, "one request, no retry");
     proxy.set(Mode::Up).await;
     f.end().await;
+}
+
+/// A node of this test's own, started and stopped through `scripts/opensearch.sh`, so that
+/// stopping it leaves the node the other tests share alone. Stopped on drop.
+struct OwnNode;
+
+impl OwnNode {
+    const INSTANCE: &'static str = "restart";
+    const HTTP_PORT: u16 = 9252;
+    const TRANSPORT_PORT: u16 = 9352;
+
+    /// Starts it on empty data.
+    async fn start() -> Self {
+        Self::script("start", false).await;
+        Self
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", Self::HTTP_PORT)
+    }
+
+    /// Stops the node process (SIGTERM, then SIGKILL after 20 s).
+    async fn stop(&self) {
+        Self::script("stop", false).await;
+    }
+
+    /// Starts it again on the data it had.
+    async fn restart(&self) {
+        Self::script("start", true).await;
+    }
+
+    async fn script(action: &'static str, keep_data: bool) {
+        let status = tokio::task::spawn_blocking(move || Self::command(action, keep_data).status())
+            .await
+            .expect("join")
+            .expect("run scripts/opensearch.sh");
+        assert!(
+            status.success(),
+            "scripts/opensearch.sh {action} (instance {}) failed",
+            Self::INSTANCE
+        );
+    }
+
+    fn command(action: &str, keep_data: bool) -> std::process::Command {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/opensearch.sh");
+        let mut command = std::process::Command::new(script);
+        command
+            .arg(action)
+            .env("OPENSEARCH_INSTANCE", Self::INSTANCE)
+            .env("OPENSEARCH_HTTP_PORT", Self::HTTP_PORT.to_string())
+            .env("OPENSEARCH_TRANSPORT_PORT", Self::TRANSPORT_PORT.to_string())
+            .env("OPENSEARCH_KEEP_DATA", if keep_data { "1" } else { "0" });
+        command
+    }
+}
+
+impl Drop for OwnNode {
+    fn drop(&mut self) {
+        let _ = Self::command("stop", false).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_keeps_its_latency_while_the_node_is_stopped_and_writes_resume_after_its_restart() {
+    let node = OwnNode::start().await;
+    let f = Fixture::direct(&node.url(), "stopped", |c| {
+        small_batches(c, 1000);
+        c.request_timeout = Duration::from_secs(5);
+        c.flush_timeout = Duration::from_secs(10);
+    })
+    .await;
+
+    // 1. Up: written and queryable.
+    let a = unique_channel("before-stop");
+    let (before, _) = publish_all(&f.publisher, &a, 100).await;
+    f.store.flush().await.expect("flush while up");
+    assert_same(&all_of(&f.store, &a).await, &before, "before the stop");
+
+    // 2. The node process is stopped: publishing does not wait, the queue fills, drops are
+    //    counted, and nothing is written.
+    node.stop().await;
+    let written = f.store.stats().written;
+    let b = unique_channel("stopped");
+    f.publish_in_the_outage(&b, "node stopped").await;
+    assert_eq!(
+        f.store.stats().written,
+        written,
+        "nothing is written while the node is down"
+    );
+
+    // 3. The node is started again on its data: the writer recovers, new events are written, and
+    //    what was written before the stop is still there.
+    node.restart().await;
+    f.after_the_outage().await;
+    assert_same(&all_of(&f.store, &a).await, &before, "kept across the restart");
+    let stats = f.check_counters();
+    eprintln!("node stopped and restarted: {stats:?}");
+    f.end().await;
+    drop(node);
 }
