@@ -23,7 +23,7 @@ stream_core::stream_error_newtype! {
     /// It converts from [`StreamError`] and from everything that converts into it
     /// ([`StreamLimitExceeded`](stream_core::StreamLimitExceeded),
     /// [`AcquireError`](stream_core::AcquireError),
-    /// [`OpenStreamError`](stream_core::sse::OpenStreamError), …), so `?` works on those.
+    /// [`SubscribeError`](stream_core::SubscribeError), …), so `?` works on those.
     pub struct SseError;
 }
 

@@ -338,17 +338,6 @@ impl std::fmt::Debug for SseReply {
     }
 }
 
-/// Why a channel stream could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenStreamError {
-    /// No lease (the user is at the cap, or the store failed).
-    #[error(transparent)]
-    Lease(#[from] AcquireError),
-    /// The subscription failed.
-    #[error(transparent)]
-    Subscribe(#[from] SubscribeError),
-}
-
 /// Subscribes to `channel` after `options.last_event_id` and runs the pipeline over it: the body
 /// of the seed's `sse_response`. One subscribe call.
 pub async fn channel_stream(
@@ -376,7 +365,7 @@ pub async fn channel_stream_with_lease(
     channel: &ChannelId,
     user: UserId,
     options: SseOptions,
-) -> Result<SseReply, OpenStreamError> {
+) -> Result<SseReply, StreamError> {
     let subscription = subscriber.subscribe(channel, options.last_event_id).await?;
     if subscription.is_finished() {
         return Ok(SseReply::Finished);
@@ -400,7 +389,7 @@ impl Streaming {
         channel: &ChannelId,
         user: UserId,
         options: SseOptions,
-    ) -> Result<SseReply, OpenStreamError> {
+    ) -> Result<SseReply, StreamError> {
         channel_stream_with_lease(self.subscriber.as_ref(), self.leases.clone(), channel, user, options).await
     }
 

@@ -332,7 +332,7 @@ async fn channel_stream_with_lease_refuses_over_the_cap() {
         .unwrap();
     let second = sse::channel_stream_with_lease(&*broker, store.clone(), &ch, user.clone(), opts()).await;
     match second {
-        Err(sse::OpenStreamError::Lease(stream_core::AcquireError::LimitExceeded(e))) => {
+        Err(sse::StreamError::LimitExceeded(e)) => {
             assert_eq!(e.limit, 1);
             assert_eq!(e.retry_after, Duration::from_secs(5));
         }
@@ -374,7 +374,7 @@ async fn a_client_with_done_gets_finished_even_at_the_cap() {
     );
     // Without the done id the stream would run, so the cap applies.
     let capped = sse::channel_stream_with_lease(&*broker, store, &ch, user, opts()).await;
-    assert!(matches!(capped, Err(sse::OpenStreamError::Lease(_))), "{capped:?}");
+    assert!(matches!(capped, Err(sse::StreamError::LimitExceeded(_))), "{capped:?}");
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use crate::fanout::{Fanout, HubMsg, Live, Registration};
 use crate::history::{HistoryRead, start_after};
 use crate::keys::{ChannelKeys, KeyArg, owner_key};
 use crate::scripts::Scripts;
-use stream_redis::{SharedConnection, on_runtime};
+use stream_redis::{SharedConnection, evalsha, on_runtime};
 
 /// A Redis broker: a per-channel history with one shared subscriber connection per broker.
 ///
@@ -183,12 +183,8 @@ impl Inner {
     async fn read_history(self: Arc<Self>, keys: Arc<ChannelKeys>, start: String) -> Result<HistoryRead, BoxError> {
         let handle = self.handle.clone();
         on_runtime(&handle, async move {
-            let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(self.scripts.read.get_hash())
-                .arg(2)
-                .arg(&keys.history)
-                .arg(&keys.done)
-                .arg(start);
+            let mut cmd = evalsha(&self.scripts.read, &[&keys.history, &keys.done]);
+            cmd.arg(start);
             let reply: redis::Value = self.commands.run(&cmd, Some(&self.scripts.read)).await?;
             HistoryRead::parse(reply)
         })
@@ -443,11 +439,11 @@ impl ChannelRegistry for RedisBroker {
     /// One round trip (a script: set when absent or the same owner, with `PX ttl`).
     async fn register(&self, channel: &ChannelId, owner: &UserId, ttl: Duration) -> Result<(), RegistryError> {
         let inner = self.inner.clone();
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(inner.scripts.register.get_hash())
-            .arg(1)
-            .arg(owner_key(&inner.config.key_prefix, channel))
-            .arg(owner.as_str())
+        let mut cmd = evalsha(
+            &inner.scripts.register,
+            &[&owner_key(&inner.config.key_prefix, channel)],
+        );
+        cmd.arg(owner.as_str())
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
         let set: i64 = on_runtime(&self.inner.handle, async move {
             inner.commands.run(&cmd, Some(&inner.scripts.register)).await

@@ -11,8 +11,6 @@ use crate::event::InvalidEventId;
 use crate::lease::{AcquireError, LeaseError, StreamLimitExceeded};
 use crate::subscribe::SubscribeError;
 
-use super::OpenStreamError;
-
 /// Why an SSE response could not be made. Every variant is answered with a JSON body
 /// `{"error": <code>, "message": <text>, …}` ([`json_body`](Self::json_body)) and
 /// `Cache-Control: no-store`.
@@ -38,15 +36,6 @@ impl From<AcquireError> for StreamError {
         match e {
             AcquireError::LimitExceeded(e) => Self::LimitExceeded(e),
             AcquireError::Store(e) => Self::Lease(e),
-        }
-    }
-}
-
-impl From<OpenStreamError> for StreamError {
-    fn from(e: OpenStreamError) -> Self {
-        match e {
-            OpenStreamError::Lease(e) => e.into(),
-            OpenStreamError::Subscribe(e) => Self::Subscribe(e),
         }
     }
 }
@@ -105,7 +94,7 @@ impl StreamError {
 
 /// Defines a web adapter's error type: a newtype over [`StreamError`] (its field `0`) that
 /// converts from everything `StreamError` converts from (so `?` works on a
-/// [`StreamLimitExceeded`], an [`AcquireError`], an [`OpenStreamError`], …), displays as it, has
+/// [`StreamLimitExceeded`], an [`AcquireError`], a [`SubscribeError`], …), displays as it, has
 /// its source, and has its [`code`](StreamError::code). The adapter then implements its
 /// framework's response trait for it, which the orphan rule allows only on a type of its own.
 ///
@@ -175,7 +164,7 @@ mod tests {
         [
             LeaseError::Backend("down".into()).into(),
             AcquireError::Store(LeaseError::Backend("down".into())).into(),
-            OpenStreamError::Subscribe(SubscribeError::Closed("slow".into())).into(),
+            SubscribeError::Closed("slow".into()).into(),
         ]
     }
 
@@ -212,9 +201,7 @@ mod tests {
             );
             assert_eq!(e.headers(), [("cache-control", "no-store".to_owned())]);
         }
-        let e = StreamError::from(OpenStreamError::Lease(AcquireError::Store(LeaseError::Backend(
-            "x".into(),
-        ))));
+        let e = StreamError::from(AcquireError::Store(LeaseError::Backend("x".into())));
         assert!(matches!(e, StreamError::Lease(_)));
     }
 
