@@ -23,6 +23,12 @@ pub struct ChannelConfig {
     pub history_ttl: Duration,
     /// Events queued per local subscriber before the slow-subscriber policy applies (default 1024).
     pub subscriber_queue: usize,
+    /// Producer liveness (default 5 s): how often a subscription checks, while its channel is
+    /// quiet, whether the channel's producer still sends heartbeats; a lost producer ends the
+    /// channel with `error` (`producer_lost`) and `done`. An [`Emitter`](crate::Emitter) sends one
+    /// heartbeat per [`Emitter::DEFAULT_HEARTBEAT`](crate::Emitter::DEFAULT_HEARTBEAT) unless told
+    /// otherwise. `None` turns the check off.
+    pub heartbeat_interval: Option<Duration>,
 }
 
 impl Default for ChannelConfig {
@@ -35,6 +41,7 @@ impl Default for ChannelConfig {
             history_max_len: 5000,
             history_ttl: Duration::from_secs(3600),
             subscriber_queue: 1024,
+            heartbeat_interval: Some(Duration::from_secs(5)),
         }
     }
 }

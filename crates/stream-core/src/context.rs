@@ -1,8 +1,9 @@
 //! [`StreamContext`]: plain, serializable data that a route hands to a worker, and the emitters
 //! that bind it to a publisher.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -243,12 +244,98 @@ pub enum LogLevel {
 
 /// A [`StreamContext`] bound to a publisher: emits events from async code.
 ///
-/// Every method publishes one event (one publisher call) and returns its id.
+/// Every method publishes one event (one publisher call) and returns the id the broker gave it,
+/// which is the id every reader sees. An emitter may be shared (`Arc<Emitter>`) by any number of
+/// tasks: the broker orders their events, and none is lost.
+///
+/// **Producer liveness.** From its first event until `done`, an emitter sends a heartbeat every
+/// [`DEFAULT_HEARTBEAT`](Self::DEFAULT_HEARTBEAT) (one small write to the broker, on a tokio task,
+/// or on a thread of its own outside a runtime), which keeps the channel's liveness record alive
+/// for three intervals. If its process dies before `done`, the record expires and the channel's
+/// readers end the stream with `error` (`"reason": "producer_lost"`) and `done`
+/// (`"success": false`). Dropping an emitter before `done` withdraws the record instead: the
+/// channel then has no watched producer. Producers that are not jobs (a route publishing one-off
+/// events) can turn the heartbeat off with [`with_heartbeat(None)`](Self::with_heartbeat).
 pub struct Emitter {
     ctx: Arc<StreamContext>,
     debug: DebugContext,
     publisher: Arc<dyn EventPublisher>,
     closed: AtomicBool,
+    heartbeat: Option<Duration>,
+    beat: Mutex<Option<Beat>>,
+}
+
+/// A running heartbeat; dropping it stops the beat, withdrawing the liveness record unless the
+/// channel got its `done`.
+struct Beat {
+    stop: BeatStop,
+    withdraw: Arc<AtomicBool>,
+}
+
+enum BeatStop {
+    Task(tokio_util::sync::CancellationToken),
+    Thread(std::sync::mpsc::Sender<()>),
+}
+
+impl Beat {
+    fn start(publisher: Arc<dyn EventPublisher>, channel: ChannelId, every: Duration) -> Self {
+        let withdraw = Arc::new(AtomicBool::new(true));
+        let ttl = every * 3;
+        let stop = match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                let token = tokio_util::sync::CancellationToken::new();
+                let (stopped, withdraw) = (token.clone(), withdraw.clone());
+                handle.spawn(async move {
+                    loop {
+                        if let Err(e) = publisher.heartbeat(&channel, Some(ttl)).await {
+                            tracing::debug!(channel = %channel, error = %e, "heartbeat failed");
+                        }
+                        tokio::select! {
+                            () = stopped.cancelled() => break,
+                            () = tokio::time::sleep(every) => {}
+                        }
+                    }
+                    if withdraw.load(Ordering::Acquire) {
+                        let _ = publisher.heartbeat(&channel, None).await;
+                    }
+                });
+                BeatStop::Task(token)
+            }
+            Err(_) => {
+                let (tx, rx) = std::sync::mpsc::channel::<()>();
+                let withdraw = withdraw.clone();
+                let beat = move || {
+                    loop {
+                        if let Err(e) = futures_executor::block_on(publisher.heartbeat(&channel, Some(ttl))) {
+                            tracing::debug!(channel = %channel, error = %e, "heartbeat failed");
+                        }
+                        if !matches!(rx.recv_timeout(every), Err(std::sync::mpsc::RecvTimeoutError::Timeout)) {
+                            break;
+                        }
+                    }
+                    if withdraw.load(Ordering::Acquire) {
+                        let _ = futures_executor::block_on(publisher.heartbeat(&channel, None));
+                    }
+                };
+                if let Err(e) = std::thread::Builder::new().name("stream-heartbeat".into()).spawn(beat) {
+                    tracing::warn!(error = %e, "could not start the heartbeat thread");
+                }
+                BeatStop::Thread(tx)
+            }
+        };
+        Self { stop, withdraw }
+    }
+}
+
+impl Drop for Beat {
+    fn drop(&mut self) {
+        match &self.stop {
+            BeatStop::Task(token) => token.cancel(),
+            BeatStop::Thread(tx) => {
+                let _ = tx.send(());
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Emitter {
@@ -275,6 +362,40 @@ impl Emitter {
             debug,
             publisher,
             closed: AtomicBool::new(false),
+            heartbeat: Some(Self::DEFAULT_HEARTBEAT),
+            beat: Mutex::new(None),
+        }
+    }
+
+    /// The default heartbeat interval: 5 s.
+    pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+
+    /// Sets the heartbeat interval; `None` sends no heartbeat, so the channel's readers do not
+    /// watch this producer (see the type's docs). Readers check at their broker's
+    /// [`ChannelConfig::heartbeat_interval`](crate::ChannelConfig::heartbeat_interval).
+    #[must_use]
+    pub fn with_heartbeat(mut self, every: Option<Duration>) -> Self {
+        self.heartbeat = every.filter(|d| !d.is_zero());
+        self
+    }
+
+    fn beat(&self) -> std::sync::MutexGuard<'_, Option<Beat>> {
+        self.beat.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the heartbeat on the first event.
+    fn start_heartbeat(&self) {
+        let Some(every) = self.heartbeat else { return };
+        let mut beat = self.beat();
+        if beat.is_none() && !self.is_closed() {
+            *beat = Some(Beat::start(self.publisher.clone(), self.ctx.channel_id.clone(), every));
+        }
+    }
+
+    /// Stops the heartbeat after `done`: the record ends with the channel, nothing to withdraw.
+    fn stop_heartbeat(&self) {
+        if let Some(beat) = self.beat().take() {
+            beat.withdraw.store(false, Ordering::Release);
         }
     }
 
@@ -304,8 +425,8 @@ impl Emitter {
     }
 
     async fn send(&self, event: Event) -> Result<EventId, EmitError> {
-        self.publisher.publish(&event).await?;
-        Ok(event.id)
+        self.start_heartbeat();
+        Ok(self.publisher.publish(&event).await?)
     }
 
     /// Emits a raw event of any type but `ping` and `gap`. A `done` closes the emitter as
@@ -329,8 +450,9 @@ impl Emitter {
             Ok(event) => self.send(event).await,
             Err(e) => Err(e),
         };
-        if sent.is_err() {
-            self.closed.store(false, Ordering::Release);
+        match &sent {
+            Ok(_) => self.stop_heartbeat(),
+            Err(_) => self.closed.store(false, Ordering::Release),
         }
         sent
     }
@@ -443,6 +565,14 @@ impl BlockingEmitter {
     /// Whether `complete` has been called.
     pub fn is_closed(&self) -> bool {
         self.inner.is_closed()
+    }
+    /// See [`Emitter::with_heartbeat`]; outside a tokio runtime the heartbeat runs on a thread of
+    /// its own.
+    #[must_use]
+    pub fn with_heartbeat(self, every: Option<Duration>) -> Self {
+        Self {
+            inner: self.inner.with_heartbeat(every),
+        }
     }
     /// See [`Emitter::emit`].
     pub fn emit(&self, kind: EventType, payload: Map<String, Value>) -> Result<EventId, EmitError> {

@@ -12,10 +12,19 @@ use ulid::Ulid;
 
 use crate::ids::ChannelId;
 
-/// An event id: a ULID, monotonic within a process, and the SSE `id:` of the event's frame.
+/// An event id: a ULID, and the SSE `id:` of the event's frame.
 ///
 /// Ids order events: a subscription yields each channel's events in increasing id order, and a
 /// client resumes after the last id it saw.
+///
+/// The broker makes the id of every event it accepts (see `docs/adr/0003-broker-assigned-ids.md`):
+/// the ULID's time part is the millisecond at which the broker accepted it (never smaller than the
+/// channel's previous one) and its random part is the event's **sequence number** in the channel
+/// (1 for the first event, then 2, 3, …). So ids are strictly increasing in the order the broker
+/// accepted the events, whoever published them, and a reader can tell from two ids how many events
+/// lie between them ([`sequence`](Self::sequence)). [`EventId::generate`] makes provisional ids:
+/// the id an [`Event`] carries until a broker accepts it, and the id of events that never pass a
+/// broker (a direct stream).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EventId(Ulid);
 
@@ -33,6 +42,18 @@ impl EventId {
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
             }
         }
+    }
+
+    /// The id of the `sequence`-th event of a channel, accepted at `unix_ms`: the form every broker
+    /// gives the ids it assigns.
+    pub fn from_parts(unix_ms: u64, sequence: u64) -> Self {
+        Self(Ulid::from_parts(unix_ms, u128::from(sequence)))
+    }
+
+    /// The event's sequence number in its channel, for an id a broker assigned (see the type's
+    /// docs); `None` for a provisional id, whose random part does not fit in 64 bits.
+    pub fn sequence(&self) -> Option<u64> {
+        u64::try_from(self.0.random()).ok()
     }
 
     /// The smallest id of the given millisecond (for time-based range scans).

@@ -12,6 +12,7 @@ mod lease;
 pub mod memory;
 mod publish;
 mod registry;
+pub mod replay;
 pub mod sse;
 mod store;
 mod subscribe;

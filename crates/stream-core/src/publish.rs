@@ -1,11 +1,13 @@
 //! Publishing events.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::error::BoxError;
-use crate::event::Event;
+use crate::event::{Event, EventId};
+use crate::ids::ChannelId;
 use crate::store::EventStore;
 
 /// Why a publish failed.
@@ -25,30 +27,53 @@ pub enum PublishError {
 /// A publish both keeps the event in the channel's history (so late and reconnecting subscribers
 /// get it) and delivers it to live subscribers. Control events (`ping`, `gap`) are never published.
 ///
+/// **The broker decides the order.** It accepts each event at one place (a lock, a script under
+/// the channel's hash tag), gives it the channel's next id (see [`EventId`]) and returns that id:
+/// the id the event's readers see. The id the event carried before is only provisional. So any
+/// number of tasks, emitters and processes may publish to one channel at once and every reader
+/// still gets every event, in one order, with strictly increasing ids.
+///
 /// The futures must not depend on being polled inside a particular runtime: a blocking emitter
 /// drives them with a plain executor from a thread that has no tokio runtime. A backend that needs
 /// tokio for its I/O keeps a runtime handle of its own for that case.
 #[async_trait]
 pub trait EventPublisher: Send + Sync + 'static {
-    /// Publishes one event.
-    async fn publish(&self, event: &Event) -> Result<(), PublishError>;
+    /// Publishes one event and returns the id the broker gave it. A control event is not
+    /// published and keeps its own id.
+    async fn publish(&self, event: &Event) -> Result<EventId, PublishError>;
 
-    /// Publishes several events in order. Backends override this to save round trips.
-    async fn publish_batch(&self, events: &[Event]) -> Result<(), PublishError> {
+    /// Publishes several events in order, one after another in the channel's order, and returns
+    /// their ids. Backends override this to save round trips.
+    async fn publish_batch(&self, events: &[Event]) -> Result<Vec<EventId>, PublishError> {
+        let mut ids = Vec::with_capacity(events.len());
         for event in events {
-            self.publish(event).await?;
+            ids.push(self.publish(event).await?);
         }
+        Ok(ids)
+    }
+
+    /// Keeps the channel's producer liveness record alive for `ttl` more (`Some`), or withdraws it
+    /// (`None`: the producer went away on purpose). A channel whose record expires before its
+    /// `done` has lost its producer: its readers end it with `producer_lost` (see
+    /// [`EventSubscriber`](crate::EventSubscriber)). An [`Emitter`](crate::Emitter) calls this
+    /// every heartbeat interval while it is open. Backends without liveness keep the default,
+    /// which does nothing.
+    async fn heartbeat(&self, channel: &ChannelId, ttl: Option<Duration>) -> Result<(), PublishError> {
+        let _ = (channel, ttl);
         Ok(())
     }
 }
 
 #[async_trait]
 impl<T: EventPublisher + ?Sized> EventPublisher for Arc<T> {
-    async fn publish(&self, event: &Event) -> Result<(), PublishError> {
+    async fn publish(&self, event: &Event) -> Result<EventId, PublishError> {
         (**self).publish(event).await
     }
-    async fn publish_batch(&self, events: &[Event]) -> Result<(), PublishError> {
+    async fn publish_batch(&self, events: &[Event]) -> Result<Vec<EventId>, PublishError> {
         (**self).publish_batch(events).await
+    }
+    async fn heartbeat(&self, channel: &ChannelId, ttl: Option<Duration>) -> Result<(), PublishError> {
+        (**self).heartbeat(channel, ttl).await
     }
 }
 
@@ -67,10 +92,14 @@ impl PersistingPublisher {
         Self { inner, store }
     }
 
-    fn archive(&self, event: &Event) {
-        if event.persist
-            && let Err(e) = self.store.append(event)
-        {
+    /// Archives `event` under the id the broker gave it.
+    fn archive(&self, event: &Event, id: EventId) {
+        if !event.persist {
+            return;
+        }
+        let mut stored = event.clone();
+        stored.id = id;
+        if let Err(e) = self.store.append(&stored) {
             tracing::debug!(channel = %event.channel_id, error = %e, "event not archived");
         }
     }
@@ -78,15 +107,19 @@ impl PersistingPublisher {
 
 #[async_trait]
 impl EventPublisher for PersistingPublisher {
-    async fn publish(&self, event: &Event) -> Result<(), PublishError> {
-        self.inner.publish(event).await?;
-        self.archive(event);
-        Ok(())
+    async fn publish(&self, event: &Event) -> Result<EventId, PublishError> {
+        let id = self.inner.publish(event).await?;
+        self.archive(event, id);
+        Ok(id)
     }
 
-    async fn publish_batch(&self, events: &[Event]) -> Result<(), PublishError> {
-        self.inner.publish_batch(events).await?;
-        events.iter().for_each(|e| self.archive(e));
-        Ok(())
+    async fn publish_batch(&self, events: &[Event]) -> Result<Vec<EventId>, PublishError> {
+        let ids = self.inner.publish_batch(events).await?;
+        events.iter().zip(&ids).for_each(|(e, id)| self.archive(e, *id));
+        Ok(ids)
+    }
+
+    async fn heartbeat(&self, channel: &ChannelId, ttl: Option<Duration>) -> Result<(), PublishError> {
+        self.inner.heartbeat(channel, ttl).await
     }
 }

@@ -28,3 +28,21 @@ async fn memory_registry_conforms() {
 async fn memory_event_store_conforms() {
     conformance::store::run(Arc::new(MemoryEventStore::default())).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_broker_announces_gaps() {
+    let broker = MemoryBroker::new(stream_core::ChannelConfig {
+        history_max_len: 10,
+        ..Default::default()
+    });
+    conformance::broker::resume_older_than_history_starts_with_gap(&broker, &broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_broker_watches_producers() {
+    let broker = MemoryBroker::new(stream_core::ChannelConfig {
+        heartbeat_interval: Some(std::time::Duration::from_millis(50)),
+        ..Default::default()
+    });
+    conformance::broker::producer_liveness(Arc::new(broker.clone()), &broker).await;
+}

@@ -140,7 +140,7 @@ struct Flaky {
 
 #[async_trait::async_trait]
 impl stream_core::EventPublisher for Flaky {
-    async fn publish(&self, event: &stream_core::Event) -> Result<(), stream_core::PublishError> {
+    async fn publish(&self, event: &stream_core::Event) -> Result<stream_core::EventId, stream_core::PublishError> {
         use std::sync::atomic::Ordering;
         if self
             .failures

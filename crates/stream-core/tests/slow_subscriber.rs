@@ -1,9 +1,9 @@
 //! The memory broker's slow-subscriber policy: refill from history, `gap` for what history lost.
 
 use futures_util::StreamExt;
-use stream_core::conformance::broker::{numbered, take};
+use stream_core::conformance::broker::{numbered, publish_each, take};
 use stream_core::memory::MemoryBroker;
-use stream_core::{ChannelConfig, ChannelId, Event, EventPublisher, EventSubscriber, EventType, Subscription};
+use stream_core::{ChannelConfig, ChannelId, Event, EventSubscriber, EventType, Subscription};
 
 /// Subscribes with a 4-event queue, then publishes 50 events without reading any.
 async fn flood(history_max_len: usize) -> (Subscription, Vec<Event>) {
@@ -14,10 +14,8 @@ async fn flood(history_max_len: usize) -> (Subscription, Vec<Event>) {
     });
     let ch = ChannelId::generate();
     let slow = broker.subscribe(&ch, None).await.unwrap();
-    let sent: Vec<_> = (0..50).map(|n| numbered(&ch, n)).collect();
-    for e in &sent {
-        broker.publish(e).await.unwrap();
-    }
+    let mut sent: Vec<_> = (0..50).map(|n| numbered(&ch, n)).collect();
+    publish_each(&broker, &mut sent).await;
     (slow, sent)
 }
 

@@ -306,16 +306,16 @@ async fn channel_stream_replays_then_answers_finished_after_done() {
     let ch = channel();
     let first = log(&ch, "first");
     let done = Event::done(ch.clone(), true, Map::new()).unwrap();
-    broker.publish_batch(&[first.clone(), done.clone()]).await.unwrap();
+    let ids = broker.publish_batch(&[first, done]).await.unwrap();
 
     let SseReply::Stream(body) = sse::channel_stream(&*broker, &ch, opts()).await.unwrap() else {
         panic!("expected a stream");
     };
     let frames = parse(&collect(body).await);
     assert_eq!(frames.len(), 2);
-    assert_eq!(frames[0][0].1, first.id.to_string());
+    assert_eq!(frames[0][0].1, ids[0].to_string());
 
-    let reply = sse::channel_stream(&*broker, &ch, opts().last_event_id(Some(done.id)))
+    let reply = sse::channel_stream(&*broker, &ch, opts().last_event_id(Some(ids[1])))
         .await
         .unwrap();
     assert!(matches!(reply, SseReply::Finished));

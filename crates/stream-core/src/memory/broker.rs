@@ -1,27 +1,31 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use serde_json::{Map, json};
 use tokio::sync::broadcast;
 
 use crate::config::ChannelConfig;
-use crate::event::{Event, EventId, EventType};
+use crate::event::{Event, EventId};
 use crate::ids::{ChannelId, UserId};
 use crate::publish::{EventPublisher, PublishError};
 use crate::registry::{ChannelRegistry, RegistryError};
-use crate::subscribe::{EventCursor, EventSubscriber, SubscribeError, Subscription};
+use crate::replay::{self, ChannelLog, HistoryPage, Live, LiveFeed, Liveness, ReplayOptions};
+use crate::subscribe::{EventSubscriber, SubscribeError, Subscription};
 
 /// An in-process broker with per-channel history: the embedded default.
 ///
-/// Each channel keeps its last `history_max_len` events for `history_ttl` after its last event.
-/// Each subscriber has a queue of `subscriber_queue` events. A subscriber that falls further
-/// behind is refilled from history; events that history no longer holds are reported with one
-/// in-band `gap` event (`{"missed": n}`). A slow subscriber never blocks the publisher or other
-/// subscribers, and memory stays bounded.
+/// Each event it accepts gets the channel's next id under one lock (see [`EventId`]): that is the
+/// channel's order, whoever publishes. Each channel keeps its last `history_max_len` events for
+/// `history_ttl` after its last event. Each subscriber has a queue of `subscriber_queue` events,
+/// allocated when the channel gets its first subscriber; a subscriber that falls further behind is
+/// refilled from history, and events that history no longer holds are reported with one in-band
+/// `gap` event (`{"missed": n}`). A slow subscriber never blocks the publisher or other
+/// subscribers, and memory stays bounded. The replay itself is stream-core's
+/// [`replay`](crate::replay), as for every broker.
 ///
-/// It also records channel owners ([`ChannelRegistry`]). Cloning shares the broker.
+/// It also records channel owners ([`ChannelRegistry`]); publishing renews the owner record with
+/// the history. Cloning shares the broker.
 #[derive(Clone)]
 pub struct MemoryBroker {
     shared: Arc<Shared>,
@@ -40,11 +44,17 @@ struct State {
 }
 
 struct Channel {
-    history: VecDeque<(u64, Event)>,
-    next_seq: u64,
-    tx: broadcast::Sender<(u64, Event)>,
+    history: VecDeque<Arc<Event>>,
+    /// The sequence number of the channel's last event (0 before the first).
+    seq: u64,
+    /// The millisecond of the channel's last id: ids never go back in time.
+    last_ms: u64,
+    /// The live feed, made for the first subscriber.
+    tx: Option<broadcast::Sender<Arc<Event>>>,
     touched: Instant,
     done: Option<EventId>,
+    /// When the producer's liveness record expires, while it has one.
+    producer: Option<Instant>,
 }
 
 impl std::fmt::Debug for MemoryBroker {
@@ -83,18 +93,26 @@ impl MemoryBroker {
     }
 }
 
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn channel<'a>(&self, state: &'a mut State, id: &ChannelId) -> &'a mut Channel {
+    fn channel<'a>(state: &'a mut State, id: &ChannelId) -> &'a mut Channel {
         state.channels.entry(id.clone()).or_insert_with(|| Channel {
             history: VecDeque::new(),
-            next_seq: 1,
-            tx: broadcast::channel(self.config.subscriber_queue.max(1)).0,
+            seq: 0,
+            last_ms: 0,
+            tx: None,
             touched: Instant::now(),
             done: None,
+            producer: None,
         })
     }
 
@@ -108,144 +126,136 @@ impl Shared {
         }
         state.last_sweep = Some(now);
         let ttl = self.config.history_ttl;
-        state
-            .channels
-            .retain(|_, c| c.tx.receiver_count() > 0 || now.duration_since(c.touched) < ttl);
+        state.channels.retain(|_, c| {
+            c.tx.as_ref().is_some_and(|tx| tx.receiver_count() > 0) || now.duration_since(c.touched) < ttl
+        });
         state.owners.retain(|_, (_, expires)| *expires > now);
     }
 
-    fn publish_locked(&self, state: &mut State, event: &Event) {
+    /// Accepts one event: gives it the channel's next id, keeps it, sends it live.
+    fn publish_locked(&self, state: &mut State, event: &Event) -> EventId {
         if event.kind.is_control() {
-            return;
+            return event.id;
         }
         let now = Instant::now();
         self.sweep(state, now);
+        let ttl = self.config.history_ttl;
+        if let Some((_, expires)) = state.owners.get_mut(&event.channel_id) {
+            *expires = (*expires).max(now + ttl);
+        }
         let max = self.config.history_max_len.max(1);
-        let channel = self.channel(state, &event.channel_id);
-        let seq = channel.next_seq;
-        channel.next_seq += 1;
+        let channel = Self::channel(state, &event.channel_id);
+        channel.seq += 1;
+        channel.last_ms = channel.last_ms.max(unix_ms());
+        let id = EventId::from_parts(channel.last_ms, channel.seq);
         channel.touched = now;
         if event.kind.closes_stream() {
-            channel.done.get_or_insert(event.id);
+            channel.done.get_or_insert(id);
+            channel.producer = None;
         }
-        channel.history.push_back((seq, event.clone()));
+        let mut accepted = event.clone();
+        accepted.id = id;
+        let accepted = Arc::new(accepted);
+        channel.history.push_back(accepted.clone());
         while channel.history.len() > max {
             channel.history.pop_front();
         }
-        // No receivers is fine: history keeps the event for later subscribers.
-        let _ = channel.tx.send((seq, event.clone()));
+        if let Some(tx) = &channel.tx {
+            // No receivers is fine: history keeps the event for later subscribers.
+            let _ = tx.send(accepted);
+        }
+        id
     }
 }
 
 #[async_trait]
 impl EventPublisher for MemoryBroker {
-    async fn publish(&self, event: &Event) -> Result<(), PublishError> {
+    async fn publish(&self, event: &Event) -> Result<EventId, PublishError> {
         let mut state = self.shared.lock();
-        self.shared.publish_locked(&mut state, event);
-        Ok(())
+        Ok(self.shared.publish_locked(&mut state, event))
     }
 
-    async fn publish_batch(&self, events: &[Event]) -> Result<(), PublishError> {
+    async fn publish_batch(&self, events: &[Event]) -> Result<Vec<EventId>, PublishError> {
         let mut state = self.shared.lock();
-        for event in events {
-            self.shared.publish_locked(&mut state, event);
+        Ok(events
+            .iter()
+            .map(|event| self.shared.publish_locked(&mut state, event))
+            .collect())
+    }
+
+    async fn heartbeat(&self, channel: &ChannelId, ttl: Option<Duration>) -> Result<(), PublishError> {
+        let mut state = self.shared.lock();
+        let now = Instant::now();
+        let ch = Shared::channel(&mut state, channel);
+        if ch.done.is_none() {
+            ch.producer = ttl.map(|ttl| now + ttl);
+            ch.touched = now;
         }
         Ok(())
     }
 }
 
-struct Reader {
-    shared: Arc<Shared>,
-    channel: ChannelId,
-    rx: broadcast::Receiver<(u64, Event)>,
-    pending: VecDeque<Event>,
-    /// Every event with a sequence number up to this one has been delivered or skipped.
-    seq: u64,
-    cursor: EventCursor,
-}
-
-impl Reader {
-    /// Refills `pending` from history after the reader fell behind.
-    fn refill(&mut self) {
-        let mut state = self.shared.lock();
-        let Some(channel) = state.channels.get_mut(&self.channel) else {
-            return;
+impl ChannelLog for Shared {
+    async fn read_after(&self, channel: &ChannelId, after: Option<EventId>) -> Result<HistoryPage, SubscribeError> {
+        let state = self.lock();
+        let Some(ch) = state.channels.get(channel) else {
+            return Ok(HistoryPage::default());
         };
-        let first_kept = channel.history.front().map_or(channel.next_seq, |(s, _)| *s);
-        if first_kept > self.seq + 1 {
-            let missed = first_kept - self.seq - 1;
-            let mut payload = Map::new();
-            payload.insert("missed".into(), json!(missed));
-            payload.insert("reason".into(), json!("subscriber fell behind the channel history"));
-            if let Ok(gap) = Event::new(self.channel.clone(), EventType::Gap, payload) {
-                self.pending.push_back(gap);
-            }
-        }
-        let newer = channel.history.iter().filter(|(s, _)| *s > self.seq);
-        self.pending.extend(newer.map(|(_, e)| e.clone()));
-        self.seq = channel.next_seq - 1;
+        let events = ch
+            .history
+            .iter()
+            .filter(|e| after.is_none_or(|a| e.id > a))
+            .map(|e| Event::clone(e))
+            .collect();
+        Ok(HistoryPage { events, done: ch.done })
     }
 
-    async fn next(&mut self) -> Option<Event> {
-        while !self.cursor.is_ended() {
-            if let Some(event) = self.pending.pop_front() {
-                match self.cursor.accept(event) {
-                    Some(e) => return Some(e),
-                    None => continue,
+    async fn check_producer(&self, channel: &ChannelId) -> Result<Liveness, SubscribeError> {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let Some(ch) = state.channels.get(channel) else {
+            return Ok(Liveness::Unknown);
+        };
+        match (ch.done, ch.producer) {
+            (Some(_), _) => Ok(Liveness::Done),
+            (None, None) => Ok(Liveness::Unknown),
+            (None, Some(deadline)) if deadline > now => Ok(Liveness::Alive(deadline - now)),
+            (None, Some(_)) => {
+                for event in replay::producer_lost_events(channel) {
+                    self.publish_locked(&mut state, &event);
                 }
-            }
-            match self.rx.recv().await {
-                Ok((seq, event)) => {
-                    if seq <= self.seq {
-                        continue;
-                    }
-                    self.seq = seq;
-                    if let Some(e) = self.cursor.accept(event) {
-                        return Some(e);
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => self.refill(),
-                Err(broadcast::error::RecvError::Closed) => return None,
+                Ok(Liveness::Lost)
             }
         }
-        None
+    }
+}
+
+/// A memory subscriber's live feed: the channel's broadcast.
+struct Feed(broadcast::Receiver<Arc<Event>>);
+
+impl LiveFeed for Feed {
+    async fn recv(&mut self) -> Option<Live> {
+        match self.0.recv().await {
+            Ok(event) => Some(Live::Event(event)),
+            Err(broadcast::error::RecvError::Lagged(_)) => Some(Live::Lagged),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
     }
 }
 
 #[async_trait]
 impl EventSubscriber for MemoryBroker {
     async fn subscribe(&self, channel: &ChannelId, after: Option<EventId>) -> Result<Subscription, SubscribeError> {
-        let mut state = self.shared.lock();
-        let ch = self.shared.channel(&mut state, channel);
-        if let (Some(done), Some(after)) = (ch.done, after)
-            && done <= after
-        {
-            return Ok(Subscription::finished());
-        }
-        // Subscribe, then read history, under one lock: nothing published in between is lost.
-        let rx = ch.tx.subscribe();
-        let pending: VecDeque<Event> = ch
-            .history
-            .iter()
-            .filter(|(_, e)| after.is_none_or(|a| e.id > a))
-            .map(|(_, e)| e.clone())
-            .collect();
-        let reader = Reader {
-            shared: self.shared.clone(),
-            channel: channel.clone(),
-            rx,
-            pending,
-            seq: ch.next_seq - 1,
-            cursor: EventCursor::after(after),
+        let queue = self.shared.config.subscriber_queue.max(1);
+        let feed = {
+            let mut state = self.shared.lock();
+            let ch = Shared::channel(&mut state, channel);
+            Feed(ch.tx.get_or_insert_with(|| broadcast::channel(queue).0).subscribe())
         };
-        drop(state);
-        Ok(Subscription::new(futures_util::stream::unfold(
-            reader,
-            |mut r| async move {
-                let event = r.next().await?;
-                Some((Ok(event), r))
-            },
-        )))
+        let options = ReplayOptions {
+            producer_check: self.shared.config.heartbeat_interval,
+        };
+        replay::open(self.shared.clone(), channel.clone(), after, feed, options).await
     }
 }
 
