@@ -202,7 +202,11 @@ impl<L: ChannelLog, F: LiveFeed> Replay<L, F> {
     /// events.
     fn absorb(&mut self, page: HistoryPage) {
         let last = self.cursor.last_id();
-        let mut events = page.events.into_iter().filter(|e| last.is_none_or(|l| e.id > l)).peekable();
+        let mut events = page
+            .events
+            .into_iter()
+            .filter(|e| last.is_none_or(|l| e.id > l))
+            .peekable();
         match events.peek() {
             Some(first) => {
                 let seq = first.id.sequence();
@@ -220,11 +224,9 @@ impl<L: ChannelLog, F: LiveFeed> Replay<L, F> {
                     (None, Some(1)) => {}
                     // The channel started over (its history was lost), or the resume point is
                     // not one of its ids: what came between is unknown.
-                    _ => self.pending.push_back(gap(
-                        &self.channel,
-                        None,
-                        "the channel history was lost or restarted",
-                    )),
+                    _ => self
+                        .pending
+                        .push_back(gap(&self.channel, None, "the channel history was lost or restarted")),
                 }
                 self.pending.extend(events);
             }

@@ -1,41 +1,48 @@
 //! The broker: publish, subscribe, and the channel registry.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::{Map, json};
+use stream_core::replay::{self, ChannelLog, HistoryPage, Live, LiveFeed, Liveness, ReplayOptions};
 use stream_core::{
-    BoxError, ChannelConfig, ChannelId, ChannelRegistry, Event, EventCursor, EventId, EventPublisher, EventSubscriber,
-    EventType, PublishError, RegistryError, SubscribeError, Subscription, UserId,
+    BoxError, ChannelConfig, ChannelId, ChannelRegistry, Event, EventId, EventPublisher, EventSubscriber, PublishError,
+    RegistryError, SubscribeError, Subscription, UserId,
 };
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
-use crate::fanout::{Fanout, HubMsg, Live, Registration};
+use crate::fanout::{Fanout, HubMsg, Registration};
 use crate::history::{HistoryRead, start_after};
-use crate::keys::{ChannelKeys, KeyArg, owner_key};
+use crate::keys::{ACCEPT_SUFFIXES, ChannelKeys, KeyArg, owner_key};
 use crate::scripts::Scripts;
 use stream_redis::{SharedConnection, evalsha, on_runtime};
 
 /// A Redis broker: a per-channel history with one shared subscriber connection per broker.
 ///
-/// - **Publish** is one `EVALSHA` round trip per call (and per [`publish_batch`]): the script
-///   appends each event to the channel's history stream (`XADD MAXLEN ~ history_max_len`),
-///   publishes it (`PUBLISH`, or `SPUBLISH` on a cluster), renews the history TTL, and records
-///   the first `done` id. It works from a plain thread with no runtime (a `BlockingEmitter`):
-///   the work then runs on the runtime the broker was built on.
+/// - **Publish** is one `EVALSHA` round trip per call (and per [`publish_batch`]): the script, run
+///   under the channel's hash tag, gives each event the channel's next id (the server's time and
+///   the channel's sequence number, see [`EventId`]), appends it to the channel's history stream
+///   (`XADD MAXLEN ~ history_max_len`, entry id `<ms>-<seq>`), publishes it (`PUBLISH`, or
+///   `SPUBLISH` on a cluster), renews the history and owner TTLs, and records the first `done`
+///   id; it returns the ids. So the channel's order is the order in which Redis ran the scripts,
+///   whoever published, from any process or host. A publish whose reply did not come (a timeout,
+///   a broken connection) is resent in a form that finds its first run by a token and returns
+///   the same ids: never a second copy. It works from a plain thread with no runtime (a
+///   `BlockingEmitter`): the work then runs on the runtime the broker was built on.
 /// - **Subscribe** registers a local subscriber with a bounded queue on the broker's one
 ///   subscriber connection (no connection per subscription; the first local subscriber of a
 ///   channel costs one `SUBSCRIBE` round trip), waits until the subscription is confirmed, then
-///   reads the history after the requested id (one round trip), then goes live, dropping any
-///   event whose id is not greater than the last one yielded.
+///   runs stream-core's [`replay`]: the history after the requested id (one round trip), then
+///   live, with the gap rule and the producer watch.
 /// - **Slow subscribers**: a subscriber whose queue (`subscriber_queue`) is full stops receiving
 ///   live messages; once it has drained its queue it refills from history after its last event,
 ///   and whatever the history no longer holds is reported by one `gap` event
-///   (`{"missed": n, "reason": …}`). Nobody else waits; memory is bounded by the queue plus one
+///   (`{"missed": n, "reason": …}`).
+/// - **Producer liveness**: an emitter's heartbeats keep the channel's liveness record (`…:l`);
+///   a quiet channel's subscriptions check it every `heartbeat_interval`, and the first to find
+///   it lapsed ends the channel with `error` (`producer_lost`) and `done`, in one script. Nobody else waits; memory is bounded by the queue plus one
 ///   history read.
 /// - **Reconnect**: when the subscriber connection is lost, every local subscriber is marked the
 ///   same way; the broker reconnects with backoff, subscribes every channel again, and each
@@ -111,62 +118,84 @@ fn join_error(e: tokio::task::JoinError) -> BoxError {
 }
 
 impl Inner {
-    /// The publish commands for `events`: one `EVALSHA` per channel, holding that channel's
-    /// events in order. Control events are skipped. The keys and the event JSON are written
-    /// straight into the command buffer.
-    fn publish_commands(&self, events: &[Event]) -> Vec<redis::Cmd> {
-        let mut groups: Vec<(&ChannelId, redis::Cmd)> = Vec::with_capacity(1);
-        for event in events.iter().filter(|e| !e.kind.is_control()) {
-            let index = match groups.iter().position(|(ch, _)| *ch == &event.channel_id) {
-                Some(index) => index,
-                None => {
-                    let key = |suffix| KeyArg {
-                        prefix: &self.config.key_prefix,
-                        channel: &event.channel_id,
-                        suffix,
-                    };
-                    let mut cmd = redis::Cmd::with_capacity(12, 512);
-                    cmd.arg("EVALSHA")
-                        .arg(self.scripts.publish.get_hash())
-                        .arg(2)
-                        .arg(key(":h"))
-                        .arg(key(":d"))
-                        .arg(key(""))
-                        .arg(&self.max_len)
-                        .arg(&self.ttl_ms)
-                        .arg(if self.cluster { "SPUBLISH" } else { "PUBLISH" });
-                    groups.push((&event.channel_id, cmd));
-                    groups.len() - 1
-                }
-            };
-            let cmd = &mut groups[index].1;
-            cmd.arg(event.id.unix_ms());
-            if event.kind.closes_stream() {
-                cmd.arg(event.id.to_string());
-            } else {
-                cmd.arg("");
-            }
+    /// The publish command of one channel's `events` (control events skipped): the keys and the
+    /// event JSON are written straight into the command buffer. `resend` makes the form that
+    /// looks for its first run.
+    fn publish_command(&self, channel: &ChannelId, events: &[&Event], resend: bool) -> redis::Cmd {
+        let key = |suffix| KeyArg {
+            prefix: &self.config.key_prefix,
+            channel,
+            suffix,
+        };
+        let mut cmd = redis::Cmd::with_capacity(12 + 2 * events.len(), 512 * events.len());
+        cmd.arg("EVALSHA")
+            .arg(self.scripts.publish.get_hash())
+            .arg(ACCEPT_SUFFIXES.len());
+        for suffix in ACCEPT_SUFFIXES {
+            cmd.arg(key(suffix));
+        }
+        cmd.arg(key(""))
+            .arg(&self.max_len)
+            .arg(&self.ttl_ms)
+            .arg(self.publish_command_name())
+            .arg(events.first().map(|e| e.id.to_string()).unwrap_or_default())
+            .arg(if resend { "1" } else { "" });
+        for event in events {
+            cmd.arg(if event.kind.closes_stream() { "1" } else { "" });
             cmd.arg(EventJson(event));
         }
-        groups.into_iter().map(|(_, cmd)| cmd).collect()
+        cmd
+    }
+
+    fn publish_command_name(&self) -> &'static str {
+        if self.cluster { "SPUBLISH" } else { "PUBLISH" }
     }
 
     /// Publishes `events`: one `EVALSHA` per channel, sent together over the multiplexed
-    /// connection (one round trip; on a cluster, one per node, in parallel).
-    async fn publish(self: &Arc<Self>, events: &[Event]) -> Result<(), PublishError> {
-        let cmds = self.publish_commands(events);
-        if cmds.is_empty() {
-            return Ok(());
-        }
-        let inner = self.clone();
-        on_runtime(&self.handle, async move {
-            let script = Some(&inner.scripts.publish);
-            if cmds.len() == 1 {
-                return inner.commands.run::<()>(&cmds[0], script).await;
+    /// connection (one round trip; on a cluster, one per node, in parallel). Returns the ids the
+    /// scripts gave, in the order of `events` (a control event keeps its own).
+    async fn publish(self: &Arc<Self>, events: &[Event]) -> Result<Vec<EventId>, PublishError> {
+        let mut groups: Vec<(ChannelId, Vec<usize>)> = Vec::with_capacity(1);
+        for (index, event) in events.iter().enumerate().filter(|(_, e)| !e.kind.is_control()) {
+            match groups.iter_mut().find(|(ch, _)| *ch == event.channel_id) {
+                Some((_, members)) => members.push(index),
+                None => groups.push((event.channel_id.clone(), vec![index])),
             }
-            futures_util::future::try_join_all(cmds.iter().map(|cmd| inner.commands.run::<()>(cmd, script)))
-                .await
-                .map(drop)
+        }
+        let mut ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
+        if groups.is_empty() {
+            return Ok(ids);
+        }
+        let calls: Vec<(Vec<usize>, redis::Cmd, Vec<Event>)> = groups
+            .into_iter()
+            .map(|(channel, members)| {
+                let group: Vec<&Event> = members.iter().map(|&i| &events[i]).collect();
+                let cmd = self.publish_command(&channel, &group, false);
+                let owned = group.into_iter().cloned().collect();
+                (members, cmd, owned)
+            })
+            .collect();
+        let inner = self.clone();
+        let replies = on_runtime(&self.handle, async move {
+            let script = Some(&inner.scripts.publish);
+            let sends = calls.iter().map(|(_, cmd, group)| {
+                let inner = &inner;
+                async move {
+                    let resend = || {
+                        let refs: Vec<&Event> = group.iter().collect();
+                        inner.publish_command(&group[0].channel_id, &refs, true)
+                    };
+                    inner.commands.run_resend::<(u64, u64)>(cmd, resend, script).await
+                }
+            });
+            let replies = futures_util::future::try_join_all(sends).await?;
+            Ok::<_, BoxError>(
+                calls
+                    .into_iter()
+                    .map(|(members, _, _)| members)
+                    .zip(replies)
+                    .collect::<Vec<_>>(),
+            )
         })
         .await
         .map_err(|e| {
@@ -176,11 +205,39 @@ impl Inner {
                 PublishError::Backend(join_error(e))
             }
         })?
-        .map_err(PublishError::Backend)
+        .map_err(PublishError::Backend)?;
+        for (members, (ms, first)) in replies {
+            for (offset, index) in members.into_iter().enumerate() {
+                ids[index] = EventId::from_parts(ms, first + offset as u64);
+            }
+        }
+        Ok(ids)
     }
 
-    /// Reads the channel's position, done marker and history from `start` on: one round trip.
-    async fn read_history(self: Arc<Self>, keys: Arc<ChannelKeys>, start: String) -> Result<HistoryRead, BoxError> {
+    /// Runs the heartbeat or check script of a channel: keys and the common arguments, then `tail`.
+    async fn channel_script(
+        self: &Arc<Self>,
+        script: fn(&Scripts) -> &redis::Script,
+        channel: &ChannelId,
+        tail: Vec<String>,
+    ) -> Result<i64, BoxError> {
+        let keys = ChannelKeys::new(&self.config.key_prefix, channel);
+        let mut cmd = evalsha(script(&self.scripts), &keys.accept_keys());
+        cmd.arg(&keys.pubsub)
+            .arg(&self.max_len)
+            .arg(&self.ttl_ms)
+            .arg(self.publish_command_name())
+            .arg(tail);
+        let inner = self.clone();
+        on_runtime(&self.handle, async move {
+            inner.commands.run(&cmd, Some(script(&inner.scripts))).await
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    /// Reads the channel's done marker and history from `start` on: one round trip.
+    async fn read_history(self: Arc<Self>, keys: ChannelKeys, start: String) -> Result<HistoryRead, BoxError> {
         let handle = self.handle.clone();
         on_runtime(&handle, async move {
             let mut cmd = evalsha(&self.scripts.read, &[&keys.history, &keys.done]);
@@ -193,10 +250,10 @@ impl Inner {
     }
 
     async fn open(self: Arc<Self>, channel: ChannelId, after: Option<EventId>) -> Result<Subscription, SubscribeError> {
-        let keys = Arc::new(ChannelKeys::new(&self.config.key_prefix, &channel));
+        let pubsub = ChannelKeys::new(&self.config.key_prefix, &channel).pubsub;
         // Subscribe first, then read the history: whatever is published in between arrives both
-        // ways and the copy is dropped by id; nothing falls between the two.
-        let (registration, rx, mut active) = self.fanout.register(&keys.pubsub);
+        // ways and the replay drops the copy by id; nothing falls between the two.
+        let (registration, rx, mut active) = self.fanout.register(&pubsub);
         match tokio::time::timeout(self.subscribe_wait, active.wait_for(|a| *a)).await {
             Ok(Ok(_)) => {}
             Ok(Err(_)) => return Err(SubscribeError::Closed("the broker is shutting down".into())),
@@ -210,38 +267,51 @@ impl Inner {
                 ));
             }
         }
-        let read = self
-            .clone()
-            .read_history(keys.clone(), start_after(after))
-            .await
-            .map_err(SubscribeError::Backend)?;
-        if let (Some(done), Some(after)) = (read.done, after)
-            && done <= after
-        {
-            return Ok(Subscription::finished());
-        }
-        let mut reader = Reader {
-            inner: self,
-            keys,
-            channel,
+        let feed = Feed {
             registration,
             rx,
             active,
-            pending: VecDeque::new(),
-            cursor: EventCursor::after(after),
-            position: 0,
-            echoes: VecDeque::new(),
         };
-        // A new or resuming client gets what history holds, with no gap notice: like the
-        // in-memory broker, only a subscriber that falls behind is told what it missed.
-        reader.absorb(&read, false);
-        Ok(Subscription::new(futures_util::stream::unfold(
-            reader,
-            |mut reader| async move {
-                let item = reader.next().await?;
-                Some((item, reader))
-            },
-        )))
+        let options = ReplayOptions {
+            producer_check: self.config.heartbeat_interval,
+        };
+        replay::open(Arc::new(Log(self)), channel, after, feed, options).await
+    }
+}
+
+/// The broker's stored side, as the replay reads it.
+struct Log(Arc<Inner>);
+
+impl ChannelLog for Log {
+    async fn read_after(&self, channel: &ChannelId, after: Option<EventId>) -> Result<HistoryPage, SubscribeError> {
+        let inner = self.0.clone();
+        let keys = ChannelKeys::new(&inner.config.key_prefix, channel);
+        let read = inner
+            .read_history(keys, start_after(after))
+            .await
+            .map_err(SubscribeError::Backend)?;
+        Ok(HistoryPage {
+            events: read.entries.iter().filter_map(|json| parse_entry(json)).collect(),
+            done: read.done,
+        })
+    }
+
+    async fn check_producer(&self, channel: &ChannelId) -> Result<Liveness, SubscribeError> {
+        let inner = &self.0;
+        let tail = replay::producer_lost_events(channel)
+            .iter()
+            .flat_map(|e| [if e.kind.closes_stream() { "1" } else { "" }.to_owned(), e.to_json()])
+            .collect();
+        let found = inner
+            .channel_script(|s| &s.check, channel, tail)
+            .await
+            .map_err(SubscribeError::Backend)?;
+        Ok(match found {
+            -1 => Liveness::Done,
+            -2 => Liveness::Unknown,
+            0 => Liveness::Lost,
+            left => Liveness::Alive(Duration::from_millis(left.unsigned_abs())),
+        })
     }
 }
 
@@ -265,141 +335,33 @@ fn parse_entry(json: &[u8]) -> Option<Event> {
     }
 }
 
-/// How many entries of a history read are remembered as possible echoes of live messages.
-const MAX_ECHOES: usize = 4096;
-
-/// One subscription: history first, then the local queue, with resyncs from history.
-struct Reader {
-    inner: Arc<Inner>,
-    keys: Arc<ChannelKeys>,
-    channel: ChannelId,
+/// A Redis subscriber's live feed: its queue on the shared connection, with the resync mark.
+struct Feed {
     registration: Registration,
-    rx: mpsc::Receiver<Live>,
+    rx: mpsc::Receiver<Arc<Event>>,
     active: watch::Receiver<bool>,
-    /// Events to yield before the queue: the history read, or a refill.
-    pending: VecDeque<Event>,
-    cursor: EventCursor,
-    /// The channel position (1 = its first event ever) of the newest event seen: yielded,
-    /// dropped as a duplicate, or covered by a history read. Positions make `gap` counts exact.
-    position: u64,
-    /// `(id, position)` of the newest entries of the last history read: the live messages that
-    /// may still arrive for them (published between the subscription and the read). The first
-    /// live message that is not one of them clears the list: later ones cannot be.
-    echoes: VecDeque<(EventId, u64)>,
 }
 
-impl Reader {
-    fn take_live(&mut self, live: Live) -> Option<Event> {
-        let position = match self.echoes.iter().position(|(id, _)| *id == live.id) {
-            Some(index) => {
-                let position = self.echoes[index].1;
-                self.echoes.drain(..=index);
-                position
-            }
-            None => {
-                self.echoes.clear();
-                self.position + 1
-            }
-        };
-        self.position = self.position.max(position);
-        self.cursor.accept(Arc::unwrap_or_clone(live))
-    }
-
-    /// Takes a history read: queues the entries after `position`, remembers the newest as
-    /// possible echoes, and (when asked) reports with one `gap` the events between `position` and
-    /// the first entry the history still holds.
-    fn absorb(&mut self, read: &HistoryRead, report_gap: bool) {
-        if read.added < self.position {
-            // The channel expired and started over: its positions restarted.
-            self.position = 0;
-        }
-        let count = read.entries.len();
-        let first_new = (0..count)
-            .map(|i| read.position(i))
-            .find(|p| *p > self.position)
-            .unwrap_or(read.added + 1);
-        let missed = first_new.saturating_sub(self.position + 1);
-        if report_gap && missed > 0 {
-            let mut payload = Map::new();
-            payload.insert("missed".into(), json!(missed));
-            payload.insert("reason".into(), json!("subscriber fell behind the channel history"));
-            if let Ok(gap) = Event::new(self.channel.clone(), EventType::Gap, payload) {
-                self.pending.push_back(gap);
-            }
-        }
-        self.echoes.clear();
-        let echoes_from = count.saturating_sub(MAX_ECHOES);
-        for (index, json) in read.entries.iter().enumerate() {
-            let Some(event) = parse_entry(json) else {
-                continue;
-            };
-            let position = read.position(index);
-            if index >= echoes_from {
-                self.echoes.push_back((event.id, position));
-            }
-            if position > self.position {
-                self.pending.push_back(event);
-            }
-        }
-        self.position = self.position.max(read.added);
-    }
-
-    /// Refills `pending` from history after the last event, with a `gap` for what history lost.
-    async fn refill(&mut self) -> Result<(), SubscribeError> {
-        let read = self
-            .inner
-            .clone()
-            .read_history(self.keys.clone(), start_after(self.cursor.last_id()))
-            .await
-            .map_err(SubscribeError::Backend)?;
-        self.absorb(&read, true);
-        Ok(())
-    }
-
-    async fn next(&mut self) -> Option<Result<Event, SubscribeError>> {
-        let sub = self.registration.sub.clone();
+impl LiveFeed for Feed {
+    async fn recv(&mut self) -> Option<Live> {
+        let sub = &self.registration.sub;
         loop {
-            if self.cursor.is_ended() {
-                return None;
-            }
-            if let Some(event) = self.pending.pop_front() {
-                match self.cursor.accept(event) {
-                    Some(e) => return Some(Ok(e)),
-                    None => continue,
-                }
-            }
             match self.rx.try_recv() {
-                Ok(live) => {
-                    if let Some(e) = self.take_live(live) {
-                        return Some(Ok(e));
-                    }
-                    continue;
-                }
+                Ok(event) => return Some(Live::Event(event)),
                 Err(mpsc::error::TryRecvError::Disconnected) => return None,
                 Err(mpsc::error::TryRecvError::Empty) => {}
             }
             // The queue is drained: everything queued came before the overflow or the lost
-            // connection. Once the channel is (again) confirmed live, read what was missed.
+            // connection. Once the channel is (again) confirmed live, the replay reads the rest.
             if sub.resync.load(Ordering::SeqCst) {
                 if self.active.wait_for(|a| *a).await.is_err() {
                     return None;
                 }
                 sub.resync.store(false, Ordering::SeqCst);
-                if let Err(e) = self.refill().await {
-                    sub.resync.store(true, Ordering::SeqCst);
-                    return Some(Err(e));
-                }
-                continue;
+                return Some(Live::Lagged);
             }
             tokio::select! {
-                live = self.rx.recv() => match live {
-                    Some(live) => {
-                        if let Some(e) = self.take_live(live) {
-                            return Some(Ok(e));
-                        }
-                    }
-                    None => return None,
-                },
+                live = self.rx.recv() => return live.map(Live::Event),
                 () = sub.wake.notified() => {}
             }
         }
@@ -408,15 +370,27 @@ impl Reader {
 
 #[async_trait]
 impl EventPublisher for RedisBroker {
-    /// One `EVALSHA` round trip (history append + publish). Control events are ignored.
-    async fn publish(&self, event: &Event) -> Result<(), PublishError> {
-        self.inner.publish(std::slice::from_ref(event)).await
+    /// One `EVALSHA` round trip (id, history append, publish). Control events are ignored.
+    async fn publish(&self, event: &Event) -> Result<EventId, PublishError> {
+        let ids = self.inner.publish(std::slice::from_ref(event)).await?;
+        Ok(ids[0])
     }
 
     /// One round trip for the whole batch: one `EVALSHA` per channel in the batch, sent together
     /// (on a cluster, in parallel to the channels' nodes).
-    async fn publish_batch(&self, events: &[Event]) -> Result<(), PublishError> {
+    async fn publish_batch(&self, events: &[Event]) -> Result<Vec<EventId>, PublishError> {
         self.inner.publish(events).await
+    }
+
+    /// One `EVALSHA` round trip: sets the liveness record (the server's time plus `ttl`) and
+    /// renews the history, or deletes the record for `None`.
+    async fn heartbeat(&self, channel: &ChannelId, ttl: Option<Duration>) -> Result<(), PublishError> {
+        let ttl = ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1).to_string());
+        self.inner
+            .channel_script(|s| &s.heartbeat, channel, vec![ttl.unwrap_or_default()])
+            .await
+            .map(drop)
+            .map_err(PublishError::Backend)
     }
 }
 

@@ -19,16 +19,35 @@ pub(crate) struct ChannelKeys {
     pub(crate) history: String,
     /// The id of the channel's first `done` event: `{prefix}{<channel>}:d`.
     pub(crate) done: String,
+    /// The channel's id state, `<ms>:<seq>`: `{prefix}{<channel>}:n`.
+    pub(crate) seq: String,
+    /// The producer's liveness record: `{prefix}{<channel>}:l`.
+    pub(crate) live: String,
+    /// The owner record: `{prefix}{<channel>}:owner`.
+    pub(crate) owner: String,
 }
 
 impl ChannelKeys {
     pub(crate) fn new(prefix: &str, channel: &ChannelId) -> Self {
         let pubsub = format!("{prefix}{{{channel}}}");
-        let history = format!("{pubsub}:h");
-        let done = format!("{pubsub}:d");
-        Self { pubsub, history, done }
+        Self {
+            history: format!("{pubsub}:h"),
+            done: format!("{pubsub}:d"),
+            seq: format!("{pubsub}:n"),
+            live: format!("{pubsub}:l"),
+            owner: format!("{pubsub}:owner"),
+            pubsub,
+        }
+    }
+
+    /// The keys of the scripts that accept events, in their order.
+    pub(crate) fn accept_keys(&self) -> [&str; 5] {
+        [&self.history, &self.done, &self.seq, &self.live, &self.owner]
     }
 }
+
+/// The suffixes of [`ChannelKeys::accept_keys`], for keys written straight into a command.
+pub(crate) const ACCEPT_SUFFIXES: [&str; 5] = [":h", ":d", ":n", ":l", ":owner"];
 
 /// A key of a channel written straight into a command's buffer (no `String` per publish):
 /// `{prefix}{<channel>}{suffix}`.
@@ -62,6 +81,9 @@ mod tests {
         assert_eq!(keys.pubsub, "stream:{job-42}");
         assert_eq!(keys.history, "stream:{job-42}:h");
         assert_eq!(keys.done, "stream:{job-42}:d");
+        assert_eq!(keys.seq, "stream:{job-42}:n");
+        assert_eq!(keys.live, "stream:{job-42}:l");
+        assert_eq!(keys.owner, "stream:{job-42}:owner");
         assert_eq!(owner_key("stream:", &ch), "stream:{job-42}:owner");
         let arg = KeyArg {
             prefix: "stream:",

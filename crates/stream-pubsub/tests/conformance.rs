@@ -40,3 +40,44 @@ async fn broker_suite_across_two_brokers() {
     let subscriber = Arc::new(common::standalone(ChannelConfig::default()).await);
     broker::run(publisher, subscriber).await;
 }
+
+fn short_history() -> ChannelConfig {
+    ChannelConfig {
+        history_max_len: 10,
+        ..ChannelConfig::default()
+    }
+}
+
+fn quick_producer_checks() -> ChannelConfig {
+    ChannelConfig {
+        heartbeat_interval: Some(std::time::Duration::from_millis(50)),
+        ..ChannelConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gaps_are_announced_on_standalone_redis() {
+    let redis = common::standalone(short_history()).await;
+    broker::resume_older_than_history_starts_with_gap(&redis, &redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gaps_are_announced_on_redis_cluster() {
+    let redis = common::cluster(short_history()).await;
+    broker::resume_older_than_history_starts_with_gap(&redis, &redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_are_watched_on_standalone_redis() {
+    let redis = Arc::new(common::standalone(quick_producer_checks()).await);
+    // A second broker watches too: only one of them may end the channel.
+    let other = common::standalone(quick_producer_checks()).await;
+    broker::producer_liveness(redis.clone(), &*redis).await;
+    broker::producer_liveness(redis, &other).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_are_watched_on_redis_cluster() {
+    let redis = Arc::new(common::cluster(quick_producer_checks()).await);
+    broker::producer_liveness(redis.clone(), &*redis).await;
+}

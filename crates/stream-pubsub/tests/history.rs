@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use serde_json::{Map, json};
-use stream_core::conformance::broker::{assert_ends, assert_quiet, numbered, take};
+use stream_core::conformance::broker::{assert_ends, assert_quiet, numbered, publish_all, publish_each, take};
 use stream_core::conformance::unique_channel;
 use stream_core::{ChannelConfig, Event, EventId, EventPublisher, EventSubscriber, EventType};
 use stream_pubsub::{RedisBroker, redis};
@@ -17,34 +17,29 @@ fn ids(events: &[Event]) -> Vec<EventId> {
 /// A worker that emits everything before the browser subscribes loses nothing.
 async fn publish_before_subscribe_loses_nothing(broker: &RedisBroker) {
     let ch = unique_channel("early");
-    let sent: Vec<Event> = (0..100).map(|n| numbered(&ch, n)).collect();
-    for e in &sent {
-        broker.publish(e).await.expect("publish");
-    }
+    let mut sent: Vec<Event> = (0..100).map(|n| numbered(&ch, n)).collect();
+    publish_each(broker, &mut sent).await;
     let mut sub = broker.subscribe(&ch, None).await.expect("subscribe");
     let got = take(&mut sub, 100).await;
     assert_eq!(ids(&got), ids(&sent));
     assert_eq!(got[42].payload["n"], json!(42));
-    let live = numbered(&ch, 100);
-    broker.publish(&live).await.expect("publish");
-    assert_eq!(take(&mut sub, 1).await[0].id, live.id);
+    let live = broker.publish(&numbered(&ch, 100)).await.expect("publish");
+    assert_eq!(take(&mut sub, 1).await[0].id, live);
     assert_quiet(&mut sub).await;
 }
 
 /// A reconnecting client resumes right after its Last-Event-ID, then goes live.
 async fn resume_from_a_mid_stream_id(broker: &RedisBroker) {
     let ch = unique_channel("resume");
-    let sent: Vec<Event> = (0..50).map(|n| numbered(&ch, n)).collect();
-    broker.publish_batch(&sent[..30]).await.expect("publish batch");
-    for e in &sent[30..] {
-        broker.publish(e).await.expect("publish");
-    }
+    let mut sent: Vec<Event> = (0..50).map(|n| numbered(&ch, n)).collect();
+    publish_all(broker, &mut sent[..30]).await;
+    publish_each(broker, &mut sent[30..]).await;
     let mut sub = broker.subscribe(&ch, Some(sent[24].id)).await.expect("subscribe");
     assert_eq!(ids(&take(&mut sub, 25).await), ids(&sent[25..]));
     assert_quiet(&mut sub).await;
     let done = Event::done(ch.clone(), true, Map::new()).expect("done");
-    broker.publish(&done).await.expect("publish");
-    assert_eq!(take(&mut sub, 1).await[0].id, done.id);
+    let done = broker.publish(&done).await.expect("publish");
+    assert_eq!(take(&mut sub, 1).await[0].id, done);
     assert_ends(&mut sub).await;
 }
 
@@ -53,7 +48,7 @@ async fn replay_after_done(broker: &RedisBroker) {
     let ch = unique_channel("replay");
     let mut sent: Vec<Event> = (0..10).map(|n| numbered(&ch, n)).collect();
     sent.push(Event::done(ch.clone(), false, Map::new()).expect("done"));
-    broker.publish_batch(&sent).await.expect("publish batch");
+    publish_all(broker, &mut sent).await;
     // Events after done stay in history but no subscriber gets past done.
     broker.publish(&numbered(&ch, 99)).await.expect("publish");
 
@@ -96,7 +91,15 @@ async fn a_batch_across_channels(broker: &RedisBroker) {
         ping,
         numbered(&b, 1),
     ];
-    broker.publish_batch(&batch).await.expect("publish batch");
+    let given = broker.publish_batch(&batch).await.expect("publish batch");
+    let batch: Vec<Event> = batch
+        .into_iter()
+        .zip(given)
+        .map(|(mut e, id)| {
+            e.id = id;
+            e
+        })
+        .collect();
     let want_a = [batch[0].id, batch[1].id, batch[4].id];
     let want_b = [batch[2].id, batch[6].id];
     assert_eq!(ids(&take(&mut sub_a, 3).await), want_a);
@@ -114,9 +117,9 @@ async fn a_batch_across_channels(broker: &RedisBroker) {
 /// The history is capped (approximately: `MAXLEN ~`) and expires; the keys share a hash tag.
 async fn history_is_capped_and_expires(broker: &RedisBroker, admin_url: &str) {
     let ch = unique_channel("cap");
-    let sent: Vec<Event> = (0..700).map(|n| numbered(&ch, n)).collect();
-    for chunk in sent.chunks(100) {
-        broker.publish_batch(chunk).await.expect("publish batch");
+    let mut sent: Vec<Event> = (0..700).map(|n| numbered(&ch, n)).collect();
+    for chunk in sent.chunks_mut(100) {
+        publish_all(broker, chunk).await;
     }
     let mut conn = common::admin(admin_url).await;
     let prefix = &broker.config().key_prefix;
@@ -134,14 +137,15 @@ async fn history_is_capped_and_expires(broker: &RedisBroker, admin_url: &str) {
     );
     // The done marker is written with the done event and expires with the history.
     let done = Event::done(ch.clone(), true, Map::new()).expect("done");
-    broker.publish(&done).await.expect("publish");
+    let done = broker.publish(&done).await.expect("publish");
     let marker: String = redis::cmd("GET")
         .arg(&done_key)
         .query_async(&mut conn)
         .await
         .expect("GET");
-    assert_eq!(marker, done.id.to_string());
-    for key in [&hist, &done_key] {
+    assert_eq!(marker, done.to_string());
+    let seq_key = format!("{prefix}{{{ch}}}:n");
+    for key in [&hist, &done_key, &seq_key] {
         let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await.expect("PTTL");
         assert!(
             ttl > 0 && ttl <= 60_000,
@@ -194,6 +198,8 @@ async fn cluster_keys_of_a_channel_share_one_slot() {
         format!("{prefix}{{{ch}}}"),
         format!("{prefix}{{{ch}}}:h"),
         format!("{prefix}{{{ch}}}:d"),
+        format!("{prefix}{{{ch}}}:n"),
+        format!("{prefix}{{{ch}}}:l"),
         format!("{prefix}{{{ch}}}:owner"),
     ] {
         let slot: i64 = redis::cmd("CLUSTER")

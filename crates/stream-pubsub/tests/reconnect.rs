@@ -9,7 +9,7 @@
 mod common;
 
 use common::mid_stream::{cluster_killed_mid_stream, ids, standalone_killed_mid_stream};
-use stream_core::conformance::broker::{numbered, take};
+use stream_core::conformance::broker::{numbered, publish_all, take};
 use stream_core::conformance::unique_channel;
 use stream_core::{ChannelConfig, Event, EventPublisher, EventSubscriber};
 
@@ -25,9 +25,8 @@ async fn events_published_while_disconnected_come_from_history() {
     let broker = common::standalone_named(ChannelConfig::default(), &name).await;
     let ch = unique_channel("offline");
     let mut sub = broker.subscribe(&ch, None).await.expect("subscribe");
-    let first = numbered(&ch, 0);
-    broker.publish(&first).await.expect("publish");
-    assert_eq!(take(&mut sub, 1).await[0].id, first.id);
+    let first = broker.publish(&numbered(&ch, 0)).await.expect("publish");
+    assert_eq!(take(&mut sub, 1).await[0].id, first);
 
     // Kill the connection and publish right away, before the broker can have reconnected.
     let conn = common::named(&url, &name).await;
@@ -35,14 +34,13 @@ async fn events_published_while_disconnected_come_from_history() {
     let mut admin = common::admin(&url).await;
     let mut pipe = stream_pubsub::redis::pipe();
     pipe.cmd("CLIENT").arg("KILL").arg("ID").arg(conn[0].id);
-    let offline: Vec<Event> = (1..20).map(|n| numbered(&ch, n)).collect();
+    let mut offline: Vec<Event> = (1..20).map(|n| numbered(&ch, n)).collect();
     let _: () = pipe.query_async(&mut admin).await.expect("CLIENT KILL");
-    broker.publish_batch(&offline).await.expect("publish");
+    publish_all(&broker, &mut offline).await;
     let got = take(&mut sub, offline.len()).await;
     assert_eq!(ids(&got), ids(&offline));
-    let live = numbered(&ch, 20);
-    broker.publish(&live).await.expect("publish");
-    assert_eq!(take(&mut sub, 1).await[0].id, live.id);
+    let live = broker.publish(&numbered(&ch, 20)).await.expect("publish");
+    assert_eq!(take(&mut sub, 1).await[0].id, live);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use stream_core::conformance::broker::{numbered, take};
+use stream_core::conformance::broker::{numbered, publish_all, take};
 use stream_core::conformance::unique_channel;
 use stream_core::{ChannelConfig, Event, EventId, EventPublisher, EventSubscriber};
 use stream_pubsub::redis::{self, aio::MultiplexedConnection};
@@ -149,8 +149,8 @@ async fn a_channel_keeps_streaming_when_its_slot_moves_to_another_node() {
     let publisher = common::cluster(ChannelConfig::default()).await;
     let ch = unique_channel("slot");
     let mut sub = broker.subscribe(&ch, None).await.expect("subscribe");
-    let before: Vec<Event> = (0..5).map(|n| numbered(&ch, n)).collect();
-    publisher.publish_batch(&before).await.expect("publish");
+    let mut before: Vec<Event> = (0..5).map(|n| numbered(&ch, n)).collect();
+    publish_all(&publisher, &mut before).await;
     assert_eq!(ids(&take(&mut sub, 5).await), ids(&before));
 
     let mut nodes = primaries().await;
@@ -186,8 +186,8 @@ async fn a_channel_keeps_streaming_when_its_slot_moves_to_another_node() {
 
     let mut after: Vec<Event> = (5..10).map(|n| numbered(&ch, n)).collect();
     after.push(Event::done(ch.clone(), true, serde_json::Map::new()).expect("done"));
-    for event in &after {
-        publisher.publish(event).await.expect("publish after the move");
+    for event in &mut after {
+        event.id = publisher.publish(event).await.expect("publish after the move");
     }
     assert_eq!(
         ids(&take(&mut sub, after.len()).await),

@@ -28,9 +28,9 @@ fn config(history_max_len: usize) -> ChannelConfig {
 }
 
 /// Publishes `events` one by one while the subscriber reads nothing, then lets the pushes land.
-async fn flood(broker: &RedisBroker, events: &[Event]) {
-    for e in events {
-        broker.publish(e).await.expect("publish");
+async fn flood(broker: &RedisBroker, events: &mut [Event]) {
+    for e in events.iter_mut() {
+        e.id = broker.publish(e).await.expect("publish");
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
 }
@@ -38,13 +38,12 @@ async fn flood(broker: &RedisBroker, events: &[Event]) {
 async fn a_lagging_subscriber_is_refilled_from_history(broker: RedisBroker) {
     let ch = unique_channel("lag");
     let mut slow = broker.subscribe(&ch, None).await.expect("subscribe");
-    let sent: Vec<Event> = (0..300).map(|n| numbered(&ch, n)).collect();
-    flood(&broker, &sent).await;
+    let mut sent: Vec<Event> = (0..300).map(|n| numbered(&ch, n)).collect();
+    flood(&broker, &mut sent).await;
     assert_eq!(ids(&take(&mut slow, 300).await), ids(&sent));
     assert_quiet(&mut slow).await;
-    let live = numbered(&ch, 300);
-    broker.publish(&live).await.expect("publish");
-    assert_eq!(take(&mut slow, 1).await[0].id, live.id, "live again after catching up");
+    let live = broker.publish(&numbered(&ch, 300)).await.expect("publish");
+    assert_eq!(take(&mut slow, 1).await[0].id, live, "live again after catching up");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,18 +64,23 @@ where
     C: redis::aio::ConnectionLike + Send,
 {
     let ch = unique_channel("gap");
-    let sent: Vec<Event> = (0..before + 600).map(|n| numbered(&ch, n)).collect();
+    let mut sent: Vec<Event> = (0..before + 600).map(|n| numbered(&ch, n)).collect();
     let history = format!("{}{{{ch}}}:h", broker.config().key_prefix);
-    flood(&broker, &sent[..before]).await;
+    flood(&broker, &mut sent[..before]).await;
     let kept_before = xlen(admin, &history).await;
     let mut slow = broker.subscribe(&ch, None).await.expect("subscribe");
+    if kept_before < before {
+        let gap = take(&mut slow, 1).await.remove(0);
+        assert_eq!(gap.kind, EventType::Gap, "a new subscriber is told what history lost");
+        assert_eq!(gap.payload["missed"], before - kept_before);
+    }
     let replay = take(&mut slow, kept_before).await;
     assert_eq!(
         ids(&replay),
         ids(&sent[before - kept_before..before]),
         "a new subscriber gets what history holds"
     );
-    flood(&broker, &sent[before..]).await;
+    flood(&broker, &mut sent[before..]).await;
     let kept = xlen(admin, &history).await;
     assert!(
         (10..600 - QUEUE).contains(&kept),
@@ -131,16 +135,17 @@ async fn a_stalled_subscriber_does_not_hold_up_the_others() {
     let ch = unique_channel("stall");
     let mut stalled = broker.subscribe(&ch, None).await.expect("subscribe");
     let mut fast = broker.subscribe(&ch, None).await.expect("subscribe");
-    let sent: Vec<Event> = (0..500).map(|n| numbered(&ch, n)).collect();
+    let mut sent: Vec<Event> = (0..500).map(|n| numbered(&ch, n)).collect();
     let publisher = broker.clone();
-    let to_send = sent.clone();
     let task = tokio::spawn(async move {
-        for e in &to_send {
-            publisher.publish(e).await.expect("publish");
+        for e in &mut sent {
+            e.id = publisher.publish(e).await.expect("publish");
         }
+        sent
     });
-    assert_eq!(ids(&take(&mut fast, 500).await), ids(&sent));
-    task.await.expect("publisher");
+    let got = take(&mut fast, 500).await;
+    let sent = task.await.expect("publisher");
+    assert_eq!(ids(&got), ids(&sent));
     // The stalled one still gets everything once it reads.
     assert_eq!(ids(&take(&mut stalled, 500).await), ids(&sent));
 }

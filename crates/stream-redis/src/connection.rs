@@ -6,6 +6,7 @@
 //! is dropped after an error that breaks it, and the next command checks out a fresh one.
 
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
@@ -15,6 +16,9 @@ use crate::BoxError;
 
 /// How many times [`SharedConnection::run`] sends a command at most.
 const ATTEMPTS: u32 = 3;
+
+/// The default response timeout of every command: see [`SharedConnection::set_response_timeout`].
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The pool a [`SharedConnection`] checks its connection out of.
 pub(crate) enum Pool {
@@ -80,6 +84,7 @@ struct Kept {
 pub struct SharedConnection {
     pool: Pool,
     kept: Mutex<Kept>,
+    response_timeout: Duration,
 }
 
 impl SharedConnection {
@@ -87,7 +92,20 @@ impl SharedConnection {
         Self {
             pool,
             kept: Mutex::default(),
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
         }
+    }
+
+    /// How long one send waits for its reply (default [`DEFAULT_RESPONSE_TIMEOUT`], 2 s). A send
+    /// that times out may still have run on the server: [`run`](Self::run) then resends on a
+    /// fresh connection, in the command's resend form when it has one.
+    pub fn set_response_timeout(&mut self, timeout: Duration) {
+        self.response_timeout = timeout.max(Duration::from_millis(1));
+    }
+
+    /// The response timeout.
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
     }
 
     /// Whether the pool is a Redis Cluster's.
@@ -140,15 +158,39 @@ impl SharedConnection {
     /// Sends `cmd` and reads its reply: one round trip in the steady state.
     ///
     /// When `cmd` is an `EVALSHA` of `script`, a `NOSCRIPT` reply (a restarted or failed-over
-    /// server) loads the script and sends again. An error that broke the connection checks out a
-    /// fresh one and sends again. At most three sends, so only commands that may safely run twice
-    /// belong here: a resent command may have reached Redis the first time.
+    /// server) loads the script and sends again. An error that broke the connection, or no reply
+    /// within the response timeout, checks out a fresh one and sends again. At most three sends,
+    /// so only commands that may safely run twice belong here: a resent command may have reached
+    /// Redis the first time. Commands that must not run twice use
+    /// [`run_resend`](Self::run_resend).
     pub async fn run<T: FromRedisValue>(&self, cmd: &Cmd, script: Option<&Script>) -> Result<T, BoxError> {
+        self.run_resend(cmd, || cmd.clone(), script).await
+    }
+
+    /// As [`run`](Self::run), but a resend after a send whose outcome is unknown (the connection
+    /// broke, or the reply did not come in time) sends `resend()` instead: a form of the command
+    /// that recognises its own earlier run (a publish that looks for its token, say).
+    pub async fn run_resend<T: FromRedisValue>(
+        &self,
+        cmd: &Cmd,
+        resend: impl FnOnce() -> Cmd,
+        script: Option<&Script>,
+    ) -> Result<T, BoxError> {
         let (mut generation, mut conn) = self.checkout().await?;
+        let mut resend = Some(resend);
+        let mut resent: Option<Cmd> = None;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result: Result<T, RedisError> = cmd.query_async(&mut conn).await;
+            let current = resent.as_ref().unwrap_or(cmd);
+            let result: Result<T, RedisError> =
+                match tokio::time::timeout(self.response_timeout, current.query_async(&mut conn)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no reply from redis within {:?}", self.response_timeout),
+                    ))),
+                };
             let err = match result {
                 Ok(value) => return Ok(value),
                 Err(err) if attempt >= ATTEMPTS => return Err(err.into()),
@@ -157,11 +199,15 @@ impl SharedConnection {
             if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
                 && let Some(script) = script
             {
+                // The script did not run: the same form goes again.
                 script.load_async(&mut conn).await?;
-            } else if err.is_unrecoverable_error() {
-                tracing::debug!(error = %err, "redis connection lost; checking out a fresh one");
+            } else if err.is_unrecoverable_error() || err.is_timeout() {
+                tracing::debug!(error = %err, "redis connection lost or silent; checking out a fresh one");
                 self.discard(generation);
                 (generation, conn) = self.checkout().await?;
+                if let Some(resend) = resend.take() {
+                    resent = Some(resend());
+                }
             } else {
                 return Err(err.into());
             }

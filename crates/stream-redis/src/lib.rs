@@ -4,7 +4,7 @@ mod connection;
 mod runtime;
 mod source;
 
-pub use connection::{Conn, SharedConnection, evalsha};
+pub use connection::{Conn, DEFAULT_RESPONSE_TIMEOUT, SharedConnection, evalsha};
 pub use runtime::on_runtime;
 pub use source::{RedisSource, redact};
 

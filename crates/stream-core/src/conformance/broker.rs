@@ -231,7 +231,10 @@ fn assert_every_event_once(got: &[Event], given: &[EventId], writers: &[(usize, 
     );
     let mut seen = std::collections::HashSet::new();
     for e in events {
-        let key = (e.payload["writer"].as_u64().unwrap_or(u64::MAX), e.payload["n"].as_u64().unwrap_or(u64::MAX));
+        let key = (
+            e.payload["writer"].as_u64().unwrap_or(u64::MAX),
+            e.payload["n"].as_u64().unwrap_or(u64::MAX),
+        );
         assert!(seen.insert(key), "{who}: {key:?} arrived twice");
     }
     let expected: usize = writers.iter().map(|(_, count)| count).sum();
@@ -257,7 +260,11 @@ pub async fn concurrent_publishers_lose_nothing(p: Arc<dyn EventPublisher>, s: A
     let tasks: Vec<_> = writers
         .iter()
         .map(|&(writer, count)| {
-            let emitter = if writer < 8 { shared.clone() } else { Arc::new(ctx().bind(p.clone())) };
+            let emitter = if writer < 8 {
+                shared.clone()
+            } else {
+                Arc::new(ctx().bind(p.clone()))
+            };
             tokio::spawn(async move {
                 let mut ids = Vec::with_capacity(count);
                 for n in 0..count {
@@ -301,13 +308,27 @@ pub async fn resume_older_than_history_starts_with_gap(p: &dyn EventPublisher, s
         let mut sub = s.subscribe(&ch, after).await.expect("subscribe");
         let got = take_to_end(&mut sub).await;
         let (gap, rest) = got.split_first().unwrap_or_else(|| panic!("{who}: got nothing"));
-        assert_eq!(gap.kind, EventType::Gap, "{who}: the first event is a gap notice: {gap:?}");
+        assert_eq!(
+            gap.kind,
+            EventType::Gap,
+            "{who}: the first event is a gap notice: {gap:?}"
+        );
         assert!(gap.payload["reason"].is_string(), "{who}: the gap says why");
-        let missed = gap.payload["missed"].as_u64().unwrap_or_else(|| panic!("{who}: missed is known"));
+        let missed = gap.payload["missed"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{who}: missed is known"));
         let skipped = if after.is_some() { 6 } else { 0 };
         assert!(rest.len() < 200, "{who}: the history was trimmed ({} kept)", rest.len());
-        assert_eq!(missed as usize + rest.len(), sent.len() - skipped, "{who}: missed + delivered = all");
-        assert_eq!(ids(rest), ids(&sent[sent.len() - rest.len()..]), "{who}: the kept tail in order");
+        assert_eq!(
+            missed as usize + rest.len(),
+            sent.len() - skipped,
+            "{who}: missed + delivered = all"
+        );
+        assert_eq!(
+            ids(rest),
+            ids(&sent[sent.len() - rest.len()..]),
+            "{who}: the kept tail in order"
+        );
         assert_eq!(rest.last().map(|e| e.kind.clone()), Some(EventType::Done));
     }
 }
@@ -323,12 +344,18 @@ pub async fn producer_liveness(p: Arc<dyn EventPublisher>, s: &dyn EventSubscrib
     let ch = unique_channel("lost");
     let mut subs = vec![s.subscribe(&ch, None).await.expect("subscribe")];
     let first = p.publish(&numbered(&ch, 0)).await.expect("publish");
-    p.heartbeat(&ch, Some(Duration::from_millis(300))).await.expect("heartbeat");
+    p.heartbeat(&ch, Some(Duration::from_millis(300)))
+        .await
+        .expect("heartbeat");
     subs.push(s.subscribe(&ch, None).await.expect("subscribe"));
     for sub in &mut subs {
         let got = take_to_end(sub).await;
         let kinds: Vec<&str> = got.iter().map(|e| e.kind.as_str()).collect();
-        assert_eq!(kinds, ["log", "error", "done"], "the stream ends with producer_lost: {got:?}");
+        assert_eq!(
+            kinds,
+            ["log", "error", "done"],
+            "the stream ends with producer_lost: {got:?}"
+        );
         assert_eq!(got[0].id, first);
         assert_eq!(got[1].payload["reason"], json!("producer_lost"));
         assert_eq!(got[1].payload["fatal"], json!(true));
@@ -337,7 +364,11 @@ pub async fn producer_liveness(p: Arc<dyn EventPublisher>, s: &dyn EventSubscrib
     }
     let mut replay = s.subscribe(&ch, None).await.expect("subscribe");
     let kept = take_to_end(&mut replay).await;
-    assert_eq!(kept.len(), 3, "one error and one done are kept, whoever noticed: {kept:?}");
+    assert_eq!(
+        kept.len(),
+        3,
+        "one error and one done are kept, whoever noticed: {kept:?}"
+    );
     let fin = s.subscribe(&ch, Some(kept[2].id)).await.expect("subscribe");
     assert!(fin.is_finished(), "a reconnect after producer_lost's done is finished");
 
