@@ -38,6 +38,7 @@ pub struct RedisBrokerBuilder {
     client_name: String,
     subscribe_wait: Option<Duration>,
     health_interval: Option<Duration>,
+    response_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for RedisBrokerBuilder {
@@ -111,6 +112,7 @@ impl RedisBrokerBuilder {
             client_name: DEFAULT_CLIENT_NAME.to_owned(),
             subscribe_wait: None,
             health_interval: None,
+            response_timeout: None,
         }
     }
 
@@ -154,6 +156,15 @@ impl RedisBrokerBuilder {
     /// `ping_interval`). A failed check reconnects, as a dropped connection does.
     pub fn health_check_interval(mut self, interval: Duration) -> Self {
         self.health_interval = Some(interval);
+        self
+    }
+
+    /// How long a command (a publish, a history read, a heartbeat) waits for its reply before it
+    /// is resent on a fresh connection (default 2 s, [`stream_redis::DEFAULT_RESPONSE_TIMEOUT`]).
+    /// A resent publish finds its first run and returns the same ids: an event is never stored
+    /// or delivered twice. After three tries the call fails.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = Some(timeout);
         self
     }
 
@@ -237,6 +248,10 @@ impl RedisBrokerBuilder {
                 (commands, SubscriberConn::Cluster(conn), None, true)
             }
         };
+        let mut commands = commands;
+        if let Some(timeout) = self.response_timeout {
+            commands.set_response_timeout(timeout);
+        }
         let hub = Hub::new(fanout.clone(), hub_rx, conn, client, self.client_name.clone(), health);
         handle.spawn(hub.run());
         let subscribe_wait = self.subscribe_wait.unwrap_or(self.config.subscribe_timeout);
