@@ -1,7 +1,7 @@
 //! Per-user caps on concurrent streams: the [`LeaseStore`] trait and the [`StreamLease`] guard.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -285,6 +285,44 @@ impl StreamLease {
     }
 }
 
+/// Releases started by dropped [`StreamLease`]s that have not finished yet, in this process.
+static PENDING_RELEASES: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one pending release for as long as it lives.
+struct PendingRelease;
+
+impl PendingRelease {
+    fn start() -> Self {
+        PENDING_RELEASES.fetch_add(1, Ordering::AcqRel);
+        Self
+    }
+}
+
+impl Drop for PendingRelease {
+    fn drop(&mut self) {
+        PENDING_RELEASES.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl StreamLease {
+    /// Waits, for at most `timeout`, until every release that a dropped lease guard of this
+    /// process has started is done, and returns how many are still pending (0 when all are).
+    ///
+    /// A guard releases its lease from a task, so a server that stops right after its streams end
+    /// could exit before the releases reach the store; a graceful shutdown calls this last (the
+    /// demo apps wait 2 s), so that the user's lease count is back to 0 when the process exits.
+    pub async fn wait_for_releases(timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let pending = PENDING_RELEASES.load(Ordering::Acquire);
+            if pending == 0 || tokio::time::Instant::now() >= deadline {
+                return pending;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 impl Drop for StreamLease {
     fn drop(&mut self) {
         self.stop_refresher();
@@ -292,7 +330,9 @@ impl Drop for StreamLease {
             return;
         }
         let (store, user, lease) = (self.store.clone(), self.user_id.clone(), self.lease_id.clone());
+        let pending = PendingRelease::start();
         let release = async move {
+            let _pending = pending;
             if let Err(e) = store.release(&user, &lease).await {
                 tracing::warn!(user = %user, lease = %lease, error = %e, "releasing a dropped stream lease failed; it expires with its TTL");
             }

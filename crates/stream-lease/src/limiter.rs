@@ -217,6 +217,15 @@ impl StreamLeaseLimiter {
         })
     }
 
+    /// How long a lease operation waits for its reply before it is resent on a fresh connection
+    /// (default 2 s, [`stream_redis::DEFAULT_RESPONSE_TIMEOUT`]); after three tries it fails. For
+    /// every clone that shares this limiter's connection. A resent acquire is not counted twice:
+    /// the lease id is chosen before the first send, and the script adds an id that is already
+    /// there without counting it against the limit.
+    pub fn set_response_timeout(&self, timeout: Duration) {
+        self.shared.conns.set_response_timeout(timeout);
+    }
+
     /// The settings.
     pub fn config(&self) -> &StreamLeaseConfig {
         &self.config

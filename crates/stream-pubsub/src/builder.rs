@@ -248,7 +248,6 @@ impl RedisBrokerBuilder {
                 (commands, SubscriberConn::Cluster(conn), None, true)
             }
         };
-        let mut commands = commands;
         if let Some(timeout) = self.response_timeout {
             commands.set_response_timeout(timeout);
         }

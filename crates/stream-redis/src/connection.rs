@@ -5,6 +5,7 @@
 //! checks one out once, keeps it, and sends every command over clones of it. The kept connection
 //! is dropped after an error that breaks it, and the next command checks out a fresh one.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -84,7 +85,8 @@ struct Kept {
 pub struct SharedConnection {
     pool: Pool,
     kept: Mutex<Kept>,
-    response_timeout: Duration,
+    /// In microseconds, so that it can be set through a shared reference.
+    response_timeout_us: AtomicU64,
 }
 
 impl SharedConnection {
@@ -92,20 +94,21 @@ impl SharedConnection {
         Self {
             pool,
             kept: Mutex::default(),
-            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            response_timeout_us: AtomicU64::new(micros(DEFAULT_RESPONSE_TIMEOUT)),
         }
     }
 
     /// How long one send waits for its reply (default [`DEFAULT_RESPONSE_TIMEOUT`], 2 s). A send
     /// that times out may still have run on the server: [`run`](Self::run) then resends on a
     /// fresh connection, in the command's resend form when it has one.
-    pub fn set_response_timeout(&mut self, timeout: Duration) {
-        self.response_timeout = timeout.max(Duration::from_millis(1));
+    pub fn set_response_timeout(&self, timeout: Duration) {
+        self.response_timeout_us
+            .store(micros(timeout.max(Duration::from_millis(1))), Ordering::Relaxed);
     }
 
     /// The response timeout.
     pub fn response_timeout(&self) -> Duration {
-        self.response_timeout
+        Duration::from_micros(self.response_timeout_us.load(Ordering::Relaxed))
     }
 
     /// Whether the pool is a Redis Cluster's.
@@ -183,12 +186,13 @@ impl SharedConnection {
         loop {
             attempt += 1;
             let current = resent.as_ref().unwrap_or(cmd);
+            let timeout = self.response_timeout();
             let result: Result<T, RedisError> =
-                match tokio::time::timeout(self.response_timeout, current.query_async(&mut conn)).await {
+                match tokio::time::timeout(timeout, current.query_async(&mut conn)).await {
                     Ok(result) => result,
                     Err(_) => Err(RedisError::from(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
-                        format!("no reply from redis within {:?}", self.response_timeout),
+                        format!("no reply from redis within {timeout:?}"),
                     ))),
                 };
             let err = match result {
@@ -213,6 +217,10 @@ impl SharedConnection {
             }
         }
     }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// `EVALSHA <sha> <keys.len()> keys… ` with room for the arguments the caller adds: the command

@@ -42,6 +42,16 @@ pub struct Config {
     pub token_secret: Option<String>,
     /// `DEMO_JOB_QUEUE` (default `stream-demo:jobs`): the Redis list that carries deploy jobs.
     pub job_queue: String,
+    /// `DEMO_WORKER_ID` (default: `HOSTNAME`, else `worker`): the worker's stable name; its
+    /// unfinished jobs wait in `<queue>:processing:<id>` and are requeued when it starts again.
+    /// Give every worker process its own.
+    pub worker_id: String,
+    /// `STREAM_HEARTBEAT_MS` (default 5000): how often a job's emitter sends a heartbeat, and how
+    /// often a quiet stream checks its producer; a producer silent for three heartbeats is lost.
+    pub heartbeat_ms: u64,
+    /// `STREAM_HISTORY_TTL_SECS` (default 3600): how long a channel's history and owner record
+    /// are kept after its last event or heartbeat.
+    pub history_ttl_secs: u64,
 }
 
 impl Default for Config {
@@ -57,6 +67,9 @@ impl Default for Config {
             step_ms: 800,
             token_secret: None,
             job_queue: "stream-demo:jobs".into(),
+            worker_id: "worker".into(),
+            heartbeat_ms: 5000,
+            history_ttl_secs: 3600,
         }
     }
 }
@@ -116,13 +129,29 @@ impl Config {
                 .unwrap_or(d.step_ms),
             token_secret: get("STREAM_TOKEN_SECRET"),
             job_queue: get("DEMO_JOB_QUEUE").unwrap_or(d.job_queue),
+            worker_id: get("DEMO_WORKER_ID").or_else(|| get("HOSTNAME")).unwrap_or(d.worker_id),
+            heartbeat_ms: get("STREAM_HEARTBEAT_MS")
+                .map(|v| parse("STREAM_HEARTBEAT_MS", v).and_then(|n| positive("STREAM_HEARTBEAT_MS", n)))
+                .transpose()?
+                .unwrap_or(d.heartbeat_ms),
+            history_ttl_secs: get("STREAM_HISTORY_TTL_SECS")
+                .map(|v| parse("STREAM_HISTORY_TTL_SECS", v).and_then(|n| positive("STREAM_HISTORY_TTL_SECS", n)))
+                .transpose()?
+                .unwrap_or(d.history_ttl_secs),
         })
+    }
+
+    /// The heartbeat interval of job emitters and of the producer check.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
     }
 
     /// The channel and pipeline settings: the defaults with this ping interval.
     pub fn channel_config(&self) -> ChannelConfig {
         ChannelConfig {
             ping_interval: Duration::from_secs(self.ping_secs),
+            heartbeat_interval: Some(self.heartbeat()),
+            history_ttl: Duration::from_secs(self.history_ttl_secs),
             ..ChannelConfig::default()
         }
     }

@@ -20,7 +20,7 @@ pub use chat::{ChatRequest, chat_events, reply_tokens};
 pub use config::{Config, ConfigError};
 pub use error::ApiError;
 pub use job::{DeployJob, DeployRequest, InvalidJob, SERVERS, run_deploy_job};
-pub use queue::{JobQueue, QueueError, run_worker};
+pub use queue::{JobQueue, QUEUE_RESPONSE_TIMEOUT, QueueError, WorkerOptions, processing_list, run_worker};
 pub use service::{
     Backends, DemoService, DeploymentCreated, MAX_EVENTS_LIMIT, Mode, PreparedDeployment, STREAM_TOKEN_TTL,
     TOKEN_QUERY, USER_HEADER, header_user, query_param, require_user,

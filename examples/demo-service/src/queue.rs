@@ -15,6 +15,9 @@ pub enum QueueError {
     /// Redis failed.
     #[error("job queue: {0}")]
     Redis(#[from] redis::RedisError),
+    /// Redis failed, or did not answer, on every try of a push.
+    #[error("job queue: {0}")]
+    Push(#[source] stream_core::BoxError),
 }
 
 /// Where [`submit`](Self::submit) sends jobs.
@@ -25,11 +28,14 @@ pub enum JobQueue {
         /// The app's publisher (with the in-memory broker and store).
         publisher: Arc<dyn EventPublisher>,
     },
-    /// Pushes each job onto the Redis list `key` (`RPUSH`), for a worker's `BLPOP`.
+    /// Pushes each job onto the Redis list `key` (`RPUSH`, once per job), for a worker's
+    /// `BLMOVE`.
     Redis {
-        /// A multiplexed connection that reconnects by itself after Redis restarts or drops it
-        /// (the push that saw the failure is an error: 503, never pushed twice).
-        connection: redis::aio::ConnectionManager,
+        /// The kept multiplexed connection of stream-redis: a response timeout on every send, and a
+        /// fresh connection after one that broke or went silent.
+        connection: Arc<stream_redis::SharedConnection>,
+        /// The push script.
+        script: Arc<redis::Script>,
         /// The list.
         key: String,
     },
@@ -44,19 +50,51 @@ impl std::fmt::Debug for JobQueue {
     }
 }
 
+/// Pushes a job once: `KEYS[1]` the queue, `KEYS[2]` the job's marker; `ARGV[1]` the job, `ARGV[2]`
+/// the marker's TTL in seconds. A push resent after its reply was lost finds the marker and pushes
+/// nothing. Returns 1 when pushed, 0 when it already was.
+const PUSH_ONCE: &str = r"
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
+  redis.call('RPUSH', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+";
+
+/// How long a job's push marker is kept: a resend comes within seconds; a day is generous.
+const PUSH_MARKER_TTL_SECS: u64 = 24 * 3600;
+
+/// The default response timeout of the job queue's Redis commands.
+pub const QUEUE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl JobQueue {
-    /// A queue on the Redis list `key`. One connection, checked now.
+    /// A queue on the Redis list `key`, with the default response timeout (2 s). One connection,
+    /// checked now.
     pub async fn redis(url: &str, key: &str) -> Result<Self, QueueError> {
-        let client = redis::Client::open(url)?;
-        let mut connection = client.get_connection_manager().await?;
-        let _: String = redis::cmd("PING").query_async(&mut connection).await?;
+        Self::redis_with_timeout(url, key, QUEUE_RESPONSE_TIMEOUT).await
+    }
+
+    /// A queue on the Redis list `key` whose commands wait `response_timeout` for a reply.
+    pub async fn redis_with_timeout(url: &str, key: &str, response_timeout: Duration) -> Result<Self, QueueError> {
+        let connection = stream_redis::RedisSource::from(url)
+            .into_shared()
+            .map_err(QueueError::Push)?;
+        connection.set_response_timeout(response_timeout);
+        let _: String = connection
+            .run(&redis::cmd("PING"), None)
+            .await
+            .map_err(QueueError::Push)?;
         Ok(Self::Redis {
-            connection,
+            connection: Arc::new(connection),
+            script: Arc::new(redis::Script::new(PUSH_ONCE)),
             key: key.to_owned(),
         })
     }
 
     /// Starts the deploy job for `ctx`: spawns it, or pushes it onto the list (one round trip).
+    ///
+    /// The push is idempotent: it is keyed by the job's channel, so a push whose reply was lost (a
+    /// timeout, a dropped connection) is sent again and the job is still queued exactly once.
     pub async fn submit(&self, ctx: StreamContext, request: DeployRequest, step: Duration) -> Result<(), QueueError> {
         match self {
             Self::InProcess { publisher } => {
@@ -68,62 +106,120 @@ impl JobQueue {
                 });
                 Ok(())
             }
-            Self::Redis { connection, key } => {
+            Self::Redis {
+                connection,
+                script,
+                key,
+            } => {
                 let job = DeployJob::new(&ctx, request, step).to_json();
-                let _: i64 = connection.clone().rpush(key, job).await?;
+                let marker = format!("{key}:pushed:{}", ctx.channel_id());
+                let mut cmd = stream_redis::evalsha(script, &[key, &marker]);
+                cmd.arg(job).arg(PUSH_MARKER_TTL_SECS);
+                // Sent again (on a fresh connection) when no reply comes: the marker makes the
+                // second run push nothing.
+                let _pushed: i64 = connection.run(&cmd, Some(script)).await.map_err(QueueError::Push)?;
                 Ok(())
             }
         }
     }
 }
 
-/// The worker loop: takes jobs from the Redis list `key` (`BLPOP`, one second at a time) and runs
-/// each as a task that emits through `publisher`, until `shutdown` is cancelled. Jobs still
-/// running then are awaited for at most `grace`.
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// The worker's stable name (see [`run_worker`]).
+    pub worker: String,
+    /// How long jobs still running at shutdown are awaited.
+    pub grace: Duration,
+    /// The job emitters' heartbeat interval.
+    pub heartbeat: Duration,
+}
+
+/// The list that holds the jobs a worker has taken and not finished: `<queue>:processing:<worker>`.
+pub fn processing_list(queue: &str, worker: &str) -> String {
+    format!("{queue}:processing:{worker}")
+}
+
+/// The worker loop, a reliable queue: takes jobs from the Redis list `key` with `BLMOVE` into this
+/// worker's processing list (one second at a time), runs each as a task that emits through
+/// `publisher`, and removes it from the processing list when it ends, until `shutdown` is
+/// cancelled. Jobs still running then are awaited for at most `grace`.
+///
+/// A job is never lost between Redis and the worker: a `BLMOVE` whose reply is lost leaves the job
+/// in the processing list, and so does a worker that stops (or dies) with jobs unfinished. At
+/// start the worker moves whatever its processing list holds back to the head of the queue, so
+/// each worker needs its own stable `worker` name (the demo's `DEMO_WORKER_ID`).
 pub async fn run_worker(
     redis_url: &str,
     key: &str,
+    options: WorkerOptions,
     publisher: Arc<dyn EventPublisher>,
     shutdown: CancellationToken,
-    grace: Duration,
 ) -> Result<(), QueueError> {
+    let WorkerOptions {
+        worker,
+        grace,
+        heartbeat,
+    } = options;
+    let worker = worker.as_str();
     let client = redis::Client::open(redis_url)?;
-    // BLPOP waits up to a second, beyond the default response timeout. The connection manager
-    // reconnects after Redis restarts or drops the connection; until then BLPOP fails and is
+    // BLMOVE waits up to a second, beyond the default response timeout. The connection manager
+    // reconnects after Redis restarts or drops the connection; until then BLMOVE fails and is
     // retried below.
     let config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
     let mut connection = client.get_connection_manager_with_config(config).await?;
+    let processing = processing_list(key, worker);
+    let mut recovered = 0;
+    // Jobs a previous run of this worker took and did not finish go back to the head of the queue.
+    while let Some(_job) = connection
+        .lmove::<_, _, Option<String>>(&processing, key, redis::Direction::Right, redis::Direction::Left)
+        .await?
+    {
+        recovered += 1;
+    }
+    if recovered > 0 {
+        tracing::warn!(
+            jobs = recovered,
+            queue = key,
+            "requeued jobs a previous run did not finish"
+        );
+    }
     let mut running = tokio::task::JoinSet::new();
-    tracing::info!(queue = key, "worker waiting for jobs");
-    let mut blpop = redis::cmd("BLPOP");
-    blpop.arg(key).arg(1);
+    tracing::info!(queue = key, worker, "worker waiting for jobs");
+    let mut blmove = redis::cmd("BLMOVE");
+    blmove.arg(key).arg(&processing).arg("LEFT").arg("RIGHT").arg(1);
     loop {
-        let popped: Option<(String, String)> = tokio::select! {
+        let popped: Option<String> = tokio::select! {
             () = shutdown.cancelled() => break,
-            popped = blpop.query_async(&mut connection) => match popped {
+            popped = blmove.query_async(&mut connection) => match popped {
                 Ok(popped) => popped,
                 Err(e) => {
-                    tracing::warn!(error = %e, "BLPOP failed; retrying");
+                    tracing::warn!(error = %e, "BLMOVE failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
             },
         };
         while running.try_join_next().is_some() {}
-        let Some((_, json)) = popped else { continue };
+        let Some(json) = popped else { continue };
         let (job, ctx) = match DeployJob::from_json(&json) {
             Ok(job) => job,
             Err(e) => {
                 tracing::warn!(error = %e, "dropping an invalid job");
+                let _: Result<i64, _> = connection.lrem(&processing, 1, &json).await;
                 continue;
             }
         };
         tracing::info!(channel = %ctx.channel_id(), "job taken");
-        let emitter = ctx.bind(publisher.clone());
+        let emitter = ctx.bind(publisher.clone()).with_heartbeat(Some(heartbeat));
+        let (mut done_conn, processing) = (connection.clone(), processing.clone());
         running.spawn(async move {
             match run_deploy_job(&emitter, &job.config, job.step()).await {
                 Ok(()) => tracing::info!(channel = %emitter.channel_id(), "job done"),
                 Err(e) => tracing::warn!(channel = %emitter.channel_id(), error = %e, "deploy job failed"),
+            }
+            if let Err(e) = done_conn.lrem::<_, _, i64>(&processing, 1, &json).await {
+                tracing::warn!(error = %e, "could not remove a finished job from the processing list");
             }
         });
     }

@@ -10,8 +10,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use stream_core::sse::SseOptions;
 use stream_core::{
-    CancellationToken, ChannelId, Event, EventId, EventQuery, EventStore, EventType, StreamContext, StreamTokenSigner,
-    Streaming, UserId,
+    CancellationToken, ChannelId, Event, EventId, EventQuery, EventStore, EventType, StreamContext, StreamLease,
+    StreamTokenSigner, Streaming, UserId,
 };
 
 use crate::chat::{ChatRequest, chat_events};
@@ -173,10 +173,17 @@ impl DemoService {
             .shutdown(self.inner.shutdown.clone())
     }
 
-    /// Ends every open stream and writes what the event store still queues. Call it once the
-    /// server has stopped.
+    /// Ends every open stream, waits (at most 2 s) for their leases to be released, and writes
+    /// what the event store still queues. Call it once the server has stopped.
     pub async fn close(&self) {
         self.inner.shutdown.cancel();
+        let pending = StreamLease::wait_for_releases(Duration::from_secs(2)).await;
+        if pending > 0 {
+            tracing::warn!(
+                pending,
+                "stream leases not released at shutdown; they expire with their TTL"
+            );
+        }
         let stores = [
             self.streaming().store.as_ref(),
             self.inner.backends.archive_locally.as_ref(),

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use demo_service::{CancellationToken, DeployRequest, JobQueue, run_worker};
+use demo_service::{CancellationToken, DeployRequest, JobQueue, WorkerOptions, run_worker};
 use futures_util::StreamExt;
 use stream_core::memory::MemoryBroker;
 use stream_core::{ChannelId, EventSubscriber, EventType, StreamContext};
@@ -51,7 +51,12 @@ async fn pushes_and_pops_work_again_after_redis_drops_every_connection() {
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn({
         let (url, key, broker, shutdown) = (url.clone(), key.clone(), broker.clone(), shutdown.clone());
-        async move { run_worker(&url, &key, broker, shutdown, Duration::from_secs(5)).await }
+        let options = WorkerOptions {
+            worker: format!("{key}-worker"),
+            grace: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(5),
+        };
+        async move { run_worker(&url, &key, options, broker, shutdown).await }
     });
 
     run_one(&queue, &broker).await;

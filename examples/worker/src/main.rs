@@ -6,7 +6,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use demo_service::{CancellationToken, Config, cancel_on_signal, run_main, run_worker, worker_publisher};
+use demo_service::{
+    CancellationToken, Config, WorkerOptions, cancel_on_signal, run_main, run_worker, worker_publisher,
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -23,14 +25,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     cancel_on_signal(&shutdown);
     // The tests read this line to know the worker is taking jobs.
     println!("worker ready on {}", config.job_queue);
-    run_worker(
-        &redis_url,
-        &config.job_queue,
-        publisher,
-        shutdown,
-        Duration::from_secs(10),
-    )
-    .await?;
+    let options = WorkerOptions {
+        worker: config.worker_id.clone(),
+        grace: Duration::from_secs(10),
+        heartbeat: config.heartbeat(),
+    };
+    run_worker(&redis_url, &config.job_queue, options, publisher, shutdown).await?;
     if let Some(store) = store
         && let Err(e) = store.flush().await
     {

@@ -198,6 +198,8 @@ pub struct Settings {
     pub start_worker: bool,
     /// Archive to OpenSearch (`OPENSEARCH_URL`) under this index prefix.
     pub opensearch_prefix: Option<String>,
+    /// More environment variables for the app and its worker.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Settings {
@@ -208,6 +210,7 @@ impl Default for Settings {
             ping_secs: 1,
             start_worker: true,
             opensearch_prefix: None,
+            env: Vec::new(),
         }
     }
 }
@@ -235,6 +238,7 @@ impl App {
             ("STREAM_PING_SECS".into(), settings.ping_secs.to_string()),
             ("STREAM_TOKEN_SECRET".into(), TOKEN_SECRET.into()),
         ];
+        env.extend(settings.env.iter().cloned());
         let mut remove = vec!["OPENSEARCH_URL"];
         if let Some(prefix) = &settings.opensearch_prefix {
             env.push(("OPENSEARCH_URL".into(), opensearch_url()));
@@ -248,6 +252,7 @@ impl App {
                 env.push(("REDIS_URL".into(), redis_url()));
                 // A queue of its own, so that parallel tests never take each other's jobs.
                 env.push(("DEMO_JOB_QUEUE".into(), unique("demo-test-jobs")));
+                env.push(("DEMO_WORKER_ID".into(), unique("demo-test-worker")));
             }
         }
         let (proc, line) = spawn(target.app, &env, &remove, "listening on ");
