@@ -154,6 +154,47 @@ fn axum_app_page_in_chromium_redis_mode() {
     });
 }
 
+/// A deployment that finished before the page opened it, on a channel that keeps only its last
+/// three events: the page shows the gap notice, then the kept events and the done state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_shows_a_gap_notice() {
+    let app = App::start_with(
+        Target {
+            app: "axum-app",
+            mode: Mode::Memory,
+        },
+        Settings {
+            step_ms: 1,
+            env: vec![("STREAM_HISTORY_MAX_LEN".into(), "3".into())],
+            ..Settings::default()
+        },
+    );
+    let user = unique("browser-gap");
+    let (channel, stream_url) = app.deploy(&user).await;
+    // Wait for the whole job: 11 events, of which the history keeps the last 3.
+    let res = app.get(&format!("/streams/{channel}"), Some(&user), None).await;
+    support::SseReader::new(res).until_done().await;
+    let page = app.url(&format!("/?user={user}&watch={}", encode(&stream_url)));
+    let dom = tokio::task::spawn_blocking(move || dump_dom(&page)).await.unwrap();
+    let notice = tag(&dom, "gap");
+    assert!(notice.contains("display: block"), "the notice is visible: {notice}");
+    let text_of_notice = text(&dom, "gap");
+    assert!(text_of_notice.contains("8 events"), "notice: {text_of_notice}");
+    let status = text(&dom, "status");
+    assert!(status.contains("done") && status.contains("success"), "status: {status}");
+}
+
+/// Percent-encodes a query value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// A TCP proxy in front of the app that cuts the first SSE stream after its third event, as a
 /// network drop would, and records whether a later stream request carried `Last-Event-ID`.
 struct DroppingProxy {

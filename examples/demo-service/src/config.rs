@@ -52,6 +52,9 @@ pub struct Config {
     /// `STREAM_HISTORY_TTL_SECS` (default 3600): how long a channel's history and owner record
     /// are kept after its last event or heartbeat.
     pub history_ttl_secs: u64,
+    /// `STREAM_HISTORY_MAX_LEN` (default 5000): events kept per channel for late and resuming
+    /// clients; a client that needs older ones is told with a `gap` event.
+    pub history_max_len: usize,
 }
 
 impl Default for Config {
@@ -70,6 +73,7 @@ impl Default for Config {
             worker_id: "worker".into(),
             heartbeat_ms: 5000,
             history_ttl_secs: 3600,
+            history_max_len: 5000,
         }
     }
 }
@@ -138,6 +142,10 @@ impl Config {
                 .map(|v| parse("STREAM_HISTORY_TTL_SECS", v).and_then(|n| positive("STREAM_HISTORY_TTL_SECS", n)))
                 .transpose()?
                 .unwrap_or(d.history_ttl_secs),
+            history_max_len: get("STREAM_HISTORY_MAX_LEN")
+                .map(|v| parse::<u64>("STREAM_HISTORY_MAX_LEN", v).and_then(|n| positive("STREAM_HISTORY_MAX_LEN", n)))
+                .transpose()?
+                .map_or(d.history_max_len, |n| n as usize),
         })
     }
 
@@ -152,6 +160,7 @@ impl Config {
             ping_interval: Duration::from_secs(self.ping_secs),
             heartbeat_interval: Some(self.heartbeat()),
             history_ttl: Duration::from_secs(self.history_ttl_secs),
+            history_max_len: self.history_max_len,
             ..ChannelConfig::default()
         }
     }
