@@ -181,7 +181,10 @@ async fn page_shows_a_gap_notice() {
     let text_of_notice = text(&dom, "gap");
     assert!(text_of_notice.contains("8 events"), "notice: {text_of_notice}");
     let status = text(&dom, "status");
-    assert!(status.contains("done") && status.contains("success"), "status: {status}");
+    assert!(
+        status.contains("done") && status.contains("success"),
+        "status: {status}"
+    );
 }
 
 /// Percent-encodes a query value.

@@ -227,3 +227,75 @@ async fn legacy_sse_emitter_publishes_to_its_own_channel() {
     let mut sub = broker.subscribe(emitter.channel_id(), None).await.unwrap();
     assert_eq!(take(&mut sub, 1).await[0].message(), Some("Starting..."));
 }
+
+/// A publisher that forwards to a memory broker and records every heartbeat call.
+struct Recording {
+    inner: Arc<MemoryBroker>,
+    beats: std::sync::Mutex<Vec<Option<std::time::Duration>>>,
+}
+
+#[async_trait::async_trait]
+impl stream_core::EventPublisher for Recording {
+    async fn publish(&self, event: &stream_core::Event) -> Result<stream_core::EventId, stream_core::PublishError> {
+        self.inner.publish(event).await
+    }
+    async fn heartbeat(
+        &self,
+        channel: &stream_core::ChannelId,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<(), stream_core::PublishError> {
+        self.beats.lock().unwrap().push(ttl);
+        self.inner.heartbeat(channel, ttl).await
+    }
+}
+
+#[test]
+fn a_blocking_emitter_sends_heartbeats_from_its_own_thread() {
+    use std::time::Duration;
+    let broker = Arc::new(MemoryBroker::new(stream_core::ChannelConfig {
+        heartbeat_interval: Some(Duration::from_millis(50)),
+        ..Default::default()
+    }));
+    let recording = Arc::new(Recording {
+        inner: broker.clone(),
+        beats: std::sync::Mutex::new(Vec::new()),
+    });
+    let ctx = StreamContext::builder().build();
+    let channel = ctx.channel_id().clone();
+    let publisher = recording.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut sub = rt.block_on(broker.subscribe(&channel, None)).unwrap();
+    let worker = std::thread::spawn(move || {
+        assert!(
+            tokio::runtime::Handle::try_current().is_err(),
+            "no runtime on this thread"
+        );
+        let em = ctx
+            .bind_blocking(publisher)
+            .with_heartbeat(Some(Duration::from_millis(100)));
+        em.log("started", LogLevel::Info).unwrap();
+        // Quiet for many heartbeat lifetimes: the emitter's own thread keeps the record alive.
+        std::thread::sleep(Duration::from_millis(1200));
+        em.complete(true, None, Map::new()).unwrap();
+    });
+    let got = rt.block_on(take(&mut sub, 2));
+    worker.join().unwrap();
+    let kinds: Vec<&str> = got.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["log", "done"],
+        "no producer_lost while the emitter lives: {got:?}"
+    );
+    assert_eq!(got[1].payload["success"], json!(true));
+    std::thread::sleep(Duration::from_millis(300));
+    let beats = recording.beats.lock().unwrap().clone();
+    assert!(beats.len() >= 8, "about one heartbeat per 100 ms: {beats:?}");
+    assert!(
+        beats.iter().all(|b| *b == Some(Duration::from_millis(300))),
+        "each beat keeps the record for three intervals, and a done emitter withdraws nothing: {beats:?}"
+    );
+}

@@ -59,7 +59,15 @@ impl RedisSource {
     pub fn into_shared(self) -> Result<SharedConnection, BoxError> {
         let pool = match self {
             Self::Url(url) => {
-                Pool::Standalone(deadpool_redis::Config::from_url(url).create_pool(Some(Runtime::Tokio1))?)
+                // The shared connection times each send itself (`set_response_timeout`); the
+                // client's own 500 ms default would cut a longer configured timeout short.
+                let config = deadpool_redis::redis::AsyncConnectionConfig::new().set_response_timeout(None);
+                let manager = deadpool_redis::Manager::new_with_config(url.as_str(), config)?;
+                Pool::Standalone(
+                    deadpool_redis::Pool::builder(manager)
+                        .runtime(Runtime::Tokio1)
+                        .build()?,
+                )
             }
             Self::Pool(pool) => Pool::Standalone(pool),
             Self::Cluster(nodes) if nodes.is_empty() => {
