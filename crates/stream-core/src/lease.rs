@@ -288,18 +288,38 @@ impl StreamLease {
 /// Releases started by dropped [`StreamLease`]s that have not finished yet, in this process.
 static PENDING_RELEASES: AtomicUsize = AtomicUsize::new(0);
 
-/// Counts one pending release for as long as it lives.
-struct PendingRelease;
+/// A lease to give back: its store, user and id.
+type ReleaseJob = (Arc<dyn LeaseStore>, UserId, LeaseId);
+
+/// Releases whose task was dropped before it finished (its runtime shut down, as a web server's
+/// worker runtimes do when it stops): [`StreamLease::wait_for_releases`] runs them.
+static ORPHANED_RELEASES: std::sync::Mutex<Vec<ReleaseJob>> = std::sync::Mutex::new(Vec::new());
+
+/// One release under way; counted while it lives, and handed to [`ORPHANED_RELEASES`] when it is
+/// dropped unfinished.
+struct PendingRelease(Option<ReleaseJob>);
 
 impl PendingRelease {
-    fn start() -> Self {
+    fn start(job: ReleaseJob) -> Self {
         PENDING_RELEASES.fetch_add(1, Ordering::AcqRel);
-        Self
+        Self(Some(job))
+    }
+
+    async fn run(mut self) {
+        if let Some((store, user, lease)) = &self.0
+            && let Err(e) = store.release(user, lease).await
+        {
+            tracing::warn!(user = %user, lease = %lease, error = %e, "releasing a dropped stream lease failed; it expires with its TTL");
+        }
+        self.0 = None;
     }
 }
 
 impl Drop for PendingRelease {
     fn drop(&mut self) {
+        if let Some(job) = self.0.take() {
+            ORPHANED_RELEASES.lock().unwrap_or_else(|e| e.into_inner()).push(job);
+        }
         PENDING_RELEASES.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -308,13 +328,22 @@ impl StreamLease {
     /// Waits, for at most `timeout`, until every release that a dropped lease guard of this
     /// process has started is done, and returns how many are still pending (0 when all are).
     ///
-    /// A guard releases its lease from a task, so a server that stops right after its streams end
-    /// could exit before the releases reach the store; a graceful shutdown calls this last (the
-    /// demo apps wait 2 s), so that the user's lease count is back to 0 when the process exits.
+    /// A guard releases its lease from a task of the runtime it is dropped on, so a server that
+    /// stops right after its streams end could exit before the releases reach the store, or drop
+    /// them unfinished with its worker runtimes. A graceful shutdown calls this last (the demo
+    /// apps wait 2 s): it runs the releases whose task was dropped itself, and waits for the
+    /// others, so that the users' lease counts are back to 0 when the process exits.
     pub async fn wait_for_releases(timeout: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let pending = PENDING_RELEASES.load(Ordering::Acquire);
+            let orphans = std::mem::take(&mut *ORPHANED_RELEASES.lock().unwrap_or_else(|e| e.into_inner()));
+            for job in orphans {
+                let release = PendingRelease::start(job).run();
+                // Past the deadline the release is dropped and counted as orphaned again.
+                let _ = tokio::time::timeout_at(deadline, release).await;
+            }
+            let pending = PENDING_RELEASES.load(Ordering::Acquire)
+                + ORPHANED_RELEASES.lock().unwrap_or_else(|e| e.into_inner()).len();
             if pending == 0 || tokio::time::Instant::now() >= deadline {
                 return pending;
             }
@@ -329,14 +358,8 @@ impl Drop for StreamLease {
         if !self.active.swap(false, Ordering::AcqRel) {
             return;
         }
-        let (store, user, lease) = (self.store.clone(), self.user_id.clone(), self.lease_id.clone());
-        let pending = PendingRelease::start();
-        let release = async move {
-            let _pending = pending;
-            if let Err(e) = store.release(&user, &lease).await {
-                tracing::warn!(user = %user, lease = %lease, error = %e, "releasing a dropped stream lease failed; it expires with its TTL");
-            }
-        };
+        let job = (self.store.clone(), self.user_id.clone(), self.lease_id.clone());
+        let release = PendingRelease::start(job).run();
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(release);
