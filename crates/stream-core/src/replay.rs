@@ -44,6 +44,10 @@ pub struct HistoryPage {
     pub events: Vec<Event>,
     /// The id of the channel's first `done` event, when the broker still knows it.
     pub done: Option<EventId>,
+    /// Whether the broker still has the channel's owner record
+    /// ([`ChannelRegistry`](crate::ChannelRegistry)): with no kept event after a resume point, a
+    /// known channel has lost its history, and the replay says so.
+    pub owner_known: bool,
 }
 
 /// What [`ChannelLog::check_producer`] found.
@@ -160,6 +164,10 @@ pub async fn open<L: ChannelLog, F: LiveFeed>(
         feed,
         pending: VecDeque::new(),
         cursor: EventCursor::after(after),
+        expected: match after {
+            None => Some(1),
+            Some(id) => id.sequence().map(|s| s + 1),
+        },
         check_every: options.producer_check,
         check: None,
         last_seen: Instant::now(),
@@ -181,6 +189,10 @@ struct Replay<L, F> {
     /// Events to yield before the feed: a history read.
     pending: VecDeque<Event>,
     cursor: EventCursor,
+    /// The sequence number the next event must have to follow the last one; `None` when that is
+    /// not known (a resume point from elsewhere, a channel that started over), so any later event
+    /// follows.
+    expected: Option<u64>,
     check_every: Option<Duration>,
     /// The producer check timer, made on first use and reset in place.
     check: Option<Pin<Box<Sleep>>>,
@@ -189,13 +201,20 @@ struct Replay<L, F> {
 }
 
 impl<L: ChannelLog, F: LiveFeed> Replay<L, F> {
-    /// The sequence number the next event must have to follow the last one; `None` when the last
-    /// id carries none (a resume point from elsewhere), so any later event follows.
-    fn expected(&self) -> Option<u64> {
-        match self.cursor.last_id() {
-            None => Some(1),
-            Some(id) => id.sequence().map(|s| s + 1),
+    /// Yields `event` if the cursor takes it, and moves the expected sequence number past it.
+    fn accept(&mut self, event: Event) -> Option<Event> {
+        let event = self.cursor.accept(event)?;
+        if !event.kind.is_control() {
+            self.expected = event.id.sequence().map(|s| s + 1);
         }
+        Some(event)
+    }
+
+    /// Announces a gap whose size is unknown; whatever follows is taken as it comes.
+    fn lost(&mut self) {
+        self.pending
+            .push_back(gap(&self.channel, None, "the channel history was lost or restarted"));
+        self.expected = None;
     }
 
     /// Takes a history read: a `gap` when it does not continue where the cursor stands, then its
@@ -210,7 +229,7 @@ impl<L: ChannelLog, F: LiveFeed> Replay<L, F> {
         match events.peek() {
             Some(first) => {
                 let seq = first.id.sequence();
-                match (self.expected(), seq) {
+                match (self.expected, seq) {
                     (Some(expected), Some(seq)) if seq == expected => {}
                     (Some(expected), Some(seq)) if seq > expected => {
                         let missed = seq - expected;
@@ -224,14 +243,16 @@ impl<L: ChannelLog, F: LiveFeed> Replay<L, F> {
                     (None, Some(1)) => {}
                     // The channel started over (its history was lost), or the resume point is
                     // not one of its ids: what came between is unknown.
-                    _ => self
-                        .pending
-                        .push_back(gap(&self.channel, None, "the channel history was lost or restarted")),
+                    _ => self.lost(),
                 }
                 self.pending.extend(events);
             }
             None => {
-                if let Some(done) = page.done
+                if page.done.is_none() && page.owner_known && last.is_some() && self.expected.is_some() {
+                    // A known channel with no trace of its history: whatever came after the resume
+                    // point is gone (Redis lost it, say).
+                    self.lost();
+                } else if let Some(done) = page.done
                     && last.is_none_or(|l| done > l)
                 {
                     // The history is gone but the channel is known to have ended.
@@ -278,7 +299,7 @@ impl<L: ChannelLog, F: LiveFeed> Replay<L, F> {
                 return None;
             }
             if let Some(event) = self.pending.pop_front() {
-                match self.cursor.accept(event) {
+                match self.accept(event) {
                     Some(e) => return Some(Ok(e)),
                     None => continue,
                 }
@@ -290,13 +311,13 @@ impl<L: ChannelLog, F: LiveFeed> Replay<L, F> {
                         if self.cursor.last_id().is_some_and(|last| event.id <= last) {
                             continue;
                         }
-                        let follows = match (self.expected(), event.id.sequence()) {
+                        let follows = match (self.expected, event.id.sequence()) {
                             (Some(expected), Some(seq)) => seq == expected,
                             (None, _) => true,
                             (Some(_), None) => false,
                         };
                         if follows {
-                            if let Some(e) = self.cursor.accept(Arc::unwrap_or_clone(event)) {
+                            if let Some(e) = self.accept(Arc::unwrap_or_clone(event)) {
                                 return Some(Ok(e));
                             }
                         } else if let Err(e) = self.resync().await {

@@ -240,7 +240,7 @@ impl Inner {
     async fn read_history(self: Arc<Self>, keys: ChannelKeys, start: String) -> Result<HistoryRead, BoxError> {
         let handle = self.handle.clone();
         on_runtime(&handle, async move {
-            let mut cmd = evalsha(&self.scripts.read, &[&keys.history, &keys.done]);
+            let mut cmd = evalsha(&self.scripts.read, &[&keys.history, &keys.done, &keys.owner]);
             cmd.arg(start);
             let reply: redis::Value = self.commands.run(&cmd, Some(&self.scripts.read)).await?;
             HistoryRead::parse(reply)
@@ -293,6 +293,7 @@ impl ChannelLog for Log {
         Ok(HistoryPage {
             events: read.entries.iter().filter_map(|json| parse_entry(json)).collect(),
             done: read.done,
+            owner_known: read.owner_known,
         })
     }
 

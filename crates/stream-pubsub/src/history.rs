@@ -10,6 +10,8 @@ pub(crate) struct HistoryRead {
     pub(crate) done: Option<EventId>,
     /// Event JSON in channel order.
     pub(crate) entries: Vec<Vec<u8>>,
+    /// Whether the channel's owner record exists.
+    pub(crate) owner_known: bool,
 }
 
 /// The first stream id a read after `after` must return. A broker-made id names its entry
@@ -38,12 +40,13 @@ fn bad(what: &str) -> BoxError {
 }
 
 impl HistoryRead {
-    /// Parses the read script's reply: `{done or '', XRANGE entries}`.
+    /// Parses the read script's reply: `{done or '', XRANGE entries, owner exists}`.
     pub(crate) fn parse(reply: Value) -> Result<Self, BoxError> {
         let Value::Array(parts) = reply else {
             return Err(bad("not an array"));
         };
-        let [done, entries] = <[Value; 2]>::try_from(parts).map_err(|_| bad("not two parts"))?;
+        let [done, entries, owner] = <[Value; 3]>::try_from(parts).map_err(|_| bad("not three parts"))?;
+        let owner_known = matches!(owner, Value::Int(1));
         let done = match text(&done) {
             Some([]) | None => None,
             Some(id) => std::str::from_utf8(id).ok().and_then(|s| s.parse().ok()),
@@ -72,7 +75,11 @@ impl HistoryRead {
             }
             out.push(json.ok_or_else(|| bad("an entry lacks its e field"))?);
         }
-        Ok(Self { done, entries: out })
+        Ok(Self {
+            done,
+            entries: out,
+            owner_known,
+        })
     }
 }
 
@@ -97,13 +104,15 @@ mod tests {
         let reply = Value::Array(vec![
             bulk(&done.to_string()),
             Value::Array(vec![entry("1-1", "{}"), entry("1-2", "[]")]),
+            Value::Int(1),
         ]);
         let read = HistoryRead::parse(reply).unwrap();
         assert_eq!(read.done, Some(done));
+        assert!(read.owner_known);
         assert_eq!(read.entries, vec![b"{}".to_vec(), b"[]".to_vec()]);
         assert!(HistoryRead::parse(Value::Nil).is_err());
-        let empty = HistoryRead::parse(Value::Array(vec![bulk(""), Value::Array(vec![])])).unwrap();
-        assert_eq!((empty.done, empty.entries.len()), (None, 0));
+        let empty = HistoryRead::parse(Value::Array(vec![bulk(""), Value::Array(vec![]), Value::Int(0)])).unwrap();
+        assert_eq!((empty.done, empty.entries.len(), empty.owner_known), (None, 0, false));
     }
 
     #[test]

@@ -135,10 +135,11 @@ return 0
 
 /// Reads the channel's done marker and history from a stream id on, atomically.
 ///
-/// KEYS: history stream, done marker. ARGV: the first stream id to return (`-`, `<ms>-0`, or
-/// `(<ms>-<seq>` for the entries after an event). Returns `{done id or '', XRANGE entries}`.
+/// KEYS: history stream, done marker, owner record. ARGV: the first stream id to return (`-`,
+/// `<ms>-0`, or `(<ms>-<seq>` for the entries after an event). Returns
+/// `{done id or '', XRANGE entries, whether the owner record exists}`.
 const READ: &str = r#"
-return { redis.call('GET', KEYS[2]) or '', redis.call('XRANGE', KEYS[1], ARGV[1], '+') }
+return { redis.call('GET', KEYS[2]) or '', redis.call('XRANGE', KEYS[1], ARGV[1], '+'), redis.call('EXISTS', KEYS[3]) }
 "#;
 
 /// Records a channel owner: set when absent or already this owner (renewing the TTL), else 0.

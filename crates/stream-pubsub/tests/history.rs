@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Map, json};
 use stream_core::conformance::broker::{assert_ends, assert_quiet, numbered, publish_all, publish_each, take};
 use stream_core::conformance::unique_channel;
-use stream_core::{ChannelConfig, Event, EventId, EventPublisher, EventSubscriber, EventType};
+use stream_core::{ChannelConfig, ChannelRegistry, Event, EventId, EventPublisher, EventSubscriber, EventType, UserId};
 use stream_pubsub::{RedisBroker, redis};
 
 fn ids(events: &[Event]) -> Vec<EventId> {
@@ -157,6 +157,34 @@ async fn history_is_capped_and_expires(broker: &RedisBroker, admin_url: &str) {
     assert_eq!(ids(&take(&mut sub, 50).await), ids(&sent[650..]));
 }
 
+/// Redis lost a channel's history (evicted, say) while its owner record stayed: a resume is told
+/// at once with a `gap` (its size unknown), and then gets the channel's next events.
+async fn a_lost_history_is_announced(broker: &RedisBroker, admin_url: &str) {
+    let ch = unique_channel("lost");
+    let owner = UserId::new("owner").expect("user id");
+    broker
+        .register(&ch, &owner, Duration::from_secs(60))
+        .await
+        .expect("register");
+    let mut sent: Vec<Event> = (0..5).map(|n| numbered(&ch, n)).collect();
+    publish_all(broker, &mut sent).await;
+    let prefix = &broker.config().key_prefix;
+    let mut conn = common::admin(admin_url).await;
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("{prefix}{{{ch}}}:h"))
+        .arg(format!("{prefix}{{{ch}}}:n"))
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    let mut sub = broker.subscribe(&ch, Some(sent[2].id)).await.expect("subscribe");
+    let gap = take(&mut sub, 1).await.remove(0);
+    assert_eq!(gap.kind, EventType::Gap, "{gap:?}");
+    assert!(gap.payload.get("missed").is_none(), "the size of the loss is unknown");
+    let next = broker.publish(&numbered(&ch, 5)).await.expect("publish");
+    assert_eq!(take(&mut sub, 1).await[0].id, next, "then the channel goes on, once");
+    assert_quiet(&mut sub).await;
+}
+
 fn small_history() -> ChannelConfig {
     ChannelConfig {
         history_max_len: 200,
@@ -172,6 +200,7 @@ async fn standalone_history_resume_and_replay() {
     resume_from_a_mid_stream_id(&broker).await;
     replay_after_done(&broker).await;
     a_batch_across_channels(&broker).await;
+    a_lost_history_is_announced(&broker, &common::redis_url()).await;
     let capped = common::standalone(small_history()).await;
     history_is_capped_and_expires(&capped, &common::redis_url()).await;
 }

@@ -198,8 +198,15 @@ impl EventPublisher for MemoryBroker {
 impl ChannelLog for Shared {
     async fn read_after(&self, channel: &ChannelId, after: Option<EventId>) -> Result<HistoryPage, SubscribeError> {
         let state = self.lock();
+        let owner_known = state
+            .owners
+            .get(channel)
+            .is_some_and(|(_, expires)| *expires > Instant::now());
         let Some(ch) = state.channels.get(channel) else {
-            return Ok(HistoryPage::default());
+            return Ok(HistoryPage {
+                owner_known,
+                ..HistoryPage::default()
+            });
         };
         let events = ch
             .history
@@ -207,7 +214,11 @@ impl ChannelLog for Shared {
             .filter(|e| after.is_none_or(|a| e.id > a))
             .map(|e| Event::clone(e))
             .collect();
-        Ok(HistoryPage { events, done: ch.done })
+        Ok(HistoryPage {
+            events,
+            done: ch.done,
+            owner_known,
+        })
     }
 
     async fn check_producer(&self, channel: &ChannelId) -> Result<Liveness, SubscribeError> {
