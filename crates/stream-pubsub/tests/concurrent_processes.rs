@@ -113,16 +113,11 @@ async fn four_processes_publish_to_one_channel(mode: &str, test: &str) {
 }
 
 fn run(mode: &str, test: &str) {
-    if let Some(input) = common::child::input(CHILD_INPUT) {
-        publisher(&input);
-        common::child::done();
-    }
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(four_processes_publish_to_one_channel(mode, test));
+    common::child::parent_or_child(
+        CHILD_INPUT,
+        publisher,
+        four_processes_publish_to_one_channel(mode, test),
+    );
 }
 
 #[test]

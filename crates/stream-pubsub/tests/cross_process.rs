@@ -19,16 +19,11 @@ const TEST: &str = "a_worker_process_emits_and_this_process_reads_everything_in_
 /// The reader, in this process; or, in the child process, the worker.
 #[test]
 fn a_worker_process_emits_and_this_process_reads_everything_in_order() {
-    if let Some(channel) = common::child::input(WORKER_CHANNEL) {
-        worker(ChannelId::new(channel).expect("channel id"));
-        common::child::done();
-    }
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(reader());
+    common::child::parent_or_child(
+        WORKER_CHANNEL,
+        |channel| worker(ChannelId::new(channel).expect("channel id")),
+        reader(),
+    );
 }
 
 /// The worker half, in the child process. It behaves like a job worker: its own runtime for the

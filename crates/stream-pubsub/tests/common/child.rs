@@ -33,6 +33,22 @@ pub fn command(test: &str, var: &str, input: &str) -> Command {
     cmd
 }
 
+/// Runs a two-sided test: in the child that a parent started with [`command`] (with `var` set),
+/// `child` with the input, then exit with [`DONE`]; in a normal run, `parent` on a two-thread
+/// runtime.
+pub fn parent_or_child(var: &str, child: impl FnOnce(&str), parent: impl std::future::Future<Output = ()>) {
+    if let Some(input) = input(var) {
+        child(&input);
+        done();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(parent);
+}
+
 /// Ends the child after its part, with [`DONE`].
 pub fn done() -> ! {
     std::io::stdout().flush().expect("flush");
