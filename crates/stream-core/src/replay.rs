@@ -34,6 +34,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::event::{Event, EventId, EventType};
 use crate::ids::ChannelId;
+use crate::shared::SharedEvent;
 use crate::subscribe::{EventCursor, SubscribeError, Subscription};
 
 /// What a broker read from a channel's history.
@@ -41,7 +42,7 @@ use crate::subscribe::{EventCursor, SubscribeError, Subscription};
 pub struct HistoryPage {
     /// The kept events after the requested id, in channel order (oldest first). When the history
     /// no longer reaches back to the requested id, these start at the oldest kept event.
-    pub events: Vec<Event>,
+    pub events: Vec<SharedEvent>,
     /// The id of the channel's first `done` event, when the broker still knows it.
     pub done: Option<EventId>,
     /// Whether the broker still has the channel's owner record
@@ -85,7 +86,7 @@ pub trait ChannelLog: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub enum Live {
     /// A live event, shared by every local subscriber of its channel.
-    Event(Arc<Event>),
+    Event(SharedEvent),
     /// The feed lost events (its queue overflowed, the connection dropped): read the history.
     Lagged,
 }
@@ -132,13 +133,13 @@ pub fn producer_lost_events(channel: &ChannelId) -> [Event; 2] {
 }
 
 /// A `gap` notice: `{"reason", "missed"?}`.
-fn gap(channel: &ChannelId, missed: Option<u64>, reason: &str) -> Event {
+fn gap(channel: &ChannelId, missed: Option<u64>, reason: &str) -> SharedEvent {
     let mut payload = Map::new();
     payload.insert("reason".into(), json!(reason));
     if let Some(missed) = missed {
         payload.insert("missed".into(), json!(missed));
     }
-    Event::new(channel.clone(), EventType::Gap, payload).expect("no reserved keys")
+    SharedEvent::from_event(Event::new(channel.clone(), EventType::Gap, payload).expect("no reserved keys"))
 }
 
 /// Opens a subscription on `channel` after `after`: reads the history, then follows `feed`.
@@ -187,7 +188,7 @@ struct Replay<L, F> {
     channel: ChannelId,
     feed: F,
     /// Events to yield before the feed: a history read.
-    pending: VecDeque<Event>,
+    pending: VecDeque<SharedEvent>,
     cursor: EventCursor,
     /// The sequence number the next event must have to follow the last one; `None` when that is
     /// not known (a resume point from elsewhere, a channel that started over), so any later event
@@ -202,10 +203,12 @@ struct Replay<L, F> {
 
 impl<L: ChannelLog, F: LiveFeed> Replay<L, F> {
     /// Yields `event` if the cursor takes it, and moves the expected sequence number past it.
-    fn accept(&mut self, event: Event) -> Option<Event> {
-        let event = self.cursor.accept(event)?;
-        if !event.kind.is_control() {
-            self.expected = event.id.sequence().map(|s| s + 1);
+    fn accept(&mut self, event: SharedEvent) -> Option<SharedEvent> {
+        if !self.cursor.admit(event.id(), event.kind()) {
+            return None;
+        }
+        if !event.kind().is_control() {
+            self.expected = event.id().sequence().map(|s| s + 1);
         }
         Some(event)
     }
@@ -224,11 +227,11 @@ impl<L: ChannelLog, F: LiveFeed> Replay<L, F> {
         let mut events = page
             .events
             .into_iter()
-            .filter(|e| last.is_none_or(|l| e.id > l))
+            .filter(|e| last.is_none_or(|l| e.id() > l))
             .peekable();
         match events.peek() {
             Some(first) => {
-                let seq = first.id.sequence();
+                let seq = first.id().sequence();
                 match (self.expected, seq) {
                     (Some(expected), Some(seq)) if seq == expected => {}
                     (Some(expected), Some(seq)) if seq > expected => {
@@ -266,7 +269,7 @@ impl<L: ChannelLog, F: LiveFeed> Replay<L, F> {
                     payload.insert("reason".into(), json!("history_lost"));
                     let mut end = Event::new(self.channel.clone(), EventType::Done, payload).expect("no reserved keys");
                     end.id = done;
-                    self.pending.push_back(end);
+                    self.pending.push_back(SharedEvent::from_event(end));
                 }
             }
         }
@@ -293,7 +296,7 @@ impl<L: ChannelLog, F: LiveFeed> Replay<L, F> {
         }
     }
 
-    async fn next(&mut self) -> Option<Result<Event, SubscribeError>> {
+    async fn next(&mut self) -> Option<Result<SharedEvent, SubscribeError>> {
         loop {
             if self.cursor.is_ended() {
                 return None;
@@ -308,16 +311,16 @@ impl<L: ChannelLog, F: LiveFeed> Replay<L, F> {
                 live = self.feed.recv() => match live {
                     Some(Live::Event(event)) => {
                         self.last_seen = Instant::now();
-                        if self.cursor.last_id().is_some_and(|last| event.id <= last) {
+                        if self.cursor.last_id().is_some_and(|last| event.id() <= last) {
                             continue;
                         }
-                        let follows = match (self.expected, event.id.sequence()) {
+                        let follows = match (self.expected, event.id().sequence()) {
                             (Some(expected), Some(seq)) => seq == expected,
                             (None, _) => true,
                             (Some(_), None) => false,
                         };
                         if follows {
-                            if let Some(e) = self.accept(Arc::unwrap_or_clone(event)) {
+                            if let Some(e) = self.accept(event) {
                                 return Some(Ok(e));
                             }
                         } else if let Err(e) = self.resync().await {

@@ -24,10 +24,11 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ChannelConfig;
-use crate::event::{Event, EventId, InvalidEventId};
+use crate::event::{Event, EventId, EventType, InvalidEventId};
 use crate::global::Streaming;
 use crate::ids::{ChannelId, UserId};
 use crate::lease::{AcquireError, LeaseStore, StreamLease};
+use crate::shared::SharedEvent;
 use crate::subscribe::{EventCursor, EventSubscriber, SubscribeError};
 
 mod error;
@@ -88,6 +89,43 @@ pub fn encode_event(event: &Event) -> Bytes {
     push_field(&mut buf, "data", &json);
     buf.push(b'\n');
     Bytes::from(buf)
+}
+
+/// What the pipeline writes: an event's id and type (for the cursor) and its SSE frame.
+///
+/// A [`SharedEvent`] (what a channel subscription yields) gives its frame as it is, encoded once
+/// per process; an [`Event`] (a direct stream's) is encoded when written.
+pub trait IntoFrame: Send + 'static {
+    /// The event's id.
+    fn id(&self) -> EventId;
+    /// The event's type.
+    fn kind(&self) -> &EventType;
+    /// The SSE frame.
+    fn into_frame(self) -> Bytes;
+}
+
+impl IntoFrame for Event {
+    fn id(&self) -> EventId {
+        self.id
+    }
+    fn kind(&self) -> &EventType {
+        &self.kind
+    }
+    fn into_frame(self) -> Bytes {
+        encode_event(&self)
+    }
+}
+
+impl IntoFrame for SharedEvent {
+    fn id(&self) -> EventId {
+        SharedEvent::id(self)
+    }
+    fn kind(&self) -> &EventType {
+        SharedEvent::kind(self)
+    }
+    fn into_frame(self) -> Bytes {
+        self.frame().clone()
+    }
 }
 
 fn control_frame(value: serde_json::Value) -> Bytes {
@@ -229,9 +267,10 @@ async fn tick(interval: &mut Option<Interval>) {
     }
 }
 
-impl<S, E> Pipeline<S>
+impl<S, T, E> Pipeline<S>
 where
-    S: Stream<Item = Result<Event, E>> + Send,
+    S: Stream<Item = Result<T, E>> + Send,
+    T: IntoFrame,
     E: Display,
 {
     async fn next_frame(&mut self) -> Option<Bytes> {
@@ -263,12 +302,14 @@ where
                 }
                 item = self.events.next() => match item {
                     Some(Ok(event)) => {
-                        let Some(event) = self.cursor.accept(event) else { continue };
-                        if !event.kind.is_control() {
+                        if !self.cursor.admit(event.id(), event.kind()) {
+                            continue;
+                        }
+                        if !event.kind().is_control() {
                             self.idle_deadline = Instant::now() + self.max_idle;
                         }
                         self.finished = self.cursor.is_ended();
-                        return Some(encode_event(&event));
+                        return Some(event.into_frame());
                     }
                     Some(Err(e)) => {
                         self.finished = true;
@@ -289,9 +330,10 @@ where
 /// The stream ends after `done`, after an error from `events` (with a fatal error frame), when
 /// `events` ends, after `max_idle_time` without an event, when the lease is found expired, or on
 /// shutdown. Dropping the body (a client disconnect) drops `events` and releases the lease.
-pub fn sse_stream<S, E>(events: S, options: SseOptions) -> SseBody
+pub fn sse_stream<S, T, E>(events: S, options: SseOptions) -> SseBody
 where
-    S: Stream<Item = Result<Event, E>> + Send + 'static,
+    S: Stream<Item = Result<T, E>> + Send + 'static,
+    T: IntoFrame,
     E: Display + Send + 'static,
 {
     let now = Instant::now();
@@ -349,7 +391,7 @@ pub async fn channel_stream(
     if subscription.is_finished() {
         return Ok(SseReply::Finished);
     }
-    Ok(SseReply::Stream(sse_stream(subscription, options)))
+    Ok(SseReply::Stream(sse_stream(subscription.shared(), options)))
 }
 
 /// [`channel_stream`] under a lease of `user`, held for the stream's lifetime (the seed's
@@ -371,7 +413,10 @@ pub async fn channel_stream_with_lease(
         return Ok(SseReply::Finished);
     }
     let lease = StreamLease::acquire(leases, user).await?;
-    Ok(SseReply::Stream(sse_stream(subscription, options.lease(lease))))
+    Ok(SseReply::Stream(sse_stream(
+        subscription.shared(),
+        options.lease(lease),
+    )))
 }
 
 /// The three SSE entry points over a [`Streaming`] bundle: what the web adapters' `sse_response`,

@@ -8,8 +8,9 @@ use async_trait::async_trait;
 use futures_core::Stream;
 
 use crate::error::BoxError;
-use crate::event::{Event, EventId};
+use crate::event::{Event, EventId, EventType};
 use crate::ids::ChannelId;
+use crate::shared::SharedEvent;
 
 /// Why a subscription failed or ended early.
 #[derive(Debug, thiserror::Error)]
@@ -68,16 +69,21 @@ impl EventCursor {
 
     /// `Some(event)` to yield it, `None` for a duplicate.
     pub fn accept(&mut self, event: Event) -> Option<Event> {
-        if !event.kind.is_control() {
-            if self.last_id.is_some_and(|last| event.id <= last) {
-                return None;
+        self.admit(event.id, &event.kind).then_some(event)
+    }
+
+    /// The same rule on an event's id and type: `true` to yield it, `false` for a duplicate.
+    pub fn admit(&mut self, id: EventId, kind: &EventType) -> bool {
+        if !kind.is_control() {
+            if self.last_id.is_some_and(|last| id <= last) {
+                return false;
             }
-            self.last_id = Some(event.id);
+            self.last_id = Some(id);
         }
-        if event.kind.closes_stream() {
+        if kind.closes_stream() {
             self.ended = true;
         }
-        Some(event)
+        true
     }
 }
 
@@ -85,18 +91,44 @@ impl EventCursor {
 ///
 /// It yields events in strictly increasing id order, with no duplicates, and ends after `done`.
 /// A `gap` event marks events that could not be delivered. Dropping it unsubscribes.
+///
+/// Underneath it yields [`SharedEvent`]s, each encoded once per process
+/// ([`next_shared`](Self::next_shared), [`poll_next_shared`](Self::poll_next_shared)): the SSE
+/// pipeline writes their frames as they are. As a `Stream` it yields whole [`Event`]s, decoded
+/// (once per process) and cloned for this subscriber.
 pub struct Subscription {
-    inner: Pin<Box<dyn Stream<Item = Result<Event, SubscribeError>> + Send>>,
+    inner: Pin<Box<dyn Stream<Item = Result<SharedEvent, SubscribeError>> + Send>>,
     finished: bool,
 }
 
 impl Subscription {
     /// Wraps a backend's event stream.
-    pub fn new(stream: impl Stream<Item = Result<Event, SubscribeError>> + Send + 'static) -> Self {
+    pub fn new(stream: impl Stream<Item = Result<SharedEvent, SubscribeError>> + Send + 'static) -> Self {
         Self {
             inner: Box::pin(stream),
             finished: false,
         }
+    }
+
+    /// The next event, as shared.
+    pub fn poll_next_shared(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<SharedEvent, SubscribeError>>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+
+    /// The next event, as shared.
+    pub async fn next_shared(&mut self) -> Option<Result<SharedEvent, SubscribeError>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next_shared(cx)).await
+    }
+
+    /// This subscription as a stream of [`SharedEvent`]s.
+    pub fn shared(self) -> impl Stream<Item = Result<SharedEvent, SubscribeError>> + Send + 'static {
+        futures_util::stream::unfold(self, |mut sub| async move {
+            let item = sub.next_shared().await?;
+            Some((item, sub))
+        })
     }
 
     /// A subscription that yields nothing because the channel's `done` event is at or before the
@@ -117,8 +149,9 @@ impl Subscription {
 
 impl Stream for Subscription {
     type Item = Result<Event, SubscribeError>;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.as_mut().poll_next(cx)
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.poll_next_shared(cx)
+            .map(|item| item.map(|result| result.map(|shared| shared.event().clone())))
     }
 }
 

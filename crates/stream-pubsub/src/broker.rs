@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use stream_core::replay::{self, ChannelLog, HistoryPage, Live, LiveFeed, Liveness, ReplayOptions};
 use stream_core::{
     BoxError, ChannelConfig, ChannelId, ChannelRegistry, Event, EventId, EventPublisher, EventSubscriber, PublishError,
-    RegistryError, SubscribeError, Subscription, UserId,
+    RegistryError, SharedEvent, SubscribeError, Subscription, UserId,
 };
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
@@ -291,7 +291,7 @@ impl ChannelLog for Log {
             .await
             .map_err(SubscribeError::Backend)?;
         Ok(HistoryPage {
-            events: read.entries.iter().filter_map(|json| parse_entry(json)).collect(),
+            events: read.entries.into_iter().filter_map(parse_entry).collect(),
             done: read.done,
             owner_known: read.owner_known,
         })
@@ -326,8 +326,8 @@ impl redis::ToRedisArgs for EventJson<'_> {
     }
 }
 
-fn parse_entry(json: &[u8]) -> Option<Event> {
-    match serde_json::from_slice(json) {
+fn parse_entry(json: Vec<u8>) -> Option<SharedEvent> {
+    match SharedEvent::from_json(json.into()) {
         Ok(event) => Some(event),
         Err(e) => {
             tracing::warn!(error = %e, "skipping a history entry that is not an event");
@@ -339,7 +339,7 @@ fn parse_entry(json: &[u8]) -> Option<Event> {
 /// A Redis subscriber's live feed: its queue on the shared connection, with the resync mark.
 struct Feed {
     registration: Registration,
-    rx: mpsc::Receiver<Arc<Event>>,
+    rx: mpsc::Receiver<SharedEvent>,
     active: watch::Receiver<bool>,
 }
 

@@ -11,12 +11,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use redis::{PushInfo, PushKind, Value};
-use stream_core::Event;
+use stream_core::SharedEvent;
 use tokio::sync::{Notify, mpsc, watch};
 
-/// One live message: the event, decoded once for all local subscribers of its channel.
-pub(crate) type Live = Arc<Event>;
+/// One live message: the event, framed once for all local subscribers of its channel.
+pub(crate) type Live = SharedEvent;
 
 /// One local subscriber's end of the fan-out.
 pub(crate) struct LocalSub {
@@ -198,10 +199,12 @@ impl Fanout {
         let (Some(channel), Some(payload)) = (data.next(), data.next()) else {
             return;
         };
-        let (Some(channel), Some(payload)) = (bytes(&channel), bytes(&payload)) else {
+        let (Some(channel), Some(payload)) = (bytes(&channel), owned_bytes(payload)) else {
             return;
         };
-        let event: Event = match serde_json::from_slice(payload) {
+        // The frame is built once here around the very bytes that came from Redis; subscribers
+        // share it.
+        let live: Live = match SharedEvent::from_json(payload) {
             Ok(event) => event,
             Err(e) => {
                 tracing::warn!(
@@ -215,7 +218,6 @@ impl Fanout {
         let Ok(channel) = std::str::from_utf8(channel) else {
             return;
         };
-        let live: Live = Arc::new(event);
         let channels = self.lock();
         if let Some(entry) = channels.get(channel) {
             for sub in &entry.subs {
@@ -288,6 +290,15 @@ impl Fanout {
     }
 }
 
+/// A bulk string's bytes, taken without a copy.
+fn owned_bytes(value: Value) -> Option<Bytes> {
+    match value {
+        Value::BulkString(b) => Some(Bytes::from(b)),
+        Value::SimpleString(s) => Some(Bytes::from(s)),
+        _ => None,
+    }
+}
+
 fn bytes(value: &Value) -> Option<&[u8]> {
     match value {
         Value::BulkString(b) => Some(b),
@@ -301,7 +312,7 @@ mod tests {
     use super::*;
     use stream_core::ChannelId;
 
-    fn message(kind: PushKind, channel: &str, event: &Event) -> PushInfo {
+    fn message(kind: PushKind, channel: &str, event: &stream_core::Event) -> PushInfo {
         PushInfo {
             kind,
             data: vec![
@@ -311,8 +322,8 @@ mod tests {
         }
     }
 
-    fn event(n: u64) -> Event {
-        Event::data(ChannelId::new("c").unwrap(), "n", n).unwrap()
+    fn event(n: u64) -> stream_core::Event {
+        stream_core::Event::data(ChannelId::new("c").unwrap(), "n", n).unwrap()
     }
 
     fn fanout(queue: usize) -> (Arc<Fanout>, mpsc::UnboundedReceiver<HubMsg>) {
@@ -333,14 +344,14 @@ mod tests {
         for n in 0..2 {
             fanout.on_push(g, message(PushKind::Message, "ch", &event(n)));
         }
-        assert_eq!(fast_rx.try_recv().unwrap().payload["n"], 0);
+        assert_eq!(fast_rx.try_recv().unwrap().event().payload["n"], 0);
         fanout.on_push(g, message(PushKind::Message, "ch", &event(2)));
         assert!(slow.sub.resync.load(Ordering::SeqCst), "the slow subscriber overflowed");
         assert!(!fast.sub.resync.load(Ordering::SeqCst));
         // Draining makes room, but nothing more is queued until the subscriber has resynced.
-        assert_eq!(slow_rx.try_recv().unwrap().payload["n"], 0);
+        assert_eq!(slow_rx.try_recv().unwrap().event().payload["n"], 0);
         fanout.on_push(g, message(PushKind::Message, "ch", &event(3)));
-        assert_eq!(slow_rx.try_recv().unwrap().payload["n"], 1);
+        assert_eq!(slow_rx.try_recv().unwrap().event().payload["n"], 1);
         assert!(slow_rx.try_recv().is_err());
         drop((slow, fast));
         assert!(matches!(hub.try_recv(), Ok(HubMsg::Release(c)) if &*c == "ch"));

@@ -185,6 +185,33 @@ async fn a_lost_history_is_announced(broker: &RedisBroker, admin_url: &str) {
     assert_quiet(&mut sub).await;
 }
 
+/// The bytes that travel through Redis are the bytes of the SSE frame: the history entry's JSON
+/// (which is also the pub/sub message) is the frame's `data:` as it is, framed once per process.
+async fn frames_carry_the_stored_bytes(broker: &RedisBroker, admin_url: &str) {
+    let ch = unique_channel("bytes");
+    let mut sub = broker.subscribe(&ch, None).await.expect("subscribe");
+    let mut other = broker.subscribe(&ch, None).await.expect("subscribe");
+    let id = broker.publish(&numbered(&ch, 0)).await.expect("publish");
+    let shared = sub.next_shared().await.expect("an event").expect("no error");
+    let again = other.next_shared().await.expect("an event").expect("no error");
+    assert_eq!(shared.frame().as_ptr(), again.frame().as_ptr(), "one frame for both");
+    let mut conn = common::admin(admin_url).await;
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(format!("{}{{{ch}}}:h", broker.config().key_prefix))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .expect("XRANGE");
+    let stored = &entries[0].1.iter().find(|(k, _)| k == "e").expect("the e field").1;
+    assert_eq!(
+        shared.frame().as_ref(),
+        format!("id: {id}\ndata: {stored}\n\n").as_bytes(),
+        "the frame is the stored JSON, with the id the script wrote into it"
+    );
+    assert!(stored.starts_with(&format!("{{\"id\":\"{id}\"")), "{stored}");
+}
+
 fn small_history() -> ChannelConfig {
     ChannelConfig {
         history_max_len: 200,
@@ -201,6 +228,7 @@ async fn standalone_history_resume_and_replay() {
     replay_after_done(&broker).await;
     a_batch_across_channels(&broker).await;
     a_lost_history_is_announced(&broker, &common::redis_url()).await;
+    frames_carry_the_stored_bytes(&broker, &common::redis_url()).await;
     let capped = common::standalone(small_history()).await;
     history_is_capped_and_expires(&capped, &common::redis_url()).await;
 }

@@ -11,6 +11,7 @@ use crate::ids::{ChannelId, UserId};
 use crate::publish::{EventPublisher, PublishError};
 use crate::registry::{ChannelRegistry, RegistryError};
 use crate::replay::{self, ChannelLog, HistoryPage, Live, LiveFeed, Liveness, ReplayOptions};
+use crate::shared::SharedEvent;
 use crate::subscribe::{EventSubscriber, SubscribeError, Subscription};
 
 /// An in-process broker with per-channel history: the embedded default.
@@ -44,13 +45,13 @@ struct State {
 }
 
 struct Channel {
-    history: VecDeque<Arc<Event>>,
+    history: VecDeque<SharedEvent>,
     /// The sequence number of the channel's last event (0 before the first).
     seq: u64,
     /// The millisecond of the channel's last id: ids never go back in time.
     last_ms: u64,
     /// The live feed, made for the first subscriber.
-    tx: Option<broadcast::Sender<Arc<Event>>>,
+    tx: Option<broadcast::Sender<SharedEvent>>,
     touched: Instant,
     done: Option<EventId>,
     /// When the producer's liveness record expires, while it has one.
@@ -155,7 +156,8 @@ impl Shared {
         }
         let mut accepted = event.clone();
         accepted.id = id;
-        let accepted = Arc::new(accepted);
+        // Encoded once, here; every subscriber and every history read shares the frame.
+        let accepted = SharedEvent::from_event(accepted);
         channel.history.push_back(accepted.clone());
         while channel.history.len() > max {
             channel.history.pop_front();
@@ -211,8 +213,8 @@ impl ChannelLog for Shared {
         let events = ch
             .history
             .iter()
-            .filter(|e| after.is_none_or(|a| e.id > a))
-            .map(|e| Event::clone(e))
+            .filter(|e| after.is_none_or(|a| e.id() > a))
+            .cloned()
             .collect();
         Ok(HistoryPage {
             events,
@@ -242,7 +244,7 @@ impl ChannelLog for Shared {
 }
 
 /// A memory subscriber's live feed: the channel's broadcast.
-struct Feed(broadcast::Receiver<Arc<Event>>);
+struct Feed(broadcast::Receiver<SharedEvent>);
 
 impl LiveFeed for Feed {
     async fn recv(&mut self) -> Option<Live> {
