@@ -153,6 +153,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // A client that goes away closes its side of the connection: drop its stream (and release its
     // lease) right then, not at the next ping.
     .h1_allow_half_closed(false)
+    // SSE frames are small writes that must leave at once: no Nagle delay (docs/operations.md).
+    .tcp_nodelay(true)
     // Our own signal handling: the token ends every open stream, then the server stops.
     .shutdown_signal(service.shutdown_token().clone().cancelled_owned())
     .shutdown_timeout(10)
