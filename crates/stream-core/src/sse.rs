@@ -20,8 +20,8 @@ use futures_core::Stream;
 use futures_util::StreamExt;
 use serde_json::json;
 use time::OffsetDateTime;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
-use tokio_util::sync::CancellationToken;
+use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::config::ChannelConfig;
 use crate::event::{Event, EventId, EventType, InvalidEventId};
@@ -249,11 +249,16 @@ struct Pipeline<S> {
     events: Pin<Box<S>>,
     ping: Interval,
     max_idle: Duration,
+    /// When the stream goes idle: moved forward by each event, without touching the timer.
     idle_deadline: Instant,
+    /// The idle timer, made once; when it fires early (events moved the deadline) it is reset
+    /// to the deadline, so the per-event cost is one clock read.
+    idle: Pin<Box<Sleep>>,
     refresh: Option<Interval>,
     lease: Option<StreamLease>,
     cursor: EventCursor,
-    shutdown: CancellationToken,
+    /// The shutdown wait, made once.
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     retry: Option<Duration>,
     finished: bool,
 }
@@ -286,7 +291,7 @@ where
         loop {
             tokio::select! {
                 biased;
-                () = self.shutdown.cancelled() => return None,
+                () = self.shutdown.as_mut() => return None,
                 // Before the events: a channel that always has an event ready must not starve the
                 // refresh, or the lease would expire under a live stream.
                 () = tick(&mut self.refresh) => {
@@ -318,7 +323,14 @@ where
                     None => return None,
                 },
                 _ = self.ping.tick() => return Some(ping_frame()),
-                () = tokio::time::sleep_until(self.idle_deadline) => return None,
+                () = self.idle.as_mut() => {
+                    if Instant::now() < self.idle_deadline {
+                        let deadline = self.idle_deadline;
+                        self.idle.as_mut().reset(deadline);
+                        continue;
+                    }
+                    return None;
+                }
             }
         }
     }
@@ -350,10 +362,11 @@ where
         ping,
         max_idle: options.max_idle_time,
         idle_deadline: now + options.max_idle_time,
+        idle: Box::pin(tokio::time::sleep_until(now + options.max_idle_time)),
         refresh,
         lease: options.lease,
         cursor: EventCursor::after(options.last_event_id),
-        shutdown: options.shutdown.unwrap_or_default(),
+        shutdown: Box::pin(options.shutdown.unwrap_or_default().cancelled_owned()),
         retry: options.retry,
         finished: false,
     };
