@@ -47,7 +47,7 @@ started_at=$(date +%s)
 
 rm -rf "$RESULTS" && mkdir -p "$RESULTS" "$WORK"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
-[ "$(ulimit -n)" -ge 30000 ] || note "open-file limit is only $(ulimit -n): large scenarios may fail to connect"
+[ "$(ulimit -n)" -ge $((IDLE_STREAMS + 2000)) ] || note "open-file limit is only $(ulimit -n): large scenarios may fail to connect"
 
 # --- installs -------------------------------------------------------------------------------
 sudo=()
@@ -219,7 +219,7 @@ for run in $(seq 1 $RUNS); do
       --rate "$(sat_rate "$m")" --publishers 16 --duration $DURATION --drain $DRAIN --scenario "fanout-$m-sat" --run "$run"
   done
   baseline "(c) lease" "lease-$run" lease --redis "$REDIS_URL" --concurrency 50 --duration $DURATION \
-    --requests 100000 --run "$run"
+    --requests 50000 --run "$run"
 done
 
 if [ "$MODE" = full ]; then

@@ -285,7 +285,7 @@ async fn drain_and_collect(
         duration_s: cfg.duration.as_secs_f64(),
         published,
         publish_errors: outcome.errors,
-        achieved_publish_rate: published as f64 / outcome.elapsed.as_secs_f64().max(1e-9),
+        achieved_publish_rate: published as f64 / outcome.elapsed.max(cfg.duration).as_secs_f64().max(1e-9),
         expected,
         publish_latency: LatencySummary::from(&outcome.latency),
         cpu,

@@ -418,7 +418,9 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadResult, LoadError> {
     if let Some(o) = outcome {
         result.published = o.total_ok();
         result.publish_errors = o.errors;
-        result.achieved_publish_rate = o.total_ok() as f64 / o.elapsed.as_secs_f64().max(1e-9);
+        // Over the planned publishing time, or longer when the publishers fell behind.
+        let window = o.elapsed.max(cfg.duration).as_secs_f64().max(1e-9);
+        result.achieved_publish_rate = o.total_ok() as f64 / window;
         result.publish_latency = LatencySummary::from(&o.latency);
         if let Some(e) = o.first_error {
             errors.push(e);

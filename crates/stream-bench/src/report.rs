@@ -65,7 +65,7 @@ impl Spread {
 
 fn num(x: f64) -> String {
     let a = x.abs();
-    if a >= 100.0 || a == 0.0 {
+    if a >= 100.0 || x.fract() == 0.0 {
         format!("{x:.0}")
     } else if a >= 10.0 {
         format!("{x:.1}")
@@ -548,6 +548,7 @@ pub fn line_chart(
         .build_cartesian_2d((x_min * 0.8..x_max * 1.25).log_scale(), 0.0..y_max)?;
     chart
         .configure_mesh()
+        .light_line_style(WHITE)
         .x_desc("subscribers (log scale)")
         .y_desc(y_desc)
         .x_label_formatter(&|x| format!("{x:.0}"))
