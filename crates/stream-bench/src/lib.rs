@@ -1,4 +1,4 @@
-//! The benchmark harness of stream-rs (issue 11).
+//! The benchmark harness of stream-rs (issue 11). See also the crate README.
 //!
 //! - [`load`]: the load client. M SSE subscriptions over N channels, an open-loop publisher over
 //!   K keep-alive connections, publish-to-receive latency in an HdrHistogram, loss, duplicate

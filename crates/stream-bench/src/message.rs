@@ -132,7 +132,8 @@ impl SubTracker {
 }
 
 /// An open-loop publishing plan: message `n` is due at `n / rate` seconds after the start,
-/// whatever the answers to earlier ones, and goes to channel `n % channels`.
+/// whatever the answers to earlier ones, and goes to channel `n % channels`. Publishing stops
+/// at the end of `duration` even if the workers are behind.
 #[derive(Debug, Clone, Copy)]
 pub struct PublishPlan {
     /// Concurrent publishing workers (one request at a time each: K keep-alive connections).
@@ -199,7 +200,9 @@ where
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 let due = Duration::from_secs_f64(n as f64 / plan.rate);
-                if due >= plan.duration {
+                // Stop at the end of the window even when behind: what was due but not sent by
+                // then is offered load the server did not take.
+                if due >= plan.duration || started.elapsed() >= plan.duration {
                     break;
                 }
                 tokio::time::sleep_until(tokio_start + due).await;
@@ -292,5 +295,23 @@ mod tests {
         assert_eq!(outcome.total_ok(), 100);
         assert_eq!(outcome.ok_on(0), 25);
         assert_eq!(outcome.errors, 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn open_loop_stops_at_the_deadline_when_behind() {
+        let plan = PublishPlan {
+            workers: 1,
+            rate: 10_000.0,
+            duration: Duration::from_millis(100),
+            channels: 1,
+            pad: 0,
+        };
+        let outcome = open_loop(plan, |_, _, _| async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok(())
+        })
+        .await;
+        assert!(outcome.total_ok() < 100, "{} sent", outcome.total_ok());
+        assert!(outcome.elapsed < Duration::from_millis(500));
     }
 }
