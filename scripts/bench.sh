@@ -44,6 +44,7 @@ notes=()
 note() { notes+=("$1"); echo "NOTE: $1" >&2; }
 step() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
 started_at=$(date +%s)
+load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
 rm -rf "$RESULTS" && mkdir -p "$RESULTS" "$WORK"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
@@ -248,7 +249,7 @@ meta=(
   --meta "date=$(date -u +%Y-%m-%dT%H:%MZ)"
   --meta "git revision=$git_rev"
   --meta "mode=$MODE: $RUNS run(s) per scenario, ${DURATION}s of publishing per run, up to ${DRAIN}s drain; suite took ${elapsed}s"
-  --meta "load average at the end=$(cut -d' ' -f1-3 /proc/loadavg)"
+  --meta "load average (1, 5, 15 min)=at the start $load_at_start; at the end $(cut -d' ' -f1-3 /proc/loadavg)"
   --meta "rustc=$(rustc -V)"
   --meta "Redis=$(redis-server --version | sed 's/ sha=.*//') on 127.0.0.1:$REDIS_PORT, shared by every server and baseline"
   --meta "load client=stream-bench (reqwest HTTP/1.1, eventsource-stream), on the same machine"
@@ -256,6 +257,10 @@ meta=(
 )
 [ $have_nchan -eq 1 ] && meta+=(--meta "Nchan=$(nginx -v 2>&1 | sed 's/nginx version: //'), libnginx-mod-nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null), 2 workers (bench/peers/nchan/nginx.conf)")
 [ $have_centrifugo -eq 1 ] && meta+=(--meta "Centrifugo=v6.9.1 (go install), $(go version 2>/dev/null | cut -d' ' -f3), Redis engine (bench/peers/centrifugo/config.json)")
+# The suite itself keeps about 2 cores busy; more than that means other work shared the machine.
+if awk -v l="$(cut -d' ' -f2 /proc/loadavg)" -v c="$(nproc)" 'BEGIN { exit !(l > c + 0.5) }'; then
+  note "The machine was not idle: the 5-minute load average reached $(cut -d' ' -f2 /proc/loadavg) on $(nproc) cores, so other processes (builds, tests) competed with the servers; compare within this run only."
+fi
 note_args=()
 for n in "${notes[@]}"; do note_args+=(--note "$n"); done
 note_args+=(--note "The load client, Redis and the server share the machine's cores; each table gives their CPU so that the bottleneck is visible.")

@@ -517,18 +517,57 @@ fn fanout_series(g: &Grouped<'_>, mode: &str, f: impl Fn(&LoadResult) -> f64 + C
         .collect()
 }
 
-/// Draws a line chart with a logarithmic x axis (subscribers) to an SVG file.
+/// Draws the series onto a chart whose y range is `$y_range` (linear or logarithmic).
+macro_rules! draw_chart {
+    ($root:expr, $title:expr, $y_desc:expr, $series:expr, $x_range:expr, $y_range:expr) => {{
+        let mut chart = ChartBuilder::on($root)
+            .caption($title, ("sans-serif", 20))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(80)
+            .build_cartesian_2d($x_range, $y_range)?;
+        chart
+            .configure_mesh()
+            .light_line_style(WHITE)
+            .x_desc("subscribers (log scale)")
+            .y_desc($y_desc)
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| num(*y))
+            .draw()?;
+        for (i, (name, pts)) in $series.iter().enumerate() {
+            let color = Palette99::pick(i).mix(1.0);
+            chart
+                .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+    }};
+}
+
+/// Draws a line chart with a logarithmic x axis (subscribers) to an SVG file; the y axis is
+/// logarithmic too with `log_y` (latencies that span milliseconds to seconds).
 pub fn line_chart(
     path: &Path,
     title: &str,
     y_desc: &str,
     series: &[Series],
+    log_y: bool,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let points = series.iter().flat_map(|(_, p)| p.iter());
-    let (mut x_min, mut x_max, mut y_max) = (f64::MAX, f64::MIN, 0.0f64);
+    let (mut x_min, mut x_max, mut y_min, mut y_max) = (f64::MAX, f64::MIN, f64::MAX, 0.0f64);
     for &(x, y) in points {
         x_min = x_min.min(x);
         x_max = x_max.max(x);
+        if y > 0.0 {
+            y_min = y_min.min(y);
+        }
         y_max = y_max.max(y);
     }
     if x_min > x_max {
@@ -538,36 +577,15 @@ pub fn line_chart(
         x_max = x_min * 10.0;
     }
     let y_max = if y_max > 0.0 { y_max * 1.15 } else { 1.0 };
+    let x_range = (x_min * 0.8..x_max * 1.25).log_scale();
     let root = SVGBackend::new(path, (860, 500)).into_drawing_area();
     root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(80)
-        .build_cartesian_2d((x_min * 0.8..x_max * 1.25).log_scale(), 0.0..y_max)?;
-    chart
-        .configure_mesh()
-        .light_line_style(WHITE)
-        .x_desc("subscribers (log scale)")
-        .y_desc(y_desc)
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| num(*y))
-        .draw()?;
-    for (i, (name, pts)) in series.iter().enumerate() {
-        let color = Palette99::pick(i).mix(1.0);
-        chart
-            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
-            .label(name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+    if log_y {
+        let y_min = if y_min < y_max { y_min / 2.0 } else { y_max / 100.0 };
+        draw_chart!(&root, title, y_desc, series, x_range, (y_min..y_max * 2.0).log_scale());
+    } else {
+        draw_chart!(&root, title, y_desc, series, x_range, 0.0..y_max);
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
     root.present()?;
     Ok(())
 }
@@ -600,22 +618,33 @@ fn machine_facts() -> Vec<(String, String)> {
     ]
 }
 
-/// The charts [`write_report`] draws: file name, title, y axis, mode, figure.
-#[allow(clippy::type_complexity)]
-const CHARTS: [(&str, &str, &str, &str, fn(&LoadResult) -> f64); 4] = [
+/// One chart of [`write_report`]: file name, title, y axis, scenario mode, figure, log y axis.
+type ChartSpec = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&LoadResult) -> f64,
+    bool,
+);
+
+/// The charts [`write_report`] draws.
+const CHARTS: [ChartSpec; 4] = [
     (
         "fanout-deliveries-sat.svg",
         "Fan-out at saturation: deliveries/s",
         "deliveries/s",
         "sat",
         |l| l.deliveries_per_s,
+        false,
     ),
     (
         "fanout-p99-sat.svg",
         "Fan-out at saturation: p99 latency",
-        "p99 (ms)",
+        "p99 (ms, log scale)",
         "sat",
         |l| l.latency.p99_us as f64 / 1000.0,
+        true,
     ),
     (
         "fanout-deliveries-fixed.svg",
@@ -623,13 +652,15 @@ const CHARTS: [(&str, &str, &str, &str, fn(&LoadResult) -> f64); 4] = [
         "deliveries/s",
         "fixed",
         |l| l.deliveries_per_s,
+        false,
     ),
     (
         "fanout-p99-fixed.svg",
         "Fan-out at a fixed rate: p99 latency",
-        "p99 (ms)",
+        "p99 (ms, log scale)",
         "fixed",
         |l| l.latency.p99_us as f64 / 1000.0,
+        true,
     ),
 ];
 
@@ -645,13 +676,13 @@ pub fn write_report(
     let g = Grouped::new(records);
     std::fs::create_dir_all(chart_dir)?;
     let mut charts = Vec::new();
-    for (file, title, y_desc, mode, f) in CHARTS {
+    for (file, title, y_desc, mode, f, log_y) in CHARTS {
         let series = fanout_series(&g, mode, f);
         if series.is_empty() {
             continue;
         }
         let path = chart_dir.join(file);
-        line_chart(&path, title, y_desc, &series)?;
+        line_chart(&path, title, y_desc, &series, log_y)?;
         charts.push(path);
     }
 
