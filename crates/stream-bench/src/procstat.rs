@@ -70,6 +70,28 @@ pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
     Ok(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
 }
 
+/// Busy CPU time of the whole machine, all cores (user, nice, system, irq, softirq, steal), from
+/// the first line of `/proc/stat`.
+pub fn machine_busy_seconds() -> io::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no cpu line in /proc/stat"))?
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let field = |i: usize| fields.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal
+    let busy = field(0) + field(1) + field(2) + field(5) + field(6) + field(7);
+    Ok(busy as f64 / rustix::param::clock_ticks_per_second() as f64)
+}
+
+/// The name under which [`CpuSnapshot`] reports the whole machine's busy CPU (all cores, so up to
+/// 100 % per core).
+pub const MACHINE: &str = "machine";
+
 /// Resident set size of a process, in bytes, from `/proc/<pid>/statm`.
 pub fn rss_bytes(pid: u32) -> io::Result<u64> {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm"))?;
@@ -145,8 +167,8 @@ pub struct CpuSnapshot {
 }
 
 impl CpuSnapshot {
-    /// Reads every group now, plus the calling process as `load-client`. A process that is gone
-    /// counts as zero.
+    /// Reads every group now, plus the calling process as `load-client` and the whole machine as
+    /// [`MACHINE`]. A process that is gone counts as zero.
     pub fn take(groups: &[NamedPids]) -> Self {
         let mut seconds = BTreeMap::new();
         for g in groups {
@@ -154,6 +176,7 @@ impl CpuSnapshot {
             seconds.insert(g.name.clone(), total);
         }
         seconds.insert("load-client".into(), cpu_seconds(std::process::id()).unwrap_or(0.0));
+        seconds.insert(MACHINE.into(), machine_busy_seconds().unwrap_or(0.0));
         Self {
             at: Instant::now(),
             seconds,
@@ -222,6 +245,7 @@ mod tests {
         let me = std::process::id();
         assert!(cpu_seconds(me).unwrap() >= 0.0);
         assert!(rss_bytes(me).unwrap() > 0);
+        assert!(machine_busy_seconds().unwrap() > 0.0);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();

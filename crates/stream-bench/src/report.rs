@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
+use crate::procstat::MACHINE;
 use crate::record::{BulkResult, LoadResult, Measurement, OpsResult, Record};
 
 /// The project's server, against which the others are compared.
@@ -154,7 +155,8 @@ fn describe(scenario: &str) -> (String, String) {
             format!("Fan-out: 1 channel to {m} subscribers, {how}"),
             format!(
                 "{m} SSE subscriptions on one channel; messages published open-loop {how} (see the offered rate). \
-                 The in-process baselines (b) run the same fan-out with no HTTP."
+                 The in-process baselines (b) run the same fan-out with no HTTP (their Redis CPU is counted in \
+                 \"other\")."
             ),
         );
     }
@@ -208,8 +210,9 @@ fn load_table(out: &mut String, g: &Grouped<'_>, scenario: &str, servers: &[Serv
         .map(|s| s.median);
     out.push_str(
         "| server | runs | subs open | offered msg/s | published msg/s | deliveries/s | p50 µs | p99 µs | \
-         lost | dup | reordered | CPU % server | CPU % redis | CPU % client | stream-axum ÷ this (deliveries/s) | \
-         this ÷ stream-axum (p99) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         lost | dup | reordered | CPU % server | CPU % redis | CPU % client | CPU % other | \
+         stream-axum ÷ this (deliveries/s) | this ÷ stream-axum (p99) |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (server, runs) in servers {
         let s = |f: &dyn Fn(&LoadResult) -> f64| g.load_spread(scenario, server, f);
@@ -219,7 +222,7 @@ fn load_table(out: &mut String, g: &Grouped<'_>, scenario: &str, servers: &[Serv
         let p99 = s(&|l| l.latency.p99_us as f64);
         let _ = writeln!(
             out,
-            "| {server} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {server} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             runs.len(),
             spread_cell(s(&|l| l.subscribed as f64)),
             spread_cell(s(&|l| l.offered_rate)),
@@ -233,6 +236,7 @@ fn load_table(out: &mut String, g: &Grouped<'_>, scenario: &str, servers: &[Serv
             spread_cell(cpu("server")),
             spread_cell(cpu("redis")),
             spread_cell(cpu("load-client")),
+            spread_cell(s(&other_cpu)),
             if server == PROJECT {
                 "1.00×".into()
             } else {
@@ -266,6 +270,21 @@ fn load_table(out: &mut String, g: &Grouped<'_>, scenario: &str, servers: &[Serv
             let _ = writeln!(out, "- `{}`", e.replace('`', "'"));
         }
     }
+}
+
+/// CPU (% of one core) that processes other than the named ones and the load client used in the
+/// window: the whole machine's busy time less theirs.
+fn other_cpu(l: &LoadResult) -> f64 {
+    let Some(machine) = l.cpu.get(MACHINE) else {
+        return f64::NAN;
+    };
+    let named: f64 = l
+        .cpu
+        .iter()
+        .filter(|(name, _)| name.as_str() != MACHINE)
+        .map(|(_, c)| c.percent_of_core)
+        .sum();
+    (machine.percent_of_core - named).max(0.0)
 }
 
 fn idle_table(out: &mut String, g: &Grouped<'_>, scenario: &str, servers: &[ServerRuns<'_>]) {
@@ -752,7 +771,8 @@ pub fn write_report(
          checks loss, duplicates and order per worker, and records publish→receive latency in an HdrHistogram (µs, \
          2 significant digits). Deliveries/s are distinct deliveries from the first publish to the last delivery.\n\
          - CPU is user + system time from `/proc/<pid>/stat` over the publish and drain window, as a percentage of \
-         one core; RSS from `/proc/<pid>/statm`; Redis connections are the process's established TCP connections to \
+         one core; \"other\" is the whole machine's busy CPU (`/proc/stat`) less the server's, Redis's and the \
+         load client's, i.e. whatever else ran; RSS from `/proc/<pid>/statm`; Redis connections are the process's established TCP connections to \
          the Redis port.\n\
          - Every server runs alone during its runs, against the same Redis instance; each run uses fresh channel \
          names, so no history is replayed.\n",
