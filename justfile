@@ -26,3 +26,12 @@ services-down:
 check:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+
+# The benchmark suite: the project's server, Nchan, Centrifugo and the bare baselines (< 15 min).
+# Writes docs/benchmarks.md and docs/benchmarks/*.svg.
+bench:
+    scripts/bench.sh
+
+# A 1-minute subset of the benchmark (the project's server and baselines, 1 run each), into .bench/quick/.
+bench-quick:
+    scripts/bench.sh quick

@@ -2,8 +2,12 @@
 //!
 //! ```sh
 //! scripts/opensearch.sh start
-//! cargo run --release -p stream-store-opensearch --example bulk_throughput -- [EVENTS] [BATCH]
+//! cargo run --release -p stream-store-opensearch --example bulk_throughput -- [EVENTS] [BATCH] [--json FILE]
 //! ```
+//!
+//! With `--json FILE` it also writes the three rounds as the benchmark harness's records
+//! (`scenario` `archive-bulk`, `kind` `bulk`; see `crates/stream-bench`), which `scripts/bench.sh`
+//! puts in `docs/benchmarks.md`. `OPENSEARCH_URL` picks the node (default `http://127.0.0.1:9250`).
 //!
 //! Both sides start from the same `Event`s and include their serialization. The raw loop sends
 //! one `_bulk` request after another and stops when the last one is answered; the store's time
@@ -78,9 +82,20 @@ async fn through_store(config: OpenSearchConfig, events: &[Event]) -> (Duration,
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let mut json_out = None;
+    let mut positional = Vec::new();
     let mut args = std::env::args().skip(1);
-    let count: usize = args.next().map_or(100_000, |a| a.parse().expect("EVENTS"));
-    let batch: usize = args.next().map_or(1_000, |a| a.parse().expect("BATCH"));
+    while let Some(arg) = args.next() {
+        if arg == "--json" {
+            json_out = Some(args.next().expect("--json FILE"));
+        } else {
+            positional.push(arg);
+        }
+    }
+    let mut positional = positional.into_iter();
+    let count: usize = positional.next().map_or(100_000, |a| a.parse().expect("EVENTS"));
+    let batch: usize = positional.next().map_or(1_000, |a| a.parse().expect("BATCH"));
+    let mut records = Vec::new();
     let url = std::env::var("OPENSEARCH_URL").unwrap_or_else(|_| "http://127.0.0.1:9250".into());
     let config = |name: &str| {
         let mut c = OpenSearchConfig::new(url.clone());
@@ -106,6 +121,16 @@ async fn main() {
             rate(stored),
             rate(stored) / rate(raw)
         );
+        records.push(json!({
+            "scenario": "archive-bulk",
+            "server": "opensearch",
+            "run": round,
+            "kind": "bulk",
+            "events": count,
+            "batch": batch,
+            "raw_events_per_s": rate(raw),
+            "store_events_per_s": rate(stored),
+        }));
         for (s, prefix) in [(&helper, raw_prefix), (&store, store.config().index_prefix.clone())] {
             let _ = s
                 .client()
@@ -130,5 +155,9 @@ async fn main() {
                 )
                 .await;
         }
+    }
+    if let Some(path) = json_out {
+        let json = serde_json::to_vec_pretty(&records).expect("records serialize");
+        std::fs::write(&path, json).expect("write --json file");
     }
 }
