@@ -299,3 +299,99 @@ fn a_blocking_emitter_sends_heartbeats_from_its_own_thread() {
         "each beat keeps the record for three intervals, and a done emitter withdraws nothing: {beats:?}"
     );
 }
+
+/// A publisher that takes 20 ms per call and counts its calls.
+struct Slow {
+    inner: Arc<MemoryBroker>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl stream_core::EventPublisher for Slow {
+    async fn publish(&self, event: &stream_core::Event) -> Result<stream_core::EventId, stream_core::PublishError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        self.inner.publish(event).await
+    }
+    async fn publish_batch(
+        &self,
+        events: &[stream_core::Event],
+    ) -> Result<Vec<stream_core::EventId>, stream_core::PublishError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        self.inner.publish_batch(events).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_emits_on_one_emitter_share_publish_calls() {
+    let broker = Arc::new(MemoryBroker::default());
+    let slow = Arc::new(Slow {
+        inner: broker.clone(),
+        calls: 0.into(),
+    });
+    let ctx = StreamContext::builder().build();
+    let channel = ctx.channel_id().clone();
+    let em = Arc::new(ctx.bind(slow.clone()).with_heartbeat(None));
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let em = em.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for n in 0..20 {
+                    let payload = json!({"task": task, "n": n}).as_object().unwrap().clone();
+                    ids.push(em.data(payload).await.unwrap());
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        let ids = task.await.unwrap();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "each task's events keep their order"
+        );
+        all.extend(ids);
+    }
+    let calls = slow.calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(calls < 160 / 2, "160 emits went out in {calls} publish calls");
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 160, "every emit got its own id");
+    let got = take(&mut broker.subscribe(&channel, None).await.unwrap(), 160).await;
+    assert_eq!(
+        got.iter().map(|e| e.id).collect::<Vec<_>>(),
+        all,
+        "readers see those ids"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emit_whose_publishing_task_is_dropped_fails_instead_of_waiting() {
+    let slow = Arc::new(Slow {
+        inner: Arc::new(MemoryBroker::default()),
+        calls: 0.into(),
+    });
+    let em = Arc::new(StreamContext::builder().build().bind(slow).with_heartbeat(None));
+    // The first emit publishes (20 ms); the second queues behind it.
+    let first = {
+        let em = em.clone();
+        tokio::spawn(async move { em.log("first", LogLevel::Info).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let second = {
+        let em = em.clone();
+        tokio::spawn(async move { em.log("second", LogLevel::Info).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    first.abort();
+    let second = tokio::time::timeout(std::time::Duration::from_secs(2), second)
+        .await
+        .expect("the queued emit does not hang")
+        .unwrap();
+    assert!(matches!(second, Err(EmitError::Publish(_))), "{second:?}");
+    // The emitter still works.
+    em.log("third", LogLevel::Info).await.unwrap();
+}
