@@ -248,10 +248,12 @@ pub enum LogLevel {
 /// which is the id every reader sees. An emitter may be shared (`Arc<Emitter>`) by any number of
 /// tasks: the broker orders their events, and none is lost.
 ///
-/// **Producer liveness.** From its first event until `done`, an emitter sends a heartbeat every
+/// **Producer liveness.** From one second after its first event (or one interval, if shorter)
+/// until `done`, an emitter sends a heartbeat every
 /// [`DEFAULT_HEARTBEAT`](Self::DEFAULT_HEARTBEAT) (one small write to the broker, on a tokio task,
 /// or on a thread of its own outside a runtime), which keeps the channel's liveness record alive
-/// for three intervals. If its process dies before `done`, the record expires and the channel's
+/// for three intervals. An emitter used for a moment (a route publishing one event) is gone before
+/// its first heartbeat and costs the broker nothing. If its process dies before `done`, the record expires and the channel's
 /// readers end the stream with `error` (`"reason": "producer_lost"`) and `done`
 /// (`"success": false`). Dropping an emitter before `done` withdraws the record instead: the
 /// channel then has no watched producer. Producers that are not jobs (a route publishing one-off
@@ -314,16 +316,20 @@ impl Beat {
                 let token = tokio_util::sync::CancellationToken::new();
                 let (stopped, withdraw) = (token.clone(), withdraw.clone());
                 handle.spawn(async move {
+                    let mut wait = first_beat(every);
+                    let mut sent = false;
                     loop {
+                        tokio::select! {
+                            () = stopped.cancelled() => break,
+                            () = tokio::time::sleep(wait) => {}
+                        }
                         if let Err(e) = publisher.heartbeat(&channel, Some(ttl)).await {
                             tracing::debug!(channel = %channel, error = %e, "heartbeat failed");
                         }
-                        tokio::select! {
-                            () = stopped.cancelled() => break,
-                            () = tokio::time::sleep(every) => {}
-                        }
+                        sent = true;
+                        wait = every;
                     }
-                    if withdraw.load(Ordering::Acquire) {
+                    if sent && withdraw.load(Ordering::Acquire) {
                         let _ = publisher.heartbeat(&channel, None).await;
                     }
                 });
@@ -333,15 +339,16 @@ impl Beat {
                 let (tx, rx) = std::sync::mpsc::channel::<()>();
                 let withdraw = withdraw.clone();
                 let beat = move || {
-                    loop {
+                    let mut wait = first_beat(every);
+                    let mut sent = false;
+                    while matches!(rx.recv_timeout(wait), Err(std::sync::mpsc::RecvTimeoutError::Timeout)) {
                         if let Err(e) = futures_executor::block_on(publisher.heartbeat(&channel, Some(ttl))) {
                             tracing::debug!(channel = %channel, error = %e, "heartbeat failed");
                         }
-                        if !matches!(rx.recv_timeout(every), Err(std::sync::mpsc::RecvTimeoutError::Timeout)) {
-                            break;
-                        }
+                        sent = true;
+                        wait = every;
                     }
-                    if withdraw.load(Ordering::Acquire) {
+                    if sent && withdraw.load(Ordering::Acquire) {
                         let _ = futures_executor::block_on(publisher.heartbeat(&channel, None));
                     }
                 };
@@ -353,6 +360,13 @@ impl Beat {
         };
         Self { stop, withdraw }
     }
+}
+
+/// The wait before the first heartbeat: an emitter that is done within it (a route that publishes
+/// one event and drops its emitter) costs the broker nothing. A producer that dies within it leaves
+/// no liveness record, so its channel is not watched.
+fn first_beat(every: Duration) -> Duration {
+    every.min(Duration::from_secs(1))
 }
 
 impl Drop for Beat {
