@@ -258,7 +258,7 @@ meta=(
 [ $have_nchan -eq 1 ] && meta+=(--meta "Nchan=$(nginx -v 2>&1 | sed 's/nginx version: //'), libnginx-mod-nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null), 2 workers (bench/peers/nchan/nginx.conf)")
 [ $have_centrifugo -eq 1 ] && meta+=(--meta "Centrifugo=v6.9.1 (go install), $(go version 2>/dev/null | cut -d' ' -f3), Redis engine (bench/peers/centrifugo/config.json)")
 if awk -v l="${load_at_start%% *}" 'BEGIN { exit !(l > 1.0) }'; then
-  note "Other work was running when the suite started (1-minute load average $load_at_start on $(nproc) cores); the \"CPU % other\" column gives, per run, the CPU that processes outside the measurement used. Compare within this run only."
+  note "Other work was running when the suite started (load average $load_at_start over 1, 5 and 15 minutes, on $(nproc) cores); the \"CPU % other\" column gives, per run, the CPU that processes outside the measurement used. Compare within this run only."
 fi
 note_args=()
 for n in "${notes[@]}"; do note_args+=(--note "$n"); done
