@@ -205,6 +205,10 @@ async fn run_axum(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let streaming = backends(args.memory).await?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     announce(listener.local_addr()?, &args);
+    // As docs/operations.md advises: SSE frames leave at once, with no Nagle delay.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, axum_app::router(streaming)).await?;
     Ok(())
 }
@@ -216,6 +220,7 @@ async fn run_actix(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .app_data(streaming.clone())
             .configure(actix_app::configure)
     })
+    .tcp_nodelay(true)
     .bind(args.listen)?;
     announce(server.addrs()[0], &args);
     server.run().await?;
