@@ -46,9 +46,11 @@ pub struct HistoryPage {
     /// The id of the channel's first `done` event, when the broker still knows it.
     pub done: Option<EventId>,
     /// Whether the broker still has the channel's owner record
-    /// ([`ChannelRegistry`](crate::ChannelRegistry)): with no kept event after a resume point, a
-    /// known channel has lost its history, and the replay says so.
+    /// ([`ChannelRegistry`](crate::ChannelRegistry)).
     pub owner_known: bool,
+    /// Whether the broker holds any history for the channel (kept events, after the requested id
+    /// or not). A known channel with none has lost its history, and the replay says so.
+    pub history_kept: bool,
 }
 
 /// What [`ChannelLog::check_producer`] found.
@@ -251,7 +253,12 @@ impl<L: ChannelLog, F: LiveFeed> Replay<L, F> {
                 self.pending.extend(events);
             }
             None => {
-                if page.done.is_none() && page.owner_known && last.is_some() && self.expected.is_some() {
+                if page.done.is_none()
+                    && page.owner_known
+                    && !page.history_kept
+                    && last.is_some()
+                    && self.expected.is_some()
+                {
                     // A known channel with no trace of its history: whatever came after the resume
                     // point is gone (Redis lost it, say).
                     self.lost();

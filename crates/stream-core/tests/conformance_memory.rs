@@ -25,6 +25,12 @@ async fn memory_registry_conforms() {
 }
 
 #[tokio::test]
+async fn memory_broker_resumes_a_caught_up_client_without_a_gap() {
+    let broker = MemoryBroker::default();
+    conformance::broker::resume_at_the_newest_event_is_not_a_gap(&broker, &broker, &broker).await;
+}
+
+#[tokio::test]
 async fn memory_event_store_conforms() {
     conformance::store::run(Arc::new(MemoryEventStore::default())).await;
 }

@@ -294,6 +294,7 @@ impl ChannelLog for Log {
             events: read.entries.into_iter().filter_map(parse_entry).collect(),
             done: read.done,
             owner_known: read.owner_known,
+            history_kept: read.history_kept,
         })
     }
 

@@ -12,6 +12,8 @@ pub(crate) struct HistoryRead {
     pub(crate) entries: Vec<Vec<u8>>,
     /// Whether the channel's owner record exists.
     pub(crate) owner_known: bool,
+    /// Whether the channel's history stream exists.
+    pub(crate) history_kept: bool,
 }
 
 /// The first stream id a read after `after` must return. A broker-made id names its entry
@@ -40,13 +42,14 @@ fn bad(what: &str) -> BoxError {
 }
 
 impl HistoryRead {
-    /// Parses the read script's reply: `{done or '', XRANGE entries, owner exists}`.
+    /// Parses the read script's reply: `{done or '', XRANGE entries, owner exists, history exists}`.
     pub(crate) fn parse(reply: Value) -> Result<Self, BoxError> {
         let Value::Array(parts) = reply else {
             return Err(bad("not an array"));
         };
-        let [done, entries, owner] = <[Value; 3]>::try_from(parts).map_err(|_| bad("not three parts"))?;
+        let [done, entries, owner, history] = <[Value; 4]>::try_from(parts).map_err(|_| bad("not four parts"))?;
         let owner_known = matches!(owner, Value::Int(1));
+        let history_kept = matches!(history, Value::Int(1));
         let done = match text(&done) {
             Some([]) | None => None,
             Some(id) => std::str::from_utf8(id).ok().and_then(|s| s.parse().ok()),
@@ -79,6 +82,7 @@ impl HistoryRead {
             done,
             entries: out,
             owner_known,
+            history_kept,
         })
     }
 }
@@ -105,14 +109,24 @@ mod tests {
             bulk(&done.to_string()),
             Value::Array(vec![entry("1-1", "{}"), entry("1-2", "[]")]),
             Value::Int(1),
+            Value::Int(1),
         ]);
         let read = HistoryRead::parse(reply).unwrap();
         assert_eq!(read.done, Some(done));
-        assert!(read.owner_known);
+        assert!(read.owner_known && read.history_kept);
         assert_eq!(read.entries, vec![b"{}".to_vec(), b"[]".to_vec()]);
         assert!(HistoryRead::parse(Value::Nil).is_err());
-        let empty = HistoryRead::parse(Value::Array(vec![bulk(""), Value::Array(vec![]), Value::Int(0)])).unwrap();
-        assert_eq!((empty.done, empty.entries.len(), empty.owner_known), (None, 0, false));
+        let empty = HistoryRead::parse(Value::Array(vec![
+            bulk(""),
+            Value::Array(vec![]),
+            Value::Int(0),
+            Value::Int(0),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (empty.done, empty.entries.len(), empty.owner_known, empty.history_kept),
+            (None, 0, false, false)
+        );
     }
 
     #[test]

@@ -137,9 +137,14 @@ return 0
 ///
 /// KEYS: history stream, done marker, owner record. ARGV: the first stream id to return (`-`,
 /// `<ms>-0`, or `(<ms>-<seq>` for the entries after an event). Returns
-/// `{done id or '', XRANGE entries, whether the owner record exists}`.
+/// `{done id or '', XRANGE entries, whether the owner record exists, whether the history exists}`.
 const READ: &str = r#"
-return { redis.call('GET', KEYS[2]) or '', redis.call('XRANGE', KEYS[1], ARGV[1], '+'), redis.call('EXISTS', KEYS[3]) }
+return {
+  redis.call('GET', KEYS[2]) or '',
+  redis.call('XRANGE', KEYS[1], ARGV[1], '+'),
+  redis.call('EXISTS', KEYS[3]),
+  redis.call('EXISTS', KEYS[1]),
+}
 "#;
 
 /// Records a channel owner: set when absent or already this owner (renewing the TTL), else 0.

@@ -17,6 +17,7 @@ async fn broker_suite_on_standalone_redis() {
 async fn registry_suite_on_standalone_redis() {
     let redis = common::standalone(ChannelConfig::default()).await;
     registry::run(&redis).await;
+    broker::resume_at_the_newest_event_is_not_a_gap(&redis, &redis, &redis).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,6 +31,7 @@ async fn broker_suite_on_redis_cluster() {
 async fn registry_suite_on_redis_cluster() {
     let redis = common::cluster(ChannelConfig::default()).await;
     registry::run(&redis).await;
+    broker::resume_at_the_newest_event_is_not_a_gap(&redis, &redis, &redis).await;
 }
 
 /// A worker's broker and a web app's broker are different processes in production: publish

@@ -388,3 +388,23 @@ pub async fn producer_liveness(p: Arc<dyn EventPublisher>, s: &dyn EventSubscrib
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_quiet(&mut sub).await;
 }
+
+/// A client that resumes at the newest event of an owned, live channel has missed nothing: no
+/// `gap`, and the next event arrives once.
+pub async fn resume_at_the_newest_event_is_not_a_gap(
+    p: &dyn EventPublisher,
+    s: &dyn EventSubscriber,
+    r: &dyn crate::ChannelRegistry,
+) {
+    let ch = unique_channel("caught-up");
+    let owner = crate::ids::UserId::new("owner").expect("user id");
+    r.register(&ch, &owner, Duration::from_secs(60)).await.expect("register");
+    let mut sent: Vec<Event> = (0..3).map(|n| numbered(&ch, n)).collect();
+    publish_each(p, &mut sent).await;
+    let mut sub = s.subscribe(&ch, Some(sent[2].id)).await.expect("subscribe");
+    assert_quiet(&mut sub).await;
+    let next = p.publish(&numbered(&ch, 3)).await.expect("publish");
+    let got = take(&mut sub, 1).await;
+    assert_eq!(got[0].id, next, "the next event, and no gap before it: {got:?}");
+    assert_quiet(&mut sub).await;
+}

@@ -220,6 +220,7 @@ impl ChannelLog for Shared {
             events,
             done: ch.done,
             owner_known,
+            history_kept: !ch.history.is_empty(),
         })
     }
 
