@@ -398,7 +398,9 @@ pub async fn resume_at_the_newest_event_is_not_a_gap(
 ) {
     let ch = unique_channel("caught-up");
     let owner = crate::ids::UserId::new("owner").expect("user id");
-    r.register(&ch, &owner, Duration::from_secs(60)).await.expect("register");
+    r.register(&ch, &owner, Duration::from_secs(60))
+        .await
+        .expect("register");
     let mut sent: Vec<Event> = (0..3).map(|n| numbered(&ch, n)).collect();
     publish_each(p, &mut sent).await;
     let mut sub = s.subscribe(&ch, Some(sent[2].id)).await.expect("subscribe");
