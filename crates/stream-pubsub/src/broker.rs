@@ -119,9 +119,9 @@ fn join_error(e: tokio::task::JoinError) -> BoxError {
 
 impl Inner {
     /// The publish command of one channel's `events` (control events skipped): the keys and the
-    /// event JSON are written straight into the command buffer. `resend` makes the form that
-    /// looks for its first run.
-    fn publish_command(&self, channel: &ChannelId, events: &[&Event], resend: bool) -> redis::Cmd {
+    /// event JSON are written straight into the command buffer. Its resend form is
+    /// [`resend_form`].
+    fn publish_command(&self, channel: &ChannelId, events: &[&Event]) -> redis::Cmd {
         let key = |suffix| KeyArg {
             prefix: &self.config.key_prefix,
             channel,
@@ -139,7 +139,7 @@ impl Inner {
             .arg(&self.ttl_ms)
             .arg(self.publish_command_name())
             .arg(events.first().map(|e| e.id.to_string()).unwrap_or_default())
-            .arg(if resend { "1" } else { "" });
+            .arg("");
         for event in events {
             cmd.arg(if event.kind.closes_stream() { "1" } else { "" });
             cmd.arg(EventJson(event));
@@ -166,33 +166,27 @@ impl Inner {
         if groups.is_empty() {
             return Ok(ids);
         }
-        let calls: Vec<(Vec<usize>, redis::Cmd, Vec<Event>)> = groups
+        let calls: Vec<(Vec<usize>, redis::Cmd)> = groups
             .into_iter()
             .map(|(channel, members)| {
                 let group: Vec<&Event> = members.iter().map(|&i| &events[i]).collect();
-                let cmd = self.publish_command(&channel, &group, false);
-                let owned = group.into_iter().cloned().collect();
-                (members, cmd, owned)
+                let cmd = self.publish_command(&channel, &group);
+                (members, cmd)
             })
             .collect();
         let inner = self.clone();
         let replies = on_runtime(&self.handle, async move {
             let script = Some(&inner.scripts.publish);
-            let sends = calls.iter().map(|(_, cmd, group)| {
-                let inner = &inner;
-                async move {
-                    let resend = || {
-                        let refs: Vec<&Event> = group.iter().collect();
-                        inner.publish_command(&group[0].channel_id, &refs, true)
-                    };
-                    inner.commands.run_resend::<(u64, u64)>(cmd, resend, script).await
-                }
+            let sends = calls.iter().map(|(_, cmd)| {
+                inner
+                    .commands
+                    .run_resend::<(u64, u64)>(cmd, || resend_form(cmd), script)
             });
             let replies = futures_util::future::try_join_all(sends).await?;
             Ok::<_, BoxError>(
                 calls
                     .into_iter()
-                    .map(|(members, _, _)| members)
+                    .map(|(members, _)| members)
                     .zip(replies)
                     .collect::<Vec<_>>(),
             )
@@ -315,6 +309,27 @@ impl ChannelLog for Log {
             left => Liveness::Alive(Duration::from_millis(left.unsigned_abs())),
         })
     }
+}
+
+/// The position of the resend flag among a publish command's arguments: `EVALSHA`, the SHA, the
+/// key count, the keys, then the channel, the history length, the TTL, the publish command and
+/// the token (see the publish script).
+const RESEND_ARG: usize = 3 + ACCEPT_SUFFIXES.len() + 5;
+
+/// A publish command's resend form: the same arguments with the resend flag set, so that the
+/// script looks for its first run. Made only when a resend happens (a byte copy, no event
+/// serialized again).
+fn resend_form(cmd: &redis::Cmd) -> redis::Cmd {
+    let mut resend = redis::Cmd::with_capacity(cmd.args_iter().len(), 0);
+    for (index, arg) in cmd.args_iter().enumerate() {
+        match arg {
+            redis::Arg::Simple(_) if index == RESEND_ARG => resend.arg("1"),
+            redis::Arg::Simple(bytes) => resend.arg(bytes),
+            // A publish command has no cursor.
+            _ => &mut resend,
+        };
+    }
+    resend
 }
 
 /// An event serialized straight into a command's buffer (no intermediate `String`).
