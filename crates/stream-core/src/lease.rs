@@ -249,14 +249,26 @@ impl StreamLease {
 
     /// Extends the lease by the TTL. `false` (and inactive from then on) when it had expired.
     pub async fn refresh_async(&self) -> Result<bool, LeaseError> {
-        if !self.is_active() {
-            return Ok(false);
+        self.refresh_owned().await
+    }
+
+    /// [`refresh_async`](Self::refresh_async) as a future that owns what it needs, for a caller
+    /// that keeps it next to the lease (the SSE pipeline).
+    pub(crate) fn refresh_owned(&self) -> impl Future<Output = Result<bool, LeaseError>> + Send + 'static {
+        let store = self.store.clone();
+        let user = self.user_id.clone();
+        let lease = self.lease_id.clone();
+        let active = self.active.clone();
+        async move {
+            if !active.load(Ordering::Acquire) {
+                return Ok(false);
+            }
+            let alive = store.refresh(&user, &lease).await?;
+            if !alive {
+                active.store(false, Ordering::Release);
+            }
+            Ok(alive)
         }
-        let alive = self.store.refresh(&self.user_id, &self.lease_id).await?;
-        if !alive {
-            self.active.store(false, Ordering::Release);
-        }
-        Ok(alive)
     }
 
     /// Blocking [`refresh_async`](Self::refresh_async).

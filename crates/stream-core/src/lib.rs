@@ -6,6 +6,7 @@ pub mod conformance;
 mod context;
 mod error;
 mod event;
+pub mod fanout;
 mod global;
 mod ids;
 mod lease;

@@ -27,7 +27,10 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
+
+use futures_core::Stream;
 
 use serde_json::{Map, Value, json};
 use tokio::time::{Instant, Sleep};
@@ -94,9 +97,11 @@ pub enum Live {
 }
 
 /// The live events of one channel for one subscriber.
-pub trait LiveFeed: Send + 'static {
+///
+/// A poll, not a future: an idle subscription holds no future state of its feed.
+pub trait LiveFeed: Send + Unpin + 'static {
     /// The next item, or `None` when the feed is closed (the broker shut down).
-    fn recv(&mut self) -> impl Future<Output = Option<Live>> + Send;
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Live>>;
 }
 
 /// How a replay runs.
@@ -164,7 +169,7 @@ pub async fn open<L: ChannelLog, F: LiveFeed>(
     let mut replay = Replay {
         log,
         channel,
-        feed,
+        feed: Some(feed),
         pending: VecDeque::new(),
         cursor: EventCursor::after(after),
         expected: match after {
@@ -174,21 +179,29 @@ pub async fn open<L: ChannelLog, F: LiveFeed>(
         check_every: options.producer_check,
         check: None,
         last_seen: Instant::now(),
+        task: None,
     };
     replay.absorb(page);
-    Ok(Subscription::new(futures_util::stream::unfold(
-        replay,
-        |mut replay| async move {
-            let item = replay.next().await?;
-            Some((item, replay))
-        },
-    )))
+    Ok(Subscription::new(replay))
 }
 
+/// A broker call in flight, boxed only while it runs: an idle replay holds none.
+type Call<T> = Pin<Box<dyn Future<Output = Result<T, SubscribeError>> + Send>>;
+
+enum Task {
+    /// A history read after the cursor.
+    Read(Call<HistoryPage>),
+    /// A producer check.
+    Check(Call<Liveness>),
+}
+
+/// The replay's state. It is a hand-written [`Stream`]: while it waits for the feed it holds its
+/// fields and nothing else (no future of a broker's history read is embedded in it).
 struct Replay<L, F> {
     log: Arc<L>,
     channel: ChannelId,
-    feed: F,
+    /// The live feed, dropped (unsubscribing) once the replay has ended.
+    feed: Option<F>,
     /// Events to yield before the feed: a history read.
     pending: VecDeque<SharedEvent>,
     cursor: EventCursor,
@@ -201,6 +214,7 @@ struct Replay<L, F> {
     check: Option<Pin<Box<Sleep>>>,
     /// When the last event arrived (or the replay started).
     last_seen: Instant,
+    task: Option<Task>,
 }
 
 impl<L: ChannelLog, F: LiveFeed> Replay<L, F> {
@@ -282,19 +296,28 @@ impl<L: ChannelLog, F: LiveFeed> Replay<L, F> {
         }
     }
 
-    async fn resync(&mut self) -> Result<(), SubscribeError> {
-        let page = self.log.read_after(&self.channel, self.cursor.last_id()).await?;
-        self.absorb(page);
-        Ok(())
+    /// Drops the feed (unsubscribing), the timer and any call in flight: the replay has ended.
+    fn end(&mut self) {
+        self.feed = None;
+        self.check = None;
+        self.task = None;
+        self.pending.clear();
     }
 
-    /// Waits for the producer check to be due.
-    async fn check_due(check: &mut Option<Pin<Box<Sleep>>>, every: Option<Duration>, last_seen: Instant) {
-        let Some(every) = every else {
-            return std::future::pending().await;
-        };
-        let sleep = check.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(last_seen + every)));
-        sleep.as_mut().await;
+    /// Starts reading the history after the cursor.
+    fn start_read(&mut self) {
+        let log = self.log.clone();
+        let channel = self.channel.clone();
+        let after = self.cursor.last_id();
+        self.task = Some(Task::Read(Box::pin(
+            async move { log.read_after(&channel, after).await },
+        )));
+    }
+
+    fn start_check(&mut self) {
+        let log = self.log.clone();
+        let channel = self.channel.clone();
+        self.task = Some(Task::Check(Box::pin(async move { log.check_producer(&channel).await })));
     }
 
     fn schedule_check(&mut self, at: Instant) {
@@ -303,66 +326,120 @@ impl<L: ChannelLog, F: LiveFeed> Replay<L, F> {
         }
     }
 
-    async fn next(&mut self) -> Option<Result<SharedEvent, SubscribeError>> {
-        loop {
-            if self.cursor.is_ended() {
-                return None;
+    /// Takes the result of a producer check: when to check next.
+    fn checked(&mut self, found: Result<Liveness, SubscribeError>) {
+        let every = self.check_every.unwrap_or(Duration::from_secs(5));
+        let now = Instant::now();
+        let next = match found {
+            Ok(Liveness::Alive(left)) => now + left.max(Duration::from_millis(50)),
+            // The lost producer's `error` and `done` arrive through the feed.
+            Ok(Liveness::Lost | Liveness::Done) => now + every,
+            // Nothing to watch yet: look again now and then (a producer that starts sends events,
+            // which push the check back anyway).
+            Ok(Liveness::Unknown) => now + every * 4,
+            Err(e) => {
+                tracing::debug!(channel = %self.channel, error = %e, "producer check failed; retrying");
+                now + every
             }
-            if let Some(event) = self.pending.pop_front() {
-                match self.accept(event) {
-                    Some(e) => return Some(Ok(e)),
+        };
+        self.schedule_check(next);
+    }
+
+    /// Whether the producer check is due now; registers the timer's wake-up otherwise.
+    fn poll_check_due(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(every) = self.check_every else {
+            return false;
+        };
+        let last_seen = self.last_seen;
+        let sleep = self
+            .check
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(last_seen + every)));
+        if sleep.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        if last_seen + every > Instant::now() {
+            // An event came meanwhile: the producer is evidently there.
+            sleep.as_mut().reset(last_seen + every);
+            return self.poll_check_due(cx);
+        }
+        true
+    }
+}
+
+impl<L: ChannelLog, F: LiveFeed> Stream for Replay<L, F> {
+    type Item = Result<SharedEvent, SubscribeError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.cursor.is_ended() {
+                this.end();
+                return Poll::Ready(None);
+            }
+            match &mut this.task {
+                Some(Task::Read(read)) => {
+                    let page = ready!(read.as_mut().poll(cx));
+                    this.task = None;
+                    match page {
+                        Ok(page) => this.absorb(page),
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                    }
+                    continue;
+                }
+                Some(Task::Check(check)) => {
+                    let found = ready!(check.as_mut().poll(cx));
+                    this.task = None;
+                    this.checked(found);
+                    continue;
+                }
+                None => {}
+            }
+            if let Some(event) = this.pending.pop_front() {
+                match this.accept(event) {
+                    Some(e) => return Poll::Ready(Some(Ok(e))),
                     None => continue,
                 }
             }
-            tokio::select! {
-                live = self.feed.recv() => match live {
-                    Some(Live::Event(event)) => {
-                        self.last_seen = Instant::now();
-                        if self.cursor.last_id().is_some_and(|last| event.id() <= last) {
-                            continue;
-                        }
-                        let follows = match (self.expected, event.id().sequence()) {
-                            (Some(expected), Some(seq)) => seq == expected,
-                            (None, _) => true,
-                            (Some(_), None) => false,
-                        };
-                        if follows {
-                            if let Some(e) = self.accept(event) {
-                                return Some(Ok(e));
-                            }
-                        } else if let Err(e) = self.resync().await {
-                            return Some(Err(e));
-                        }
+            let Some(feed) = &mut this.feed else {
+                return Poll::Ready(None);
+            };
+            match feed.poll_recv(cx) {
+                Poll::Ready(Some(Live::Event(event))) => {
+                    if this.check_every.is_some() {
+                        this.last_seen = Instant::now();
                     }
-                    Some(Live::Lagged) => {
-                        if let Err(e) = self.resync().await {
-                            return Some(Err(e));
-                        }
-                    }
-                    None => return None,
-                },
-                () = Self::check_due(&mut self.check, self.check_every, self.last_seen) => {
-                    let every = self.check_every.unwrap_or(Duration::from_secs(5));
-                    let now = Instant::now();
-                    if self.last_seen + every > now {
-                        // An event came meanwhile: the producer is evidently there.
-                        self.schedule_check(self.last_seen + every);
+                    if this.cursor.last_id().is_some_and(|last| event.id() <= last) {
                         continue;
                     }
-                    match self.log.check_producer(&self.channel).await {
-                        Ok(Liveness::Alive(left)) => self.schedule_check(now + left.max(Duration::from_millis(50))),
-                        // The lost producer's `error` and `done` arrive through the feed.
-                        Ok(Liveness::Lost | Liveness::Done) => self.schedule_check(now + every),
-                        // Nothing to watch yet: look again now and then (a producer that starts
-                        // sends events, which push the check back anyway).
-                        Ok(Liveness::Unknown) => self.schedule_check(now + every * 4),
-                        Err(e) => {
-                            tracing::debug!(channel = %self.channel, error = %e, "producer check failed; retrying");
-                            self.schedule_check(now + every);
+                    let follows = match (this.expected, event.id().sequence()) {
+                        (Some(expected), Some(seq)) => seq == expected,
+                        (None, _) => true,
+                        (Some(_), None) => false,
+                    };
+                    if follows {
+                        if let Some(e) = this.accept(event) {
+                            return Poll::Ready(Some(Ok(e)));
                         }
+                    } else {
+                        this.start_read();
                     }
+                    continue;
                 }
+                Poll::Ready(Some(Live::Lagged)) => {
+                    this.start_read();
+                    continue;
+                }
+                Poll::Ready(None) => {
+                    this.end();
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => {}
             }
+            if this.poll_check_due(cx) {
+                this.start_check();
+                continue;
+            }
+            return Poll::Pending;
         }
     }
 }

@@ -11,23 +11,24 @@
 
 use std::convert::Infallible;
 use std::fmt::Display;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_core::Stream;
-use futures_util::StreamExt;
 use serde_json::json;
 use time::OffsetDateTime;
-use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::config::ChannelConfig;
 use crate::event::{Event, EventId, EventType, InvalidEventId};
 use crate::global::Streaming;
 use crate::ids::{ChannelId, UserId};
-use crate::lease::{AcquireError, LeaseStore, StreamLease};
+use crate::lease::{AcquireError, LeaseError, LeaseStore, StreamLease};
 use crate::shared::SharedEvent;
 use crate::subscribe::{EventCursor, EventSubscriber, SubscribeError};
 
@@ -245,31 +246,58 @@ impl SseOptions {
     }
 }
 
+/// A lease refresh in flight.
+type Refresh = Pin<Box<dyn Future<Output = Result<bool, LeaseError>> + Send>>;
+
+/// The pipeline: a hand-written stream. Its one timer serves the pings, the idle timeout and the
+/// lease refresh, and is re-armed only when it fires (an event moves the idle deadline, not the
+/// timer), so an event costs a poll of the events and one clock read: no timer, no `Notify`, no
+/// shutdown future is made or re-registered per frame.
 struct Pipeline<S> {
     events: Pin<Box<S>>,
-    ping: Interval,
+    ping_interval: Duration,
+    next_ping: Instant,
     max_idle: Duration,
-    /// When the stream goes idle: moved forward by each event, without touching the timer.
+    /// When the stream goes idle: moved forward by each event.
     idle_deadline: Instant,
-    /// The idle timer, made once; when it fires early (events moved the deadline) it is reset
-    /// to the deadline, so the per-event cost is one clock read.
-    idle: Pin<Box<Sleep>>,
-    refresh: Option<Interval>,
+    /// The lease refresh interval and its next time, with a lease.
+    refresh_every: Option<Duration>,
+    next_refresh: Instant,
+    /// The one timer, armed at the earliest of the three deadlines.
+    timer: Pin<Box<Sleep>>,
+    refreshing: Option<Refresh>,
     lease: Option<StreamLease>,
     cursor: EventCursor,
-    /// The shutdown wait, made once.
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The shutdown wait, made once, when there is a token.
+    shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     retry: Option<Duration>,
     finished: bool,
 }
 
-async fn tick(interval: &mut Option<Interval>) {
-    match interval {
-        Some(i) => {
-            i.tick().await;
+impl<S> Pipeline<S> {
+    /// The earliest deadline the timer must wake for.
+    fn next_deadline(&self) -> Instant {
+        let mut at = self.next_ping.min(self.idle_deadline);
+        if self.refresh_every.is_some() {
+            at = at.min(self.next_refresh);
         }
-        None => std::future::pending().await,
+        at
     }
+
+    fn retry_frame(&mut self) -> Option<Bytes> {
+        let retry = self.retry.take()?;
+        let mut buf = Vec::new();
+        push_field(&mut buf, "retry", &retry.as_millis().to_string());
+        buf.push(b'\n');
+        Some(Bytes::from(buf))
+    }
+}
+
+/// What the timer found due.
+enum Due {
+    Refresh,
+    Ping,
+    Idle,
 }
 
 impl<S, T, E> Pipeline<S>
@@ -278,61 +306,102 @@ where
     T: IntoFrame,
     E: Display,
 {
-    async fn next_frame(&mut self) -> Option<Bytes> {
-        if let Some(retry) = self.retry.take() {
-            let mut buf = Vec::new();
-            push_field(&mut buf, "retry", &retry.as_millis().to_string());
-            buf.push(b'\n');
-            return Some(Bytes::from(buf));
-        }
-        if self.finished {
-            return None;
-        }
+    /// Polls the timer; when it fires, returns what is due (refresh first: a channel that always
+    /// has an event ready must not starve it, or the lease would expire under a live stream) and
+    /// re-arms it at the next deadline.
+    fn poll_due(&mut self, cx: &mut Context<'_>) -> Option<Due> {
         loop {
-            tokio::select! {
-                biased;
-                () = self.shutdown.as_mut() => return None,
-                // Before the events: a channel that always has an event ready must not starve the
-                // refresh, or the lease would expire under a live stream.
-                () = tick(&mut self.refresh) => {
-                    let Some(lease) = &self.lease else { continue };
-                    match lease.refresh_async().await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            self.finished = true;
-                            return Some(fatal_error_frame("stream lease expired; reconnect to continue"));
-                        }
-                        Err(e) => tracing::warn!(error = %e, "stream lease refresh failed; retrying"),
-                    }
-                }
-                item = self.events.next() => match item {
-                    Some(Ok(event)) => {
-                        if !self.cursor.admit(event.id(), event.kind()) {
-                            continue;
-                        }
-                        if !event.kind().is_control() {
-                            self.idle_deadline = Instant::now() + self.max_idle;
-                        }
-                        self.finished = self.cursor.is_ended();
-                        return Some(event.into_frame());
-                    }
-                    Some(Err(e)) => {
-                        self.finished = true;
-                        return Some(fatal_error_frame(&format!("stream interrupted: {e}")));
-                    }
-                    None => return None,
-                },
-                _ = self.ping.tick() => return Some(ping_frame()),
-                () = self.idle.as_mut() => {
-                    if Instant::now() < self.idle_deadline {
-                        let deadline = self.idle_deadline;
-                        self.idle.as_mut().reset(deadline);
-                        continue;
-                    }
-                    return None;
-                }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return None;
+            }
+            let now = Instant::now();
+            let due = if self.refresh_every.is_some() && now >= self.next_refresh {
+                let every = self.refresh_every.unwrap_or_default();
+                self.next_refresh = now + every;
+                Some(Due::Refresh)
+            } else if now >= self.idle_deadline {
+                Some(Due::Idle)
+            } else if now >= self.next_ping {
+                self.next_ping = now + self.ping_interval;
+                Some(Due::Ping)
+            } else {
+                None
+            };
+            let next = self.next_deadline();
+            self.timer.as_mut().reset(next);
+            if due.is_some() {
+                return due;
             }
         }
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if let Some(frame) = self.retry_frame() {
+            return Poll::Ready(Some(frame));
+        }
+        loop {
+            if self.finished {
+                return Poll::Ready(None);
+            }
+            if let Some(shutdown) = &mut self.shutdown
+                && shutdown.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(None);
+            }
+            if let Some(refresh) = &mut self.refreshing {
+                let result = ready!(refresh.as_mut().poll(cx));
+                self.refreshing = None;
+                match result {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        self.finished = true;
+                        return Poll::Ready(Some(fatal_error_frame("stream lease expired; reconnect to continue")));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "stream lease refresh failed; retrying"),
+                }
+            }
+            match self.poll_due(cx) {
+                Some(Due::Refresh) => {
+                    if let Some(lease) = &self.lease {
+                        self.refreshing = Some(Box::pin(lease.refresh_owned()));
+                    }
+                    continue;
+                }
+                Some(Due::Idle) => return Poll::Ready(None),
+                Some(Due::Ping) => return Poll::Ready(Some(ping_frame())),
+                None => {}
+            }
+            match ready!(self.events.as_mut().poll_next(cx)) {
+                Some(Ok(event)) => {
+                    if !self.cursor.admit(event.id(), event.kind()) {
+                        continue;
+                    }
+                    if !event.kind().is_control() {
+                        self.idle_deadline = Instant::now() + self.max_idle;
+                    }
+                    self.finished = self.cursor.is_ended();
+                    return Poll::Ready(Some(event.into_frame()));
+                }
+                Some(Err(e)) => {
+                    self.finished = true;
+                    return Poll::Ready(Some(fatal_error_frame(&format!("stream interrupted: {e}"))));
+                }
+                None => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+impl<S, T, E> Stream for Pipeline<S>
+where
+    S: Stream<Item = Result<T, E>> + Send,
+    T: IntoFrame,
+    E: Display,
+{
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.poll_frame(cx).map(|frame| frame.map(Ok))
     }
 }
 
@@ -349,31 +418,29 @@ where
     E: Display + Send + 'static,
 {
     let now = Instant::now();
-    let mut ping = tokio::time::interval_at(now + options.ping_interval, options.ping_interval);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let refresh = options.lease.as_ref().map(|lease| {
-        let every = lease.store().config().refresh_interval();
-        let mut interval = tokio::time::interval_at(now + every, every);
-        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        interval
-    });
-    let pipeline = Pipeline {
+    let refresh_every = options
+        .lease
+        .as_ref()
+        .map(|lease| lease.store().config().refresh_interval());
+    let mut pipeline = Pipeline {
         events: Box::pin(events),
-        ping,
+        ping_interval: options.ping_interval,
+        next_ping: now + options.ping_interval,
         max_idle: options.max_idle_time,
         idle_deadline: now + options.max_idle_time,
-        idle: Box::pin(tokio::time::sleep_until(now + options.max_idle_time)),
-        refresh,
+        refresh_every,
+        next_refresh: now + refresh_every.unwrap_or_default(),
+        timer: Box::pin(tokio::time::sleep_until(now)),
+        refreshing: None,
         lease: options.lease,
         cursor: EventCursor::after(options.last_event_id),
-        shutdown: Box::pin(options.shutdown.unwrap_or_default().cancelled_owned()),
+        shutdown: options.shutdown.map(|token| Box::pin(token.cancelled_owned())),
         retry: options.retry,
         finished: false,
     };
-    Box::pin(futures_util::stream::unfold(pipeline, |mut p| async move {
-        let frame = p.next_frame().await?;
-        Some((Ok(frame), p))
-    }))
+    let first = pipeline.next_deadline();
+    pipeline.timer.as_mut().reset(first);
+    Box::pin(pipeline)
 }
 
 /// What a channel stream request resolves to.

@@ -125,10 +125,8 @@ impl Subscription {
 
     /// This subscription as a stream of [`SharedEvent`]s.
     pub fn shared(self) -> impl Stream<Item = Result<SharedEvent, SubscribeError>> + Send + 'static {
-        futures_util::stream::unfold(self, |mut sub| async move {
-            let item = sub.next_shared().await?;
-            Some((item, sub))
-        })
+        let mut sub = self;
+        futures_util::stream::poll_fn(move |cx| Pin::new(&mut sub).poll_next_shared(cx))
     }
 
     /// A subscription that yields nothing because the channel's `done` event is at or before the

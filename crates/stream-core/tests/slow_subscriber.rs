@@ -29,12 +29,19 @@ async fn a_lagging_subscriber_is_refilled_from_history() {
     );
 }
 
+/// The subscriber gets what it queued (4 events), one `gap` for what the history lost meanwhile,
+/// then what the history still holds.
 #[tokio::test]
 async fn events_lost_from_history_are_reported_with_one_gap() {
     let (mut slow, sent) = flood(10).await;
-    let first = slow.next().await.unwrap().unwrap();
-    assert_eq!(first.kind, EventType::Gap);
-    assert_eq!(first.payload["missed"], 40);
+    let queued = take(&mut slow, 4).await;
+    assert_eq!(
+        queued.iter().map(|e| e.id).collect::<Vec<_>>(),
+        sent[..4].iter().map(|e| e.id).collect::<Vec<_>>()
+    );
+    let gap = slow.next().await.unwrap().unwrap();
+    assert_eq!(gap.kind, EventType::Gap);
+    assert_eq!(gap.payload["missed"], 36);
     let rest = take(&mut slow, 10).await;
     assert_eq!(
         rest.iter().map(|e| e.id).collect::<Vec<_>>(),

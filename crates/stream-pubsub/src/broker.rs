@@ -1,7 +1,9 @@
 //! The broker: publish, subscribe, and the channel registry.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,7 +13,7 @@ use stream_core::{
     RegistryError, SharedEvent, SubscribeError, Subscription, UserId,
 };
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::fanout::{Fanout, HubMsg, Registration};
 use crate::history::{HistoryRead, start_after};
@@ -105,7 +107,7 @@ impl RedisBroker {
     /// The number of channels that have local subscribers, and so a subscription on the shared
     /// connection.
     pub fn local_channel_count(&self) -> usize {
-        self.inner.fanout.channel_names().len()
+        self.inner.fanout.channel_count()
     }
 }
 
@@ -247,7 +249,7 @@ impl Inner {
         let pubsub = ChannelKeys::new(&self.config.key_prefix, &channel).pubsub;
         // Subscribe first, then read the history: whatever is published in between arrives both
         // ways and the replay drops the copy by id; nothing falls between the two.
-        let (registration, rx, mut active) = self.fanout.register(&pubsub);
+        let (registration, mut active) = self.fanout.register(&pubsub);
         match tokio::time::timeout(self.subscribe_wait, active.wait_for(|a| *a)).await {
             Ok(Ok(_)) => {}
             Ok(Err(_)) => return Err(SubscribeError::Closed("the broker is shutting down".into())),
@@ -263,8 +265,8 @@ impl Inner {
         }
         let feed = Feed {
             registration,
-            rx,
             active,
+            confirm: None,
         };
         let options = ReplayOptions {
             producer_check: self.config.heartbeat_interval,
@@ -352,35 +354,30 @@ fn parse_entry(json: Vec<u8>) -> Option<SharedEvent> {
     }
 }
 
-/// A Redis subscriber's live feed: its queue on the shared connection, with the resync mark.
+/// A Redis subscriber's live feed: its queue on the shared connection. After a lost connection
+/// (or a subscription the server dropped) the lag notice waits until the channel is confirmed
+/// live again, so that the replay's history read cannot miss what is published meanwhile.
 struct Feed {
     registration: Registration,
-    rx: mpsc::Receiver<SharedEvent>,
     active: watch::Receiver<bool>,
+    /// The wait for the channel to be confirmed again, boxed only while it runs.
+    confirm: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
 }
 
 impl LiveFeed for Feed {
-    async fn recv(&mut self) -> Option<Live> {
-        let sub = &self.registration.sub;
-        loop {
-            match self.rx.try_recv() {
-                Ok(event) => return Some(Live::Event(event)),
-                Err(mpsc::error::TryRecvError::Disconnected) => return None,
-                Err(mpsc::error::TryRecvError::Empty) => {}
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Live>> {
+        if let Some(confirm) = &mut self.confirm {
+            let live = ready!(confirm.as_mut().poll(cx));
+            self.confirm = None;
+            return Poll::Ready(live.then_some(Live::Lagged));
+        }
+        match ready!(self.registration.queue().poll_recv(cx)) {
+            Some(Live::Lagged) if !*self.active.borrow() => {
+                let mut active = self.active.clone();
+                self.confirm = Some(Box::pin(async move { active.wait_for(|a| *a).await.is_ok() }));
+                self.poll_recv(cx)
             }
-            // The queue is drained: everything queued came before the overflow or the lost
-            // connection. Once the channel is (again) confirmed live, the replay reads the rest.
-            if sub.resync.load(Ordering::SeqCst) {
-                if self.active.wait_for(|a| *a).await.is_err() {
-                    return None;
-                }
-                sub.resync.store(false, Ordering::SeqCst);
-                return Some(Live::Lagged);
-            }
-            tokio::select! {
-                live = self.rx.recv() => return live.map(Live::Event),
-                () = sub.wake.notified() => {}
-            }
+            item => Poll::Ready(item),
         }
     }
 }

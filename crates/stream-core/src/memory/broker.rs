@@ -3,14 +3,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use tokio::sync::broadcast;
 
 use crate::config::ChannelConfig;
 use crate::event::{Event, EventId};
+use crate::fanout::LocalFanout;
 use crate::ids::{ChannelId, UserId};
 use crate::publish::{EventPublisher, PublishError};
 use crate::registry::{ChannelRegistry, RegistryError};
-use crate::replay::{self, ChannelLog, HistoryPage, Live, LiveFeed, Liveness, ReplayOptions};
+use crate::replay::{self, ChannelLog, HistoryPage, Liveness, ReplayOptions};
 use crate::shared::SharedEvent;
 use crate::subscribe::{EventSubscriber, SubscribeError, Subscription};
 
@@ -18,9 +18,10 @@ use crate::subscribe::{EventSubscriber, SubscribeError, Subscription};
 ///
 /// Each event it accepts gets the channel's next id under one lock (see [`EventId`]): that is the
 /// channel's order, whoever publishes. Each channel keeps its last `history_max_len` events for
-/// `history_ttl` after its last event. Each subscriber has a queue of `subscriber_queue` events,
-/// allocated when the channel gets its first subscriber; a subscriber that falls further behind is
-/// refilled from history, and events that history no longer holds are reported with one in-band
+/// `history_ttl` after its last event. Each subscriber has a queue of up to `subscriber_queue`
+/// events, allocated as events arrive (an idle subscriber holds a few dozen bytes, and a channel
+/// preallocates nothing); the local fan-out is stream-core's [`LocalFanout`], sharded by channel.
+/// A subscriber that falls further behind is refilled from history, and events that history no longer holds are reported with one in-band
 /// `gap` event (`{"missed": n}`). A slow subscriber never blocks the publisher or other
 /// subscribers, and memory stays bounded. The replay itself is stream-core's
 /// [`replay`](crate::replay), as for every broker.
@@ -35,6 +36,7 @@ pub struct MemoryBroker {
 struct Shared {
     config: ChannelConfig,
     state: Mutex<State>,
+    fanout: Arc<LocalFanout>,
 }
 
 #[derive(Default)]
@@ -50,8 +52,6 @@ struct Channel {
     seq: u64,
     /// The millisecond of the channel's last id: ids never go back in time.
     last_ms: u64,
-    /// The live feed, made for the first subscriber.
-    tx: Option<broadcast::Sender<SharedEvent>>,
     touched: Instant,
     done: Option<EventId>,
     /// When the producer's liveness record expires, while it has one.
@@ -77,6 +77,7 @@ impl MemoryBroker {
     pub fn new(config: ChannelConfig) -> Self {
         Self {
             shared: Arc::new(Shared {
+                fanout: Arc::new(LocalFanout::new(config.subscriber_queue)),
                 config,
                 state: Mutex::new(State::default()),
             }),
@@ -110,7 +111,6 @@ impl Shared {
             history: VecDeque::new(),
             seq: 0,
             last_ms: 0,
-            tx: None,
             touched: Instant::now(),
             done: None,
             producer: None,
@@ -127,9 +127,10 @@ impl Shared {
         }
         state.last_sweep = Some(now);
         let ttl = self.config.history_ttl;
-        state.channels.retain(|_, c| {
-            c.tx.as_ref().is_some_and(|tx| tx.receiver_count() > 0) || now.duration_since(c.touched) < ttl
-        });
+        let fanout = &self.fanout;
+        state
+            .channels
+            .retain(|id, c| now.duration_since(c.touched) < ttl || fanout.contains(id.as_str()));
         state.owners.retain(|_, (_, expires)| *expires > now);
     }
 
@@ -162,10 +163,10 @@ impl Shared {
         while channel.history.len() > max {
             channel.history.pop_front();
         }
-        if let Some(tx) = &channel.tx {
-            // No receivers is fine: history keeps the event for later subscribers.
-            let _ = tx.send(accepted);
-        }
+        // Under the broker's lock, so that every subscriber gets the channel's events in id
+        // order; each delivery is a reference count pushed into a queue, never a wait. No
+        // subscribers is fine: history keeps the event for later ones.
+        self.fanout.dispatch(event.channel_id.as_str(), &accepted);
         id
     }
 }
@@ -244,28 +245,11 @@ impl ChannelLog for Shared {
     }
 }
 
-/// A memory subscriber's live feed: the channel's broadcast.
-struct Feed(broadcast::Receiver<SharedEvent>);
-
-impl LiveFeed for Feed {
-    async fn recv(&mut self) -> Option<Live> {
-        match self.0.recv().await {
-            Ok(event) => Some(Live::Event(event)),
-            Err(broadcast::error::RecvError::Lagged(_)) => Some(Live::Lagged),
-            Err(broadcast::error::RecvError::Closed) => None,
-        }
-    }
-}
-
 #[async_trait]
 impl EventSubscriber for MemoryBroker {
     async fn subscribe(&self, channel: &ChannelId, after: Option<EventId>) -> Result<Subscription, SubscribeError> {
-        let queue = self.shared.config.subscriber_queue.max(1);
-        let feed = {
-            let mut state = self.shared.lock();
-            let ch = Shared::channel(&mut state, channel);
-            Feed(ch.tx.get_or_insert_with(|| broadcast::channel(queue).0).subscribe())
-        };
+        // Registered before the history read: nothing published in between falls through.
+        let (feed, ()) = self.shared.fanout.register(channel.as_str(), || (), |_, _| ());
         let options = ReplayOptions {
             producer_check: self.shared.config.heartbeat_interval,
         };
