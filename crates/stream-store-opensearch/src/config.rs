@@ -57,6 +57,9 @@ pub mod env {
     /// Retries of a failed `_bulk` request (429, 5xx, connection errors) before its events are
     /// dropped (default 5).
     pub const MAX_RETRIES: &str = "OPENSEARCH_MAX_RETRIES";
+    /// Days that daily indices are kept before the store deletes them (default 30; `0` keeps
+    /// them forever). See [`OpenSearchConfig::retention_days`](crate::OpenSearchConfig::retention_days).
+    pub const RETENTION_DAYS: &str = "OPENSEARCH_RETENTION_DAYS";
 }
 
 /// A configuration value that cannot be used. It names the variable (or, for settings made in
@@ -210,6 +213,19 @@ pub struct OpenSearchConfig {
     /// Longest time [`flush`](stream_core::EventStore::flush) and
     /// [`shutdown`](crate::OpenSearchEventStore::shutdown) wait for the writer (default 30 s).
     pub flush_timeout: Duration,
+    /// Archive retention in days (default 30; `0` keeps every index forever). The writer task
+    /// deletes the daily indices `{index_prefix}-YYYY.MM.DD` whose date lies more than this many
+    /// days before today (UTC): with 30, on 2026-12-01 it deletes `…-2026.10.31` and older, and
+    /// keeps `…-2026.11.01` onward. So an event is kept at least this many days, and at most one
+    /// more day plus [`retention_interval`](Self::retention_interval).
+    ///
+    /// The date is the one in the index name (the events' day), not the index's creation date.
+    /// Only names of exactly that form are touched; other indices matching `{index_prefix}-*` are
+    /// left alone. This is a periodic delete and not an ISM policy: see `docs/storage.md`.
+    pub retention_days: u32,
+    /// How often the writer task looks for expired indices (default 1 hour). The first look is
+    /// at start-up. Not used when [`retention_days`](Self::retention_days) is 0.
+    pub retention_interval: Duration,
 }
 
 impl Default for OpenSearchConfig {
@@ -309,6 +325,8 @@ impl OpenSearchConfig {
             retry_initial_backoff: Duration::from_millis(100),
             retry_max_backoff: Duration::from_secs(5),
             flush_timeout: Duration::from_secs(30),
+            retention_days: 30,
+            retention_interval: Duration::from_secs(3600),
         }
     }
 
@@ -422,6 +440,9 @@ impl OpenSearchConfig {
         if let Some(v) = get(env::MAX_RETRIES) {
             config.max_retries = parse_number(env::MAX_RETRIES, &v, 0, "a retry count")?;
         }
+        if let Some(v) = get(env::RETENTION_DAYS) {
+            config.retention_days = parse_number(env::RETENTION_DAYS, &v, 0, "a number of days")?;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -446,6 +467,7 @@ impl OpenSearchConfig {
             ("flush_interval", self.flush_interval),
             ("request_timeout", self.request_timeout),
             ("flush_timeout", self.flush_timeout),
+            ("retention_interval", self.retention_interval),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::new(name, "must be longer than zero"));

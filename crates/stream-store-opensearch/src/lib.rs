@@ -4,6 +4,7 @@ mod config;
 mod document;
 mod error;
 mod query;
+mod retention;
 mod store;
 mod writer;
 

@@ -12,10 +12,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::OpenSearchConfig;
 use crate::error::OpenSearchError;
+use crate::retention;
 
 /// What travels through the queue.
 pub(crate) enum Msg {
@@ -150,21 +152,32 @@ impl Writer {
     }
 
     /// Runs until every sender is gone or a shutdown has drained the queue.
+    ///
+    /// With retention on ([`retention_days`](OpenSearchConfig::retention_days) above 0) it also
+    /// starts a retention sweep at once and then every
+    /// [`retention_interval`](OpenSearchConfig::retention_interval), each in a task of its own
+    /// (one at a time), so that deleting indices never holds up a batch.
     pub(crate) async fn run(mut self) {
         let mut batch = self.new_batch();
         let mut deadline = Instant::now();
         let mut shutdown: Vec<oneshot::Sender<Result<(), OpenSearchError>>> = Vec::new();
+        let retention = self.config.retention_days > 0;
+        let sweep_timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(sweep_timer);
+        let mut sweeping = SweepTask(None);
         loop {
-            let msg = if batch.is_empty() {
-                self.rx.recv().await
-            } else {
-                tokio::select! {
-                    biased;
-                    msg = self.rx.recv() => msg,
-                    () = tokio::time::sleep_until(deadline) => {
-                        self.write(&mut batch).await;
-                        continue;
-                    }
+            let msg = tokio::select! {
+                biased;
+                // First, so that a busy queue cannot starve it; it only spawns a task.
+                () = &mut sweep_timer, if retention => {
+                    sweep_timer.as_mut().reset(Instant::now() + self.config.retention_interval);
+                    sweeping.start(&self.client, &self.config);
+                    continue;
+                }
+                msg = self.rx.recv() => msg,
+                () = tokio::time::sleep_until(deadline), if !batch.is_empty() => {
+                    self.write(&mut batch).await;
+                    continue;
                 }
             };
             match msg {
@@ -382,6 +395,28 @@ impl Writer {
         }
         let answer = sent.bytes().await.unwrap_or_default();
         Err(OpenSearchError::status("_refresh", status, &answer))
+    }
+}
+
+/// The running retention sweep, if any; dropping it (the writer stopped) aborts the sweep.
+struct SweepTask(Option<JoinHandle<()>>);
+
+impl SweepTask {
+    /// Starts a sweep, unless the last one is still running (a slow cluster).
+    fn start(&mut self, client: &OpenSearch, config: &Arc<OpenSearchConfig>) {
+        if self.0.as_ref().is_some_and(|task| !task.is_finished()) {
+            tracing::debug!("opensearch retention: the last sweep is still running; skipped");
+            return;
+        }
+        self.0 = Some(tokio::spawn(retention::sweep_and_log(client.clone(), config.clone())));
+    }
+}
+
+impl Drop for SweepTask {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
     }
 }
 

@@ -28,6 +28,8 @@ fn no_variables_give_the_defaults() {
     assert_eq!(c.queue_capacity, 10_000);
     assert_eq!(c.bulk_max_events, 1_000);
     assert_eq!(c.flush_interval, Duration::from_secs(1));
+    assert_eq!(c.retention_days, 30);
+    assert_eq!(c.retention_interval, Duration::from_secs(3600));
 }
 
 #[test]
@@ -109,6 +111,10 @@ fn bad_values_name_their_variable() {
             "OPENSEARCH_REQUEST_TIMEOUT_MS",
         ),
         (&[("OPENSEARCH_MAX_RETRIES", "-3")], "OPENSEARCH_MAX_RETRIES"),
+        (&[("OPENSEARCH_RETENTION_DAYS", "abc")], "OPENSEARCH_RETENTION_DAYS"),
+        (&[("OPENSEARCH_RETENTION_DAYS", "-1")], "OPENSEARCH_RETENTION_DAYS"),
+        (&[("OPENSEARCH_RETENTION_DAYS", "7.5")], "OPENSEARCH_RETENTION_DAYS"),
+        (&[("OPENSEARCH_RETENTION_DAYS", "30d")], "OPENSEARCH_RETENTION_DAYS"),
     ];
     for (vars, variable) in cases {
         let e = error_for(vars);
@@ -133,6 +139,7 @@ fn index_and_writer_settings_are_read() {
         ("OPENSEARCH_REQUEST_TIMEOUT_MS", "5000"),
         ("OPENSEARCH_MAX_RETRIES", "2"),
         ("OPENSEARCH_VERIFY_CERTS", "off"),
+        ("OPENSEARCH_RETENTION_DAYS", "90"),
     ])
     .unwrap();
     assert_eq!(c.index_prefix, "myapp_events");
@@ -146,6 +153,21 @@ fn index_and_writer_settings_are_read() {
     assert_eq!(c.request_timeout, Duration::from_secs(5));
     assert_eq!(c.max_retries, 2);
     assert!(!c.verify_certs);
+    assert_eq!(c.retention_days, 90);
+}
+
+#[test]
+fn retention_zero_keeps_forever_and_a_bad_value_says_why() {
+    assert_eq!(parse(&[("OPENSEARCH_RETENTION_DAYS", "0")]).unwrap().retention_days, 0);
+    assert_eq!(
+        parse(&[("OPENSEARCH_RETENTION_DAYS", " 7 ")]).unwrap().retention_days,
+        7
+    );
+    let e = error_for(&[("OPENSEARCH_RETENTION_DAYS", "abc")]);
+    assert_eq!(
+        e.to_string(),
+        "OPENSEARCH_RETENTION_DAYS: \"abc\" is not a number of days (a whole number, at least 0)"
+    );
 }
 
 #[test]
@@ -160,6 +182,9 @@ fn settings_made_in_code_are_validated_by_field() {
     c.bulk_max_events = 10;
     c.url = "localhost:9200".into();
     assert_eq!(c.validate().unwrap_err().variable, "url");
+    c.url = "http://127.0.0.1:9250".into();
+    c.retention_interval = Duration::ZERO;
+    assert_eq!(c.validate().unwrap_err().variable, "retention_interval");
 }
 
 #[cfg(not(feature = "aws"))]

@@ -26,11 +26,14 @@ pub fn unique_prefix(name: &str) -> String {
 }
 
 /// Test settings: the node, a unique prefix, a single-node index layout and a short interval.
+/// Retention is off: some tests store events dated years back, which a retention sweep would
+/// delete under them (tests/retention.rs turns it on).
 pub fn test_config(name: &str) -> OpenSearchConfig {
     let mut config = OpenSearchConfig::new(opensearch_url());
     config.index_prefix = unique_prefix(name);
     config.number_of_replicas = 0;
     config.flush_interval = Duration::from_millis(100);
+    config.retention_days = 0;
     config
 }
 
