@@ -5,6 +5,8 @@
 #
 #   scripts/bench.sh          # the whole suite, 3 runs per scenario (`just bench`, < 15 min)
 #   scripts/bench.sh quick    # a 1-minute subset, 1 run each, into .bench/quick/ (`just bench-quick`)
+#   BENCH_BEFORE=<rev> scripts/bench.sh [quick]   # also measures <rev>'s crates and bench server in
+#                             # the same run (as stream-axum@<rev>, stream-emit@<rev>): before and after
 #
 # It installs what it needs (redis-server, nginx + libnginx-mod-nchan from Debian, Centrifugo v6.9.1
 # with `go install`); a peer that cannot be installed or started is left out and the report says
@@ -86,6 +88,24 @@ step "build (release)"
 cargo build --release -p bench-server -p stream-bench
 cargo build --release -p stream-store-opensearch --example bulk_throughput
 
+# Before and after in one run: BENCH_BEFORE=<git revision> builds that revision's crates and
+# bench server (with this checkout's load client, so that only the measured code differs) and
+# measures it next to this checkout as the server "stream-axum@<rev>" and the emit path
+# "stream-emit@<rev>".
+BEFORE_NAME=""
+if [ -n "${BENCH_BEFORE:-}" ]; then
+  before_rev=$(git rev-parse --short "$BENCH_BEFORE")
+  BEFORE_NAME="stream-axum@$before_rev" BEFORE_EMIT="stream-emit@$before_rev"
+  BEFORE_SRC="$WORK/before-src" BIN_BEFORE="$WORK/before-target/release"
+  step "build $before_rev (release), for the before figures"
+  git worktree remove --force "$BEFORE_SRC" 2>/dev/null || rm -rf "$BEFORE_SRC"
+  git worktree prune
+  git worktree add --detach --force "$BEFORE_SRC" "$before_rev" >/dev/null
+  rm -rf "$BEFORE_SRC/crates/stream-bench" && cp -r "$ROOT/crates/stream-bench" "$BEFORE_SRC/crates/stream-bench"
+  (cd "$BEFORE_SRC" && CARGO_TARGET_DIR="$WORK/before-target" cargo build --release -p bench-server -p stream-bench)
+  SERVERS=(stream-axum "$BEFORE_NAME" "${SERVERS[@]:1}")
+fi
+
 # --- services -------------------------------------------------------------------------------
 pids_to_stop=()
 opensearch_started=0
@@ -117,10 +137,11 @@ SERVER_PIDS="" SERVER_MAIN=""
 start_server() { # name
   local log="$WORK/$1.log"
   case "$1" in
-    stream-axum | stream-actix)
-      local flags=()
+    stream-axum | stream-actix | stream-axum@*)
+      local flags=() bin="$BIN"
       [ "$1" = stream-actix ] && flags=(--actix)
-      REDIS_URL="$REDIS_URL" "$BIN/bench-server" --listen "127.0.0.1:$SERVER_PORT" "${flags[@]}" >"$log" 2>&1 &
+      [ "$1" = "$BEFORE_NAME" ] && bin="$BIN_BEFORE"
+      REDIS_URL="$REDIS_URL" "$bin/bench-server" --listen "127.0.0.1:$SERVER_PORT" "${flags[@]}" >"$log" 2>&1 &
       SERVER_MAIN=$!
       for _ in $(seq 1 300); do grep -q "listening on" "$log" && break; sleep 0.1; done
       grep -q "listening on" "$log" || { cat "$log" >&2; return 1; }
@@ -167,7 +188,7 @@ sat_rate() { echo $(((1000000 / $1) > 200 ? 1000000 / $1 : 200)); } # ~1M delive
 run_server_scenarios() { # server
   local s=$1
   for run in $(seq 1 $RUNS); do
-    if [ "$MODE" = full ] || [ "$s" = stream-axum ]; then
+    if [ "$MODE" = full ] || [ "$s" = stream-axum ] || [ "$s" = "$BEFORE_NAME" ]; then
       load "$s" unloaded "$run" --subscribers 1 --rate 100 --publishers 1
     fi
     [ "$MODE" = full ] && load "$s" single-stream "$run" --subscribers 1 --rate 30000 --publishers 32
@@ -212,7 +233,14 @@ baseline() { # name file args...
 }
 step "baselines (a) emit, (b) fan-out, (c) lease"
 for run in $(seq 1 $RUNS); do
-  baseline "(a) emit" "emit-$run" emit --redis "$REDIS_URL" --concurrency 16 --duration $DURATION --run "$run"
+  for tasks in 1 64; do
+    baseline "(a) emit, $tasks task(s)" "emit-$tasks-$run" emit --redis "$REDIS_URL" --concurrency $tasks \
+      --duration $DURATION --run "$run"
+    if [ -n "$BEFORE_NAME" ]; then
+      BIN="$BIN_BEFORE" baseline "(a) emit, $tasks task(s), $BEFORE_EMIT" "emit-$tasks-before-$run" emit \
+        --redis "$REDIS_URL" --concurrency $tasks --duration $DURATION --label "$BEFORE_EMIT" --run "$run"
+    fi
+  done
   for m in "${FANOUT_SIZES[@]}"; do
     baseline "(b) fan-out $m fixed" "fanout-$m-fixed-baseline-$run" fanout --redis "$REDIS_URL" --receivers "$m" \
       --rate $FIXED_RATE --publishers 4 --duration $DURATION --drain $DRAIN --scenario "fanout-$m-fixed" --run "$run"

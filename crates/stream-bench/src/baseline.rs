@@ -110,6 +110,29 @@ pub async fn bare_publish(
     .await)
 }
 
+/// Reads Redis's own CPU time (`INFO cpu`: `used_cpu_user` plus `used_cpu_sys`), to give each
+/// side of a baseline its Redis CPU per operation.
+pub struct RedisCpu(redis::aio::MultiplexedConnection);
+
+impl RedisCpu {
+    /// Connects to `redis_url`.
+    pub async fn connect(redis_url: &str) -> Result<Self, BaselineError> {
+        let client = redis::Client::open(redis_url)?;
+        Ok(Self(client.get_multiplexed_async_connection().await?))
+    }
+
+    /// Redis's CPU seconds so far (user plus system, all its threads).
+    pub async fn seconds(&self) -> Result<f64, BaselineError> {
+        let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut self.0.clone()).await?;
+        Ok(info
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .filter(|(name, _)| *name == "used_cpu_user" || *name == "used_cpu_sys")
+            .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
+            .sum())
+    }
+}
+
 /// (a) The project's emit path: `Emitter::data` on the Redis broker.
 pub async fn emit_path(
     redis_url: &str,
@@ -238,6 +261,7 @@ pub fn parse_redis_benchmark_csv(
             max_us: us(max),
         },
         operation: "EVALSHA acquire (redis-benchmark)".into(),
+        redis_cpu_us_per_op: None,
     })
 }
 

@@ -114,6 +114,10 @@ enum Command {
         /// Filler bytes per message.
         #[arg(long, default_value_t = 64)]
         pad: usize,
+        /// Measure only the project's emit path, and report it under this name (a build of
+        /// another revision, next to this run's own figures).
+        #[arg(long)]
+        label: Option<String>,
         #[command(flatten)]
         output: Output,
     },
@@ -260,17 +264,24 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             concurrency,
             duration,
             pad,
+            label,
             output,
         } => {
-            let bare = baseline::bare_publish(&redis, concurrency, secs(duration), pad).await?;
-            let ours = baseline::emit_path(&redis, concurrency, secs(duration), pad).await?;
-            emit(
-                &output,
-                &[
-                    record(&output, "emit", report::BARE_PUBLISH, Measurement::Ops(bare)),
-                    record(&output, "emit", report::STREAM_EMIT, Measurement::Ops(ours)),
-                ],
-            )
+            let cpu = baseline::RedisCpu::connect(&redis).await?;
+            let scenario = format!("emit-{concurrency}");
+            let mut records = Vec::with_capacity(2);
+            if label.is_none() {
+                let start = cpu.seconds().await?;
+                let mut bare = baseline::bare_publish(&redis, concurrency, secs(duration), pad).await?;
+                bare.redis_cpu_us_per_op = Some((cpu.seconds().await? - start) * 1e6 / bare.ops.max(1) as f64);
+                records.push(record(&output, &scenario, report::BARE_PUBLISH, Measurement::Ops(bare)));
+            }
+            let start = cpu.seconds().await?;
+            let mut ours = baseline::emit_path(&redis, concurrency, secs(duration), pad).await?;
+            ours.redis_cpu_us_per_op = Some((cpu.seconds().await? - start) * 1e6 / ours.ops.max(1) as f64);
+            let name = label.as_deref().unwrap_or(report::STREAM_EMIT);
+            records.push(record(&output, &scenario, name, Measurement::Ops(ours)));
+            emit(&output, &records)
         }
         Command::Fanout {
             redis,

@@ -102,6 +102,9 @@ pub struct OpsResult {
     pub latency: LatencySummary,
     /// What one operation is.
     pub operation: String,
+    /// Redis's own CPU time (`INFO cpu`, user plus system) per operation, µs, when measured.
+    #[serde(default)]
+    pub redis_cpu_us_per_op: Option<f64>,
 }
 
 /// Archive writes: a raw `_bulk` loop and the store's writer, from the same events.

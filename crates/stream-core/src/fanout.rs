@@ -64,13 +64,21 @@ impl SubscriberQueue {
     /// Queues `event` (a reference count), unless the subscriber is lagged. A full queue is
     /// marked lagged. Never waits.
     pub fn offer(&self, event: &SharedEvent) {
+        self.offer_all(std::slice::from_ref(event));
+    }
+
+    /// Queues `events` in order, as [`offer`](Self::offer) does, under one lock and with one
+    /// wake-up.
+    pub fn offer_all(&self, events: &[SharedEvent]) {
         let mut state = self.lock();
         if state.lagged || state.closed {
             return;
         }
-        if state.items.len() >= self.capacity {
-            state.lagged = true;
-        } else {
+        for event in events {
+            if state.items.len() >= self.capacity {
+                state.lagged = true;
+                break;
+            }
             state.items.push_back(event.clone());
         }
         wake(state);
@@ -256,11 +264,17 @@ impl<S: Send + 'static> LocalFanout<S> {
     /// Delivers `event` to every local subscriber of `channel`; returns how many there were.
     /// The shard is locked only to take the subscriber list.
     pub fn dispatch(&self, channel: &str, event: &SharedEvent) -> usize {
+        self.dispatch_all(channel, std::slice::from_ref(event))
+    }
+
+    /// Delivers `events`, in order, to every local subscriber of `channel`: one queue lock and
+    /// one wake-up per subscriber for them all. Returns how many subscribers there were.
+    pub fn dispatch_all(&self, channel: &str, events: &[SharedEvent]) -> usize {
         let Some(subs) = self.shard(channel).get(channel).map(|e| e.subs.clone()) else {
             return 0;
         };
         for queue in subs.iter() {
-            queue.offer(event);
+            queue.offer_all(events);
         }
         subs.len()
     }

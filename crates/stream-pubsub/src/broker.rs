@@ -334,13 +334,17 @@ fn resend_form(cmd: &redis::Cmd) -> redis::Cmd {
     resend
 }
 
-/// An event serialized straight into a command's buffer (no intermediate `String`).
+/// An event serialized into a command's arguments.
 struct EventJson<'a>(&'a Event);
 
 impl redis::ToRedisArgs for EventJson<'_> {
     fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
-        // An event always serializes, and a command buffer accepts every write.
-        let _ = serde_json::to_writer(out.writer_for_next_arg(), self.0);
+        // Into a plain buffer first, then one copy: serde writes many small pieces, and a `Vec`
+        // takes them far more cheaply than the command's argument writer (measured with perf
+        // on the emit benchmark). An event always serializes.
+        let mut json = Vec::with_capacity(256);
+        let _ = serde_json::to_writer(&mut json, self.0);
+        out.write_arg(&json);
     }
 }
 

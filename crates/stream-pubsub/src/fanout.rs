@@ -118,16 +118,23 @@ impl Fanout {
         if !self.local.contains(channel) {
             return;
         }
-        // The frame is built once here around the very bytes that came from Redis; subscribers
+        // A message holds one publish call's events, one JSON per line. Each frame is built once
+        // here around its slice of the very bytes that came from Redis (no copy); subscribers
         // share it.
-        let live = match SharedEvent::from_json(payload) {
-            Ok(event) => event,
-            Err(e) => {
-                tracing::warn!(%channel, error = %e, "dropping a pub/sub message that is not an event");
-                return;
+        let mut events = Vec::with_capacity(1);
+        let mut start = 0;
+        while start < payload.len() {
+            let end = memchr_newline(&payload[start..]).map_or(payload.len(), |n| start + n);
+            match SharedEvent::from_json(payload.slice(start..end)) {
+                Ok(event) => events.push(event),
+                Err(e) => {
+                    tracing::warn!(%channel, error = %e, "dropping a pub/sub message that is not an event");
+                    return;
+                }
             }
-        };
-        self.local.dispatch(channel, &live);
+            start = end + 1;
+        }
+        self.local.dispatch_all(channel, &events);
     }
 
     /// An unsubscribe confirmation. The hub only unsubscribes channels without local
@@ -193,6 +200,11 @@ impl Fanout {
         }
         (add, remove)
     }
+}
+
+/// The position of the first line break in `bytes`.
+fn memchr_newline(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
 }
 
 /// A bulk string's bytes, taken without a copy.
@@ -272,6 +284,25 @@ mod tests {
         assert_eq!(next(&fast), Some(Some(3)));
         drop((slow, fast));
         assert!(matches!(hub.try_recv(), Ok(HubMsg::Release(c)) if &*c == "ch"));
+    }
+
+    #[test]
+    fn a_message_of_several_events_is_split_without_a_copy() {
+        let (fanout, _hub) = fanout(8);
+        let (sub, _) = fanout.register("ch");
+        let joined = format!("{}\n{}", event(1).to_json(), event(2).to_json());
+        let push = PushInfo {
+            kind: PushKind::Message,
+            data: vec![
+                Value::BulkString(b"ch".to_vec()),
+                Value::BulkString(joined.into_bytes()),
+            ],
+        };
+        fanout.on_push(fanout.generation(), push);
+        assert_eq!(
+            (next(&sub), next(&sub), next(&sub)),
+            (Some(Some(1)), Some(Some(2)), None)
+        );
     }
 
     #[test]

@@ -6,65 +6,105 @@ use redis::Script;
 /// The Lua shared by the scripts that accept events: the broker makes event ids here.
 ///
 /// KEYS: history stream, done marker, sequence, liveness record, owner record (one hash tag).
-/// `accept(first, ms_min)` takes the events in ARGV from index `first` on, two values each: `'1'`
+/// `accept(first, token)` takes the events in ARGV from index `first` on, two values each: `'1'`
 /// for a `done` event (else empty), and the event JSON, which starts with `{"id":"` and a
 /// 26-character provisional id. For each event it takes the channel's next sequence number,
-/// writes the id (`ulid(ms, seq)`, see `EventId`) into the JSON, appends the entry `<ms>-<seq>`
-/// to the history (`XADD MAXLEN ~`) and publishes the JSON. The millisecond is the server's
-/// `TIME`, never less than the channel's last one, so ids only grow. The sequence state
-/// `<ms>:<seq>` and the history share the history TTL; publishing also renews the owner record
-/// (`PEXPIRE … GT`: never shortened). A `done` records its id in the done marker and deletes the
-/// liveness record. Returns `{ms, first seq}`.
+/// writes the id (`ulid(ms, seq)`, see `EventId`) into the JSON and appends the entry
+/// `<ms>-<seq>` to the history; then it publishes the call's events as one message, one event
+/// JSON per line (see `fanout`, which splits it without a copy). The millisecond is the server's `TIME`, never less than
+/// the channel's last one, so ids only grow. A `done` records its id in the done marker and
+/// deletes the liveness record. Returns `{ms, first seq}`.
+///
+/// What it does not do on every call, to keep Redis's CPU per event low (it is shared by every
+/// app instance):
+/// - **Trimming** (`XADD … MAXLEN ~ max`) runs on every `min(64, max)`-th sequence number; the
+///   history keeps at least `max` events, as `~` always did, and at most about 64 more.
+/// - **TTLs.** The sequence state `<ms>:<seq>:<renewed>` records when the TTLs were last renewed.
+///   A call renews them (the state, the history and, with `PEXPIRE … GT`, the owner record) only
+///   when a tenth of the TTL has passed since, and then sets them to the TTL plus that tenth
+///   (`keep`), so every key still lives at least the TTL after the channel's last event. Otherwise
+///   the state is written with `KEEPTTL`. Every other script that sets these TTLs uses `keep` too.
 const ACCEPT: &str = r#"
 local hist, done, seqk, live, owner = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local chan, maxlen, ttl, pub = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local slack = math.ceil(tonumber(ttl) / 10)
+local keep = tonumber(ttl) + slack
 local B32 = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
 local function b32(n, len)
-  local out = {}
-  for i = len, 1, -1 do
+  local out = ''
+  while n > 0 do
     local d = n % 32
-    out[i] = string.sub(B32, d + 1, d + 1)
+    out = string.sub(B32, d + 1, d + 1) .. out
     n = (n - d) / 32
   end
-  return table.concat(out)
+  return string.rep('0', len - #out) .. out
 end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function accept(first, token)
-  local ms, seq = now_ms(), 0
+  local ms, seq, renewed = now_ms(), 0, 0
   local state = redis.call('GET', seqk)
   if state then
-    local sep = string.find(state, ':', 1, true)
-    ms = math.max(ms, tonumber(string.sub(state, 1, sep - 1)))
-    seq = tonumber(string.sub(state, sep + 1))
+    local a = string.find(state, ':', 1, true)
+    local b = string.find(state, ':', a + 1, true)
+    ms = math.max(ms, tonumber(string.sub(state, 1, a - 1)))
+    if b then
+      seq = tonumber(string.sub(state, a + 1, b - 1))
+      renewed = tonumber(string.sub(state, b + 1))
+    else
+      seq = tonumber(string.sub(state, a + 1))
+    end
   end
   local start = seq + 1
   local msid, msarg = b32(ms, 10), string.format('%.0f', ms)
+  local trim = math.min(64, math.max(1, tonumber(maxlen)))
+  -- An id is the millisecond's 10 characters, then the sequence number's 16: its first 15 change
+  -- only every 32 events, so they are made once per 32.
+  local high, prefix = -1, ''
+  local out = {}
   for i = first, #ARGV, 2 do
     seq = seq + 1
-    local id = msid .. b32(seq, 16)
+    local low = seq % 32
+    if (seq - low) / 32 ~= high then
+      high = (seq - low) / 32
+      prefix = msid .. b32(high, 15)
+    end
+    local id = prefix .. string.sub(B32, low + 1, low + 1)
     local json = ARGV[i + 1]
     if string.sub(json, 1, 7) ~= '{"id":"' then
       return redis.error_reply('event JSON must start with its id')
     end
     json = '{"id":"' .. id .. string.sub(json, 34)
-    local entry = msarg .. '-' .. string.format('%.0f', seq)
+    -- Integers below 2^53 print exactly with Lua's %.14g up to 10^14.
+    local entry = msarg .. '-' .. seq
     if i == first and token ~= '' then
-      redis.call('XADD', hist, 'MAXLEN', '~', maxlen, entry, 'e', json, 't', token)
-    else
+      if seq % trim == 0 then
+        redis.call('XADD', hist, 'MAXLEN', '~', maxlen, entry, 'e', json, 't', token)
+      else
+        redis.call('XADD', hist, entry, 'e', json, 't', token)
+      end
+    elseif seq % trim == 0 then
       redis.call('XADD', hist, 'MAXLEN', '~', maxlen, entry, 'e', json)
+    else
+      redis.call('XADD', hist, entry, 'e', json)
     end
     if ARGV[i] == '1' then
-      redis.call('SET', done, id, 'NX', 'PX', ttl)
+      redis.call('SET', done, id, 'NX', 'PX', keep)
       redis.call('DEL', live)
     end
-    redis.call(pub, chan, json)
+    out[#out + 1] = json
   end
-  redis.call('SET', seqk, msarg .. ':' .. string.format('%.0f', seq), 'PX', ttl)
-  redis.call('PEXPIRE', hist, ttl)
-  redis.call('PEXPIRE', owner, ttl, 'GT')
+  -- One message for the call's events, one JSON per line (compact JSON has no raw line break).
+  redis.call(pub, chan, table.concat(out, '\n'))
+  if ms - renewed >= slack then
+    redis.call('SET', seqk, msarg .. ':' .. seq .. ':' .. msarg, 'PX', keep)
+    redis.call('PEXPIRE', hist, keep)
+    redis.call('PEXPIRE', owner, keep, 'GT')
+  else
+    redis.call('SET', seqk, msarg .. ':' .. seq .. ':' .. renewed, 'KEEPTTL')
+  end
   return { ms, start }
 end
 "#;
@@ -96,8 +136,8 @@ return accept(7, token)
 ///
 /// ARGV: pub/sub channel, history max length, TTL in ms (as for [`PUBLISH`]), then the liveness
 /// TTL in ms, or empty to withdraw. The record holds the server time at which it lapses, and lives
-/// as long as the history; each heartbeat also renews the history, the sequence and the owner, so a
-/// long quiet job keeps its stream. Nothing is written for a channel that has its `done`.
+/// as long as the history; each heartbeat also renews the history, the sequence and the owner (to
+/// [`ACCEPT`]'s `keep`), so a long quiet job keeps its stream. Nothing is written for a channel that has its `done`.
 const HEARTBEAT: &str = r#"
 if ARGV[5] == '' then
   return redis.call('DEL', live)
@@ -105,10 +145,10 @@ end
 if redis.call('EXISTS', done) == 1 then
   return 0
 end
-redis.call('SET', live, string.format('%.0f', now_ms() + tonumber(ARGV[5])), 'PX', ttl)
-redis.call('PEXPIRE', hist, ttl)
-redis.call('PEXPIRE', seqk, ttl)
-redis.call('PEXPIRE', owner, ttl, 'GT')
+redis.call('SET', live, string.format('%.0f', now_ms() + tonumber(ARGV[5])), 'PX', keep)
+redis.call('PEXPIRE', hist, keep)
+redis.call('PEXPIRE', seqk, keep)
+redis.call('PEXPIRE', owner, keep, 'GT')
 return 1
 "#;
 
