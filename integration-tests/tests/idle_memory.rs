@@ -56,8 +56,17 @@ async fn redis_stream(State(brokers): State<Brokers>, Path(channel): Path<String
     stream(brokers.redis.as_ref(), &channel).await
 }
 
+/// How the app is served.
+#[derive(Clone, Copy, Debug)]
+enum Server {
+    /// `axum::serve`.
+    Axum,
+    /// `stream_axum::serve`: HTTP/1.1 through hyper's connection builder.
+    StreamAxum,
+}
+
 /// Starts the server on its own thread and runtime; returns its address.
-fn serve() -> SocketAddr {
+fn serve(server: Server) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -79,7 +88,10 @@ fn serve() -> SocketAddr {
                 .with_state(brokers);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
+            match server {
+                Server::Axum => axum::serve(listener, app).await.unwrap(),
+                Server::StreamAxum => stream_axum::serve(listener, app, std::future::pending()).await.unwrap(),
+            }
         });
     });
     rx.recv().unwrap()
@@ -135,25 +147,27 @@ fn held_per_stream(addr: SocketAddr, path: &str) -> f64 {
 
 #[test]
 fn an_idle_stream_holds_little_more_than_hyper_does() {
-    let addr = serve();
-    let floor = held_per_stream(addr, "/bare");
-    let memory = held_per_stream(addr, "/memory/{}");
-    let redis = held_per_stream(addr, "/redis/{}");
     let kib = |bytes: f64| bytes / 1024.0;
-    eprintln!(
-        "idle stream, bytes held per stream: bare axum (the floor) {:.1} KiB; memory broker {:.1} KiB \
-         ({:+.1} KiB over the floor); Redis broker {:.1} KiB ({:+.1} KiB over the floor)",
-        kib(floor),
-        kib(memory),
-        kib(memory - floor),
-        kib(redis),
-        kib(redis - floor)
-    );
-    for (name, held) in [("memory", memory), ("redis", redis)] {
-        assert!(
-            held - floor <= 16.0 * 1024.0,
-            "an idle {name} stream holds {:.1} KiB over the floor",
-            kib(held - floor)
+    for server in [Server::Axum, Server::StreamAxum] {
+        let addr = serve(server);
+        let floor = held_per_stream(addr, "/bare");
+        let memory = held_per_stream(addr, "/memory/{}");
+        let redis = held_per_stream(addr, "/redis/{}");
+        eprintln!(
+            "{server:?}: idle stream, bytes held per stream: bare stream (the floor) {:.1} KiB; memory broker \
+             {:.1} KiB ({:+.1} KiB over the floor); Redis broker {:.1} KiB ({:+.1} KiB over the floor)",
+            kib(floor),
+            kib(memory),
+            kib(memory - floor),
+            kib(redis),
+            kib(redis - floor)
         );
+        for (name, held) in [("memory", memory), ("redis", redis)] {
+            assert!(
+                held - floor <= 16.0 * 1024.0,
+                "{server:?}: an idle {name} stream holds {:.1} KiB over the floor",
+                kib(held - floor)
+            );
+        }
     }
 }

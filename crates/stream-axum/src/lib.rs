@@ -15,6 +15,11 @@ use stream_core::{ChannelId, Event, EventId, Streaming, UserId};
 /// Re-exported: the error that [`SseError`] wraps, with its variants.
 pub use stream_core::sse::StreamError;
 
+#[cfg(feature = "serve")]
+mod serve;
+#[cfg(feature = "serve")]
+pub use serve::serve;
+
 stream_core::stream_error_newtype! {
     /// Why an SSE response could not be made: stream-core's [`StreamError`], which decides the
     /// status, headers and JSON body `{"error": <code>, "message": <text>, …}`; this wrapper only

@@ -10,7 +10,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use demo_service::{ApiError, DemoService, USER_HEADER, announce_listening, cancel_on_signal, run_main};
 use stream_axum::{LastEventId, SseError, direct_sse_response, sse_response_with_lease};
@@ -141,14 +140,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // SIGINT/SIGTERM ends every open stream, so the graceful shutdown does not wait on them.
     cancel_on_signal(service.shutdown_token());
     let shutdown = service.shutdown_token().clone();
-    // SSE frames are small writes that must leave at once: no Nagle delay (docs/operations.md).
-    let listener = listener.tap_io(|tcp| {
-        // A socket that refuses it still serves, only with Nagle's delay.
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(service.clone()))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    // SSE-tuned: TCP_NODELAY, HTTP/1.1 through hyper, small idle connections (docs/operations.md).
+    stream_axum::serve(listener, router(service.clone()), shutdown.cancelled_owned()).await?;
     service.close().await;
     Ok(())
 }

@@ -205,11 +205,8 @@ async fn run_axum(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let streaming = backends(args.memory).await?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     announce(listener.local_addr()?, &args);
-    // As docs/operations.md advises: SSE frames leave at once, with no Nagle delay.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, axum_app::router(streaming)).await?;
+    // As docs/operations.md advises: TCP_NODELAY, HTTP/1.1 through hyper, small idle connections.
+    stream_axum::serve(listener, axum_app::router(streaming), std::future::pending()).await?;
     Ok(())
 }
 
