@@ -103,7 +103,9 @@ mod axum_app {
     use axum::http::{HeaderMap, HeaderValue};
     use axum::response::Response;
     use axum::routing::get;
-    use stream_axum::{LastEventId, SseError, direct_sse_response, sse_response, sse_response_with_lease};
+    use stream_axum::{
+        ChannelIdPath, LastEventId, SseError, direct_sse_response, sse_response, sse_response_with_lease,
+    };
 
     use super::{AppState, Server, channel, user};
 
@@ -123,10 +125,10 @@ mod axum_app {
 
     async fn plain(
         State(state): State<AppState>,
-        Path(id): Path<String>,
+        ChannelIdPath(channel): ChannelIdPath,
         LastEventId(last): LastEventId,
     ) -> Result<Response, SseError> {
-        sse_response(&channel(&id), &state.streaming, state.options(last), None).await
+        sse_response(&channel, &state.streaming, state.options(last), None).await
     }
 
     async fn direct(State(state): State<AppState>, Query(q): Params) -> Result<Response, SseError> {
@@ -160,7 +162,9 @@ mod actix_app {
 
     use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
     use actix_web::{App, HttpResponse, HttpServer, web};
-    use stream_actix::{LastEventId, SseError, direct_sse_response, sse_response, sse_response_with_lease};
+    use stream_actix::{
+        ChannelIdPath, LastEventId, SseError, direct_sse_response, sse_response, sse_response_with_lease,
+    };
 
     use super::{AppState, Server, channel, user};
 
@@ -180,10 +184,10 @@ mod actix_app {
 
     async fn plain(
         state: web::Data<AppState>,
-        id: web::Path<String>,
+        ChannelIdPath(channel): ChannelIdPath,
         LastEventId(last): LastEventId,
     ) -> Result<HttpResponse, SseError> {
-        sse_response(&channel(&id), &state.streaming, state.options(last), None).await
+        sse_response(&channel, &state.streaming, state.options(last), None).await
     }
 
     async fn direct(state: web::Data<AppState>, q: Params) -> Result<HttpResponse, SseError> {
@@ -242,6 +246,7 @@ against_both_adapters!(
     sse_headers_events_in_order_then_close,
     last_event_id_from_header_or_query_and_204_after_done,
     invalid_last_event_id_is_400_json,
+    a_malformed_channel_id_is_404_json,
     over_the_cap_is_429_with_retry_after_and_a_disconnect_releases_the_lease,
     a_disconnect_drops_the_direct_generator_and_releases_its_lease,
     graceful_shutdown_ends_open_streams,
@@ -350,6 +355,19 @@ async fn invalid_last_event_id_is_400_json(server: Server) {
         assert_eq!(res.headers()["content-type"], "application/json");
         let body: serde_json::Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
         assert_eq!(body["error"], "invalid_last_event_id");
+    }
+}
+
+/// The `ChannelIdPath` extractor answers a malformed channel id itself: `404`, JSON, no-store.
+async fn a_malformed_channel_id_is_404_json(server: Server) {
+    let c = client();
+    for segment in ["not.a.channel", "%FF", &"x".repeat(129)] {
+        let res = c.get(format!("{}/plain/{segment}", server.base)).send().await.unwrap();
+        assert_eq!(res.status(), 404, "{segment}");
+        assert_eq!(res.headers()["content-type"], "application/json");
+        assert_eq!(res.headers()["cache-control"], "no-store");
+        let body: serde_json::Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
+        assert_eq!(body["error"], "not_found");
     }
 }
 

@@ -143,3 +143,48 @@ impl FromRequest for LastEventId {
         ready(Self::from_request_head(req))
     }
 }
+
+/// Extracts a [`ChannelId`] from the path: the match parameter named `channel_id`, else
+/// `channel`, else the route's only parameter. A malformed id is answered `404 Not Found` with a
+/// JSON body, as a channel that does not exist is.
+///
+/// ```
+/// use actix_web::{App, web};
+/// use stream_actix::ChannelIdPath;
+///
+/// async fn handler(ChannelIdPath(channel): ChannelIdPath) -> String {
+///     channel.to_string()
+/// }
+/// let app = App::new().route("/streams/{channel_id}", web::get().to(handler));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelIdPath(pub ChannelId);
+
+impl ChannelIdPath {
+    fn from_request_head(req: &HttpRequest) -> Result<Self, SseError> {
+        let info = req.match_info();
+        let value = ["channel_id", "channel"]
+            .iter()
+            .find_map(|name| info.get(name))
+            .or_else(|| {
+                let mut params = info.iter();
+                match (params.next(), params.next()) {
+                    (Some((_, only)), None) => Some(only),
+                    _ => None,
+                }
+            })
+            .unwrap_or_default();
+        ChannelId::new(value)
+            .map(Self)
+            .map_err(|e| SseError(StreamError::InvalidChannelId(e)))
+    }
+}
+
+impl FromRequest for ChannelIdPath {
+    type Error = SseError;
+    type Future = Ready<Result<Self, SseError>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        ready(Self::from_request_head(req))
+    }
+}

@@ -148,3 +148,40 @@ impl<S: Send + Sync> FromRequestParts<S> for LastEventId {
         Ok(Self(last_event_id_from_request(header, parts.uri.query())?))
     }
 }
+
+/// Extracts a [`ChannelId`] from the path: the parameter named `channel_id`, else `channel`, else
+/// the route's only parameter. A malformed id (or a segment that does not decode) is answered
+/// `404 Not Found` with a JSON body, as a channel that does not exist is.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use stream_axum::ChannelIdPath;
+///
+/// async fn handler(ChannelIdPath(channel): ChannelIdPath) -> String {
+///     channel.to_string()
+/// }
+/// let app: Router = Router::new().route("/streams/{channel_id}", get(handler));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelIdPath(pub ChannelId);
+
+impl<S: Send + Sync> FromRequestParts<S> for ChannelIdPath {
+    type Rejection = SseError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let not_found = |e| SseError(StreamError::InvalidChannelId(e));
+        let params = axum::extract::Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| not_found(stream_core::InvalidId::Empty { kind: "channel id" }))?;
+        let value = ["channel_id", "channel"]
+            .iter()
+            .find_map(|name| params.iter().find(|(n, _)| n == name))
+            .or(match params.as_slice() {
+                [only] => Some(only),
+                _ => None,
+            })
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        ChannelId::new(value).map(Self).map_err(not_found)
+    }
+}

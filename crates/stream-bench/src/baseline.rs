@@ -114,6 +114,12 @@ pub async fn bare_publish(
 /// side of a baseline its Redis CPU per operation.
 pub struct RedisCpu(redis::aio::MultiplexedConnection);
 
+impl std::fmt::Debug for RedisCpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisCpu")
+    }
+}
+
 impl RedisCpu {
     /// Connects to `redis_url`.
     pub async fn connect(redis_url: &str) -> Result<Self, BaselineError> {

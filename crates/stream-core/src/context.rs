@@ -63,9 +63,13 @@ impl StreamContext {
 
     /// A builder, for the fields you need: `StreamContext::builder().project("app").build()`.
     pub fn builder() -> StreamContextBuilder {
-        StreamContextBuilder {
-            ctx: Self::create(None, None, None, None, false, Map::new()),
-        }
+        StreamContextBuilder::default()
+    }
+
+    /// A context with no debug fields on `channel`: what a route that publishes to a known channel
+    /// needs.
+    pub fn for_channel(channel_id: ChannelId) -> Self {
+        Self::builder().channel_id(channel_id).build()
     }
 
     /// Serializes to a JSON object for a job queue. [`from_dict`](Self::from_dict) gives back an
@@ -137,6 +141,13 @@ impl StreamContext {
             .join("_")
     }
 
+    /// Whether none of the four context parts is set: events then carry no `context`.
+    pub fn is_empty(&self) -> bool {
+        [&self.workspace_id, &self.project, &self.env, &self.service]
+            .iter()
+            .all(|p| p.is_none())
+    }
+
     /// The debugging context copied into every emitted event.
     pub fn debug_context(&self) -> DebugContext {
         DebugContext {
@@ -161,51 +172,67 @@ impl StreamContext {
     }
 }
 
-/// Builds a [`StreamContext`] with a fresh channel id.
-#[derive(Debug, Clone)]
+/// Builds a [`StreamContext`]; the channel id is generated at [`build`](Self::build) unless one
+/// is given.
+#[derive(Debug, Clone, Default)]
+#[must_use]
 pub struct StreamContextBuilder {
-    ctx: StreamContext,
+    channel_id: Option<ChannelId>,
+    workspace_id: Option<String>,
+    project: Option<String>,
+    env: Option<String>,
+    service: Option<String>,
+    persist_events: bool,
+    extra: Map<String, Value>,
 }
 
 impl StreamContextBuilder {
     /// Uses this channel id instead of a generated one.
     pub fn channel_id(mut self, id: ChannelId) -> Self {
-        self.ctx.channel_id = id;
+        self.channel_id = Some(id);
         self
     }
     /// Sets the workspace.
     pub fn workspace_id(mut self, v: impl Into<String>) -> Self {
-        self.ctx.workspace_id = Some(v.into());
+        self.workspace_id = Some(v.into());
         self
     }
     /// Sets the project.
     pub fn project(mut self, v: impl Into<String>) -> Self {
-        self.ctx.project = Some(v.into());
+        self.project = Some(v.into());
         self
     }
     /// Sets the environment.
     pub fn env(mut self, v: impl Into<String>) -> Self {
-        self.ctx.env = Some(v.into());
+        self.env = Some(v.into());
         self
     }
     /// Sets the service.
     pub fn service(mut self, v: impl Into<String>) -> Self {
-        self.ctx.service = Some(v.into());
+        self.service = Some(v.into());
         self
     }
     /// Archives events (default false).
     pub fn persist_events(mut self, v: bool) -> Self {
-        self.ctx.persist_events = v;
+        self.persist_events = v;
         self
     }
     /// Adds an extra field.
     pub fn extra(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
-        self.ctx.extra.insert(key.into(), value.into());
+        self.extra.insert(key.into(), value.into());
         self
     }
     /// The context.
     pub fn build(self) -> StreamContext {
-        self.ctx
+        StreamContext {
+            channel_id: self.channel_id.unwrap_or_else(ChannelId::generate),
+            workspace_id: self.workspace_id,
+            project: self.project,
+            env: self.env,
+            service: self.service,
+            persist_events: self.persist_events,
+            extra: self.extra,
+        }
     }
 }
 
@@ -258,9 +285,11 @@ pub enum LogLevel {
 /// (`"success": false`). Dropping an emitter before `done` withdraws the record instead: the
 /// channel then has no watched producer. Producers that are not jobs (a route publishing one-off
 /// events) can turn the heartbeat off with [`with_heartbeat(None)`](Self::with_heartbeat).
+#[must_use = "an emitter publishes nothing until it is used"]
 pub struct Emitter {
     ctx: Arc<StreamContext>,
-    debug: DebugContext,
+    /// Copied into every event; `None` for an empty context (no `context` on the wire).
+    debug: Option<DebugContext>,
     publisher: Arc<dyn EventPublisher>,
     closed: AtomicBool,
     heartbeat: Option<Duration>,
@@ -283,11 +312,14 @@ type Waiter = tokio::sync::oneshot::Sender<Result<EventId, PublishError>>;
 
 /// The flushing task's duty, handed on if it is dropped mid-way: the queued events' waiters are
 /// told that their publish did not happen, so that no emit waits forever.
-struct Flushing<'a>(&'a Mutex<Batch>);
+struct Flushing<'a>(Option<&'a Mutex<Batch>>);
 
 impl Drop for Flushing<'_> {
     fn drop(&mut self) {
-        let mut batch = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(batch) = self.0 else {
+            return;
+        };
+        let mut batch = batch.lock().unwrap_or_else(|e| e.into_inner());
         batch.flushing = false;
         for (_, waiter) in batch.queue.drain(..) {
             let _ = waiter.send(Err(PublishError::Closed));
@@ -398,7 +430,7 @@ fn object(value: Value) -> Map<String, Value> {
 
 impl Emitter {
     fn new(ctx: StreamContext, publisher: Arc<dyn EventPublisher>) -> Self {
-        let debug = ctx.debug_context();
+        let debug = (!ctx.is_empty()).then(|| ctx.debug_context());
         Self {
             ctx: Arc::new(ctx),
             debug,
@@ -416,7 +448,6 @@ impl Emitter {
     /// Sets the heartbeat interval; `None` sends no heartbeat, so the channel's readers do not
     /// watch this producer (see the type's docs). Readers check at their broker's
     /// [`ChannelConfig::heartbeat_interval`](crate::ChannelConfig::heartbeat_interval).
-    #[must_use]
     pub fn with_heartbeat(mut self, every: Option<Duration>) -> Self {
         self.heartbeat = every.filter(|d| !d.is_zero());
         self
@@ -462,7 +493,7 @@ impl Emitter {
             return Err(EmitError::ControlType(kind));
         }
         let mut event = Event::new(self.ctx.channel_id.clone(), kind, payload)?;
-        event.context = Some(self.debug.clone());
+        event.context = self.debug.clone();
         event.persist = self.ctx.persist_events;
         Ok(event)
     }
@@ -487,13 +518,14 @@ impl Emitter {
 
     /// Publishes the queue, batch after batch, until it is empty.
     async fn flush(&self) {
-        let duty = Flushing(&self.batch);
+        let mut duty = Flushing(Some(&self.batch));
         loop {
             let taken = {
                 let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
                 if batch.queue.is_empty() {
                     batch.flushing = false;
-                    std::mem::forget(duty);
+                    // Done: the duty ends here, under this lock.
+                    duty.0 = None;
                     return;
                 }
                 std::mem::take(&mut batch.queue)
@@ -648,6 +680,7 @@ impl Emitter {
 /// and on a current-thread runtime it can wait forever for I/O that only that thread would drive.
 /// Async code uses [`Emitter`].
 #[derive(Debug)]
+#[must_use = "an emitter publishes nothing until it is used"]
 pub struct BlockingEmitter {
     inner: Emitter,
 }
@@ -667,7 +700,6 @@ impl BlockingEmitter {
     }
     /// See [`Emitter::with_heartbeat`]; outside a tokio runtime the heartbeat runs on a thread of
     /// its own.
-    #[must_use]
     pub fn with_heartbeat(self, every: Option<Duration>) -> Self {
         Self {
             inner: self.inner.with_heartbeat(every),

@@ -108,7 +108,7 @@ impl SubscriberQueue {
     /// drained, or `None` once closed.
     pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Live>> {
         let mut state = self.lock();
-        if let Some(live) = state.take() {
+        if let Poll::Ready(live) = state.take() {
             return Poll::Ready(live);
         }
         match &mut state.waker {
@@ -118,8 +118,9 @@ impl SubscriberQueue {
         Poll::Pending
     }
 
-    /// The next item if there is one now (see [`poll_recv`](Self::poll_recv)).
-    pub fn try_recv(&self) -> Option<Option<Live>> {
+    /// The next item if there is one now, as [`poll_recv`](Self::poll_recv) gives it;
+    /// `Pending` when there is none (no waker is kept).
+    pub fn try_recv(&self) -> Poll<Option<Live>> {
         self.lock().take()
     }
 }
@@ -134,20 +135,20 @@ fn wake(mut state: MutexGuard<'_, QueueState>) {
 }
 
 impl QueueState {
-    fn take(&mut self) -> Option<Option<Live>> {
+    fn take(&mut self) -> Poll<Option<Live>> {
         if let Some(event) = self.items.pop_front() {
             if self.items.is_empty() && self.items.capacity() > KEEP_SLOTS {
                 self.items = VecDeque::new();
             }
-            return Some(Some(Live::Event(event)));
+            return Poll::Ready(Some(Live::Event(event)));
         }
         // Everything queued came before the overflow or the lost connection; the rest is in the
         // history.
         if self.lagged {
             self.lagged = false;
-            return Some(Some(Live::Lagged));
+            return Poll::Ready(Some(Live::Lagged));
         }
-        self.closed.then_some(None)
+        if self.closed { Poll::Ready(None) } else { Poll::Pending }
     }
 }
 
@@ -195,6 +196,7 @@ impl<S: Send + 'static> LocalFanout<S> {
 
     /// Calls `f` with a channel's name when its last local subscriber leaves (the entry is gone
     /// by then).
+    #[must_use]
     pub fn on_empty(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> Self {
         self.on_empty = Some(Box::new(f));
         self
@@ -318,6 +320,7 @@ impl<S: Send + 'static> LocalFanout<S> {
 
 /// A local subscriber of one channel: its queue, registered until dropped. It is a
 /// [`LiveFeed`] for the replay.
+#[must_use = "dropping a local subscription unregisters it"]
 pub struct LocalSubscription<S: Send + 'static = ()> {
     fanout: Arc<LocalFanout<S>>,
     channel: Box<str>,
@@ -366,7 +369,7 @@ mod tests {
         SharedEvent::from_event(Event::data(ChannelId::new("c").unwrap(), "n", n).unwrap())
     }
 
-    fn recv(sub: &LocalSubscription) -> Option<Option<Live>> {
+    fn recv(sub: &LocalSubscription) -> Poll<Option<Live>> {
         sub.queue.try_recv()
     }
 
@@ -379,23 +382,23 @@ mod tests {
         assert!(!first);
         assert_eq!(fanout.dispatch("ch", &event(0)), 2);
         fanout.dispatch("ch", &event(1));
-        assert!(matches!(recv(&fast), Some(Some(Live::Event(e))) if e.event().payload["n"] == 0));
+        assert!(matches!(recv(&fast), Poll::Ready(Some(Live::Event(e))) if e.event().payload["n"] == 0));
         fanout.dispatch("ch", &event(2));
         assert!(slow.queue.is_lagged(), "the slow subscriber overflowed");
         assert!(!fast.queue.is_lagged());
         for n in 1..=2 {
-            assert!(matches!(recv(&fast), Some(Some(Live::Event(e))) if e.event().payload["n"] == n));
+            assert!(matches!(recv(&fast), Poll::Ready(Some(Live::Event(e))) if e.event().payload["n"] == n));
         }
         fanout.dispatch("ch", &event(3));
         for n in 0..=1 {
-            assert!(matches!(recv(&slow), Some(Some(Live::Event(e))) if e.event().payload["n"] == n));
+            assert!(matches!(recv(&slow), Poll::Ready(Some(Live::Event(e))) if e.event().payload["n"] == n));
         }
-        assert!(matches!(recv(&slow), Some(Some(Live::Lagged))));
-        assert!(recv(&slow).is_none(), "nothing queued while lagged");
+        assert!(matches!(recv(&slow), Poll::Ready(Some(Live::Lagged))));
+        assert!(recv(&slow).is_pending(), "nothing queued while lagged");
         fanout.dispatch("ch", &event(4));
-        assert!(matches!(recv(&slow), Some(Some(Live::Event(e))) if e.event().payload["n"] == 4));
+        assert!(matches!(recv(&slow), Poll::Ready(Some(Live::Event(e))) if e.event().payload["n"] == 4));
         for n in 3..=4 {
-            assert!(matches!(recv(&fast), Some(Some(Live::Event(e))) if e.event().payload["n"] == n));
+            assert!(matches!(recv(&fast), Poll::Ready(Some(Live::Event(e))) if e.event().payload["n"] == n));
         }
     }
 
@@ -425,7 +428,7 @@ mod tests {
         let (sub, ()) = fanout.register("ch", || (), |_, _| ());
         fanout.dispatch("ch", &event(0));
         sub.queue.close();
-        assert!(matches!(recv(&sub), Some(Some(Live::Event(_)))));
-        assert!(matches!(recv(&sub), Some(None)));
+        assert!(matches!(recv(&sub), Poll::Ready(Some(Live::Event(_)))));
+        assert!(matches!(recv(&sub), Poll::Ready(None)));
     }
 }

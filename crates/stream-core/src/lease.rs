@@ -145,6 +145,7 @@ impl<T: LeaseStore + ?Sized> LeaseStore for Arc<T> {
 /// On drop inside a tokio runtime the release is spawned; elsewhere it runs to completion on the
 /// dropping thread. With [`auto_refresh`](Self::auto_refresh) a background task refreshes it at a
 /// third of the TTL while it is held.
+#[must_use = "dropping the guard releases the lease at once"]
 pub struct StreamLease {
     store: Arc<dyn LeaseStore>,
     user_id: UserId,

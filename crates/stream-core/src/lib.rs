@@ -17,6 +17,7 @@ pub mod replay;
 mod shared;
 pub mod sse;
 mod store;
+mod streaming;
 mod subscribe;
 pub mod token;
 
@@ -29,8 +30,8 @@ pub use event::{
     DebugContext, Event, EventId, EventType, InvalidEventId, InvalidEventType, RESERVED_KEYS, ReservedKey,
 };
 pub use global::{
-    Streaming, can_start_stream, get_active_streams, get_event_store, init_event_store, init_lease_store,
-    init_streaming, stream_lease, stream_lease_sync, streaming,
+    can_start_stream, get_active_streams, get_event_store, init_event_store, init_lease_store, init_streaming,
+    stream_lease, stream_lease_sync, streaming,
 };
 pub use ids::{ChannelId, InvalidId, LeaseId, UserId};
 pub use lease::{AcquireError, LeaseError, LeaseInfo, LeaseStore, StreamLease, StreamLeaseConfig, StreamLimitExceeded};
@@ -38,6 +39,7 @@ pub use publish::{EventPublisher, PersistingPublisher, PublishError};
 pub use registry::{ChannelRegistry, RegistryError};
 pub use shared::SharedEvent;
 pub use store::{AppendError, EventPage, EventQuery, EventStore, PageCursor, SortOrder, StoreError, StoreStats};
+pub use streaming::{Streaming, StreamingBuilder};
 pub use subscribe::{EventCursor, EventSubscriber, SubscribeError, Subscription};
 pub use token::{StreamTokenSigner, TokenError};
 

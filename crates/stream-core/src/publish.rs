@@ -86,6 +86,12 @@ pub struct PersistingPublisher {
     store: Arc<dyn EventStore>,
 }
 
+impl std::fmt::Debug for PersistingPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersistingPublisher").finish_non_exhaustive()
+    }
+}
+
 impl PersistingPublisher {
     /// Wraps `inner` so that persisted events also go to `store`.
     pub fn new(inner: Arc<dyn EventPublisher>, store: Arc<dyn EventStore>) -> Self {

@@ -151,7 +151,7 @@ mod tests {
         want.extend_from_slice(b"\n\n");
         assert_eq!(shared.frame().as_ref(), want.as_slice());
         assert_eq!(shared.event(), &event);
-        assert_eq!(SharedEvent::from_event(event.clone()).frame(), shared.frame());
+        assert_eq!(SharedEvent::from_event(event).frame(), shared.frame());
         assert!(SharedEvent::from_json(Bytes::from_static(b"{\"x\":1}")).is_err());
     }
 }

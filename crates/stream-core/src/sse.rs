@@ -26,7 +26,6 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::config::ChannelConfig;
 use crate::event::{Event, EventId, EventType, InvalidEventId};
-use crate::global::Streaming;
 use crate::ids::{ChannelId, UserId};
 use crate::lease::{AcquireError, LeaseError, LeaseStore, StreamLease};
 use crate::shared::SharedEvent;
@@ -192,6 +191,7 @@ pub fn last_event_id_from_request(
 
 /// How a pipeline runs.
 #[derive(Debug)]
+#[must_use]
 pub struct SseOptions {
     /// Keepalive ping interval.
     pub ping_interval: Duration,
@@ -497,44 +497,6 @@ pub async fn channel_stream_with_lease(
         subscription.shared(),
         options.lease(lease),
     )))
-}
-
-/// The three SSE entry points over a [`Streaming`] bundle: what the web adapters' `sse_response`,
-/// `sse_response_with_lease` and `direct_sse_response` call before converting the result into
-/// their framework's response.
-impl Streaming {
-    /// [`channel_stream`] through this bundle's subscriber.
-    pub async fn sse_channel(&self, channel: &ChannelId, options: SseOptions) -> Result<SseReply, SubscribeError> {
-        channel_stream(self.subscriber.as_ref(), channel, options).await
-    }
-
-    /// [`channel_stream_with_lease`] through this bundle's subscriber and lease store.
-    pub async fn sse_channel_with_lease(
-        &self,
-        channel: &ChannelId,
-        user: UserId,
-        options: SseOptions,
-    ) -> Result<SseReply, StreamError> {
-        channel_stream_with_lease(self.subscriber.as_ref(), self.leases.clone(), channel, user, options).await
-    }
-
-    /// [`direct_stream`] under a lease of `user` from this bundle's lease store when there is a
-    /// user and `use_lease` is set (the seed's `direct_sse_response(generator, user_id,
-    /// use_lease)`), else without one.
-    pub async fn sse_direct<S, E>(
-        &self,
-        events: S,
-        user: Option<UserId>,
-        use_lease: bool,
-        options: SseOptions,
-    ) -> Result<SseBody, AcquireError>
-    where
-        S: Stream<Item = Result<Event, E>> + Send + 'static,
-        E: Display + Send + 'static,
-    {
-        let lease = user.filter(|_| use_lease).map(|user| (self.leases.clone(), user));
-        direct_stream(events, lease, options).await
-    }
 }
 
 /// Runs the pipeline over a direct generator, under a lease of `user` when one is given (the

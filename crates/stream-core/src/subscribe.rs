@@ -96,6 +96,7 @@ impl EventCursor {
 /// ([`next_shared`](Self::next_shared), [`poll_next_shared`](Self::poll_next_shared)): the SSE
 /// pipeline writes their frames as they are. As a `Stream` it yields whole [`Event`]s, decoded
 /// (once per process) and cloned for this subscriber.
+#[must_use = "dropping a subscription unsubscribes"]
 pub struct Subscription {
     inner: Pin<Box<dyn Stream<Item = Result<SharedEvent, SubscribeError>> + Send>>,
     finished: bool,

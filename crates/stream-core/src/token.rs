@@ -101,6 +101,7 @@ impl StreamTokenSigner {
     ///
     /// # Panics
     /// On an invalid key id.
+    #[must_use]
     pub fn rotate(mut self, key_id: &str, secret: impl Into<Vec<u8>>) -> Self {
         assert!(key_id_ok(key_id), "invalid stream token key id {key_id:?}");
         let old = std::mem::replace(

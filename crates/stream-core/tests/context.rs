@@ -120,6 +120,21 @@ async fn emitter_sends_every_event_type_then_closes() {
     assert!(sub.next().await.is_none(), "the subscription ends after done");
 }
 
+/// An empty context puts no `context` on the wire: not even a namespace of dashes.
+#[tokio::test]
+async fn an_empty_context_is_left_out_of_the_events() {
+    let broker = Arc::new(MemoryBroker::default());
+    let ctx = StreamContext::builder().build();
+    let channel = ctx.channel_id().clone();
+    let mut sub = broker.subscribe(&channel, None).await.unwrap();
+    let em = ctx.bind(broker.clone()).with_heartbeat(None);
+    em.log("hello", LogLevel::Info).await.unwrap();
+    let got = sub.next_shared().await.unwrap().unwrap();
+    assert!(got.event().context.is_none());
+    let frame = String::from_utf8(got.frame().to_vec()).unwrap();
+    assert!(!frame.contains("\"context\""), "{frame}");
+}
+
 #[tokio::test]
 async fn control_types_and_reserved_keys_are_refused() {
     let broker = Arc::new(MemoryBroker::default());

@@ -32,8 +32,8 @@ fn parse(text: &str) -> Vec<Vec<(String, String)>> {
         .map(|f| {
             f.lines()
                 .map(|l| match l.split_once(':') {
-                    Some((k, v)) => (k.to_string(), v.strip_prefix(' ').unwrap_or(v).to_string()),
-                    None => (l.to_string(), String::new()),
+                    Some((k, v)) => (k.to_owned(), v.strip_prefix(' ').unwrap_or(v).to_owned()),
+                    None => (l.to_owned(), String::new()),
                 })
                 .collect()
         })
@@ -151,7 +151,7 @@ async fn closes_after_done_even_if_the_source_goes_on() {
     let text = collect(sse::sse_stream(source, opts())).await;
     let frames = parse(&text);
     assert_eq!(frames.len(), 2, "{text}");
-    assert_eq!(frames[1][0], ("id".to_string(), done.id.to_string()));
+    assert_eq!(frames[1][0], ("id".to_owned(), done.id.to_string()));
     assert!(frames[1][1].1.contains("\"type\":\"done\""));
 }
 

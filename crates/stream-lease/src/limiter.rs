@@ -429,7 +429,7 @@ mod tests {
             },
             StreamLeaseConfig {
                 key_ttl_grace: MAX_SECONDS + 1,
-                ..ok.clone()
+                ..ok
             },
         ] {
             assert!(matches!(validate(&bad), Err(LimiterError::InvalidConfig(_))), "{bad:?}");

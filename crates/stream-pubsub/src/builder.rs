@@ -30,6 +30,7 @@ enum Target {
 /// Settings for a [`RedisBroker`]; [`connect`](Self::connect) builds it.
 ///
 /// Start from [`RedisBroker::standalone`], [`RedisBroker::cluster`] or [`RedisBroker::from_env`].
+#[must_use = "a builder does nothing until `connect` is called"]
 pub struct RedisBrokerBuilder {
     target: Target,
     config: ChannelConfig,

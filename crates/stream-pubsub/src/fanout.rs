@@ -227,6 +227,7 @@ fn bytes(value: &Value) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::task::Poll;
     use stream_core::ChannelId;
     use stream_core::replay::Live;
 
@@ -251,12 +252,23 @@ mod tests {
         (fanout, rx)
     }
 
-    /// The next queued event's `n`, `Some(None)` for a lag notice, `None` when nothing is queued.
-    fn next(sub: &Registration) -> Option<Option<u64>> {
-        match sub.queue().try_recv()? {
-            Some(Live::Event(e)) => Some(e.event().payload["n"].as_u64()),
-            Some(Live::Lagged) => Some(None),
-            None => panic!("closed"),
+    /// What a subscriber's queue gives now.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Got {
+        /// An event, by its `n`.
+        Event(u64),
+        /// The lag notice.
+        Lagged,
+        /// Nothing queued.
+        Nothing,
+    }
+
+    fn next(sub: &Registration) -> Got {
+        match sub.queue().try_recv() {
+            Poll::Ready(Some(Live::Event(e))) => Got::Event(e.event().payload["n"].as_u64().expect("n")),
+            Poll::Ready(Some(Live::Lagged)) => Got::Lagged,
+            Poll::Ready(None) => panic!("closed"),
+            Poll::Pending => Got::Nothing,
         }
     }
 
@@ -271,17 +283,17 @@ mod tests {
         for n in 0..2 {
             fanout.on_push(g, message(PushKind::Message, "ch", &event(n)));
         }
-        assert_eq!(next(&fast), Some(Some(0)));
+        assert_eq!(next(&fast), Got::Event(0));
         fanout.on_push(g, message(PushKind::Message, "ch", &event(2)));
         assert!(slow.queue().is_lagged(), "the slow subscriber overflowed");
         assert!(!fast.queue().is_lagged());
-        assert_eq!((next(&fast), next(&fast)), (Some(Some(1)), Some(Some(2))));
+        assert_eq!((next(&fast), next(&fast)), (Got::Event(1), Got::Event(2)));
         // Nothing more is queued until the subscriber has taken its queue and its lag notice.
         fanout.on_push(g, message(PushKind::Message, "ch", &event(3)));
-        assert_eq!((next(&slow), next(&slow)), (Some(Some(0)), Some(Some(1))));
-        assert_eq!(next(&slow), Some(None));
-        assert_eq!(next(&slow), None);
-        assert_eq!(next(&fast), Some(Some(3)));
+        assert_eq!((next(&slow), next(&slow)), (Got::Event(0), Got::Event(1)));
+        assert_eq!(next(&slow), Got::Lagged);
+        assert_eq!(next(&slow), Got::Nothing);
+        assert_eq!(next(&fast), Got::Event(3));
         drop((slow, fast));
         assert!(matches!(hub.try_recv(), Ok(HubMsg::Release(c)) if &*c == "ch"));
     }
@@ -301,7 +313,7 @@ mod tests {
         fanout.on_push(fanout.generation(), push);
         assert_eq!(
             (next(&sub), next(&sub), next(&sub)),
-            (Some(Some(1)), Some(Some(2)), None)
+            (Got::Event(1), Got::Event(2), Got::Nothing)
         );
     }
 
@@ -326,10 +338,10 @@ mod tests {
             }
         }
         fanout.next_generation();
-        assert_eq!(next(&a), Some(None));
+        assert_eq!(next(&a), Got::Lagged);
         fanout.on_push(old, message(PushKind::Message, "a", &event(1)));
         fanout.on_push(old, disconnection());
-        assert_eq!(next(&a), None, "messages of an old connection are ignored");
+        assert_eq!(next(&a), Got::Nothing, "messages of an old connection are ignored");
         assert!(!a.queue().is_lagged(), "so is its disconnect notice");
     }
 

@@ -230,3 +230,20 @@ pub fn evalsha(script: &Script, keys: &[&str]) -> Cmd {
     cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);
     cmd
 }
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Standalone(_) => "Conn::Standalone",
+            Self::Cluster(_) => "Conn::Cluster",
+        })
+    }
+}
+
+impl std::fmt::Debug for SharedConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedConnection")
+            .field("response_timeout", &self.response_timeout())
+            .finish_non_exhaustive()
+    }
+}

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::event::{EventId, InvalidEventId};
-use crate::ids::UserId;
+use crate::ids::{ChannelId, UserId};
 use crate::lease::{LeaseError, StreamLimitExceeded};
 use crate::sse::StreamError;
 use crate::subscribe::SubscribeError;
@@ -73,13 +73,16 @@ pub async fn the_limit_is_429_with_retry_after_at_least_one_second(answer: &impl
     assert_eq!(sorted(answer(limit.into()).await), expected);
 }
 
-/// A failed lease store or subscription: `503`; an invalid id: `400`. Both with
+/// A failed lease store or subscription: `503`; an invalid event id: `400`; a malformed channel
+/// id: `404`. All with
 /// `Cache-Control: no-store`, no `Retry-After`, and `{"error": <code>, "message": <text>}`.
 pub async fn failures_are_503_and_bad_ids_400(answer: &impl AsyncFn(StreamError) -> Answer) {
-    let cases: [(StreamError, u16, &str); 3] = [
+    let bad_channel = ChannelId::new("not a channel").expect_err("a space is not allowed");
+    let cases: [(StreamError, u16, &str); 4] = [
         (LeaseError::Backend("down".into()).into(), 503, "stream_unavailable"),
         (SubscribeError::Closed("slow".into()).into(), 503, "stream_unavailable"),
         (InvalidEventId("x".into()).into(), 400, "invalid_last_event_id"),
+        (StreamError::InvalidChannelId(bad_channel), 404, "not_found"),
     ];
     for (error, status, code) in cases {
         let message = serde_json::Value::from(error.to_string());

@@ -8,6 +8,7 @@
 use serde_json::{Value, json};
 
 use crate::event::InvalidEventId;
+use crate::ids::InvalidId;
 use crate::lease::{AcquireError, LeaseError, StreamLimitExceeded};
 use crate::subscribe::SubscribeError;
 
@@ -29,6 +30,11 @@ pub enum StreamError {
     /// The `Last-Event-ID` header or `last_event_id` query is not an event id: `400 Bad Request`.
     #[error(transparent)]
     InvalidLastEventId(#[from] InvalidEventId),
+    /// The channel id in the path is malformed: `404 Not Found`, as for a channel that does not
+    /// exist (the adapters' channel id extractors answer it).
+    /// (No `From`: an [`InvalidId`] may name a user or a lease.)
+    #[error("no such channel: {0}")]
+    InvalidChannelId(InvalidId),
 }
 
 impl From<AcquireError> for StreamError {
@@ -41,12 +47,13 @@ impl From<AcquireError> for StreamError {
 }
 
 impl StreamError {
-    /// The HTTP status code this error is answered with: 429, 503 or 400.
+    /// The HTTP status code this error is answered with: 429, 503, 400 or 404.
     pub fn status(&self) -> u16 {
         match self {
             Self::LimitExceeded(_) => 429,
             Self::Lease(_) | Self::Subscribe(_) => 503,
             Self::InvalidLastEventId(_) => 400,
+            Self::InvalidChannelId(_) => 404,
         }
     }
 
@@ -56,6 +63,7 @@ impl StreamError {
             Self::LimitExceeded(_) => "stream_limit_exceeded",
             Self::Lease(_) | Self::Subscribe(_) => "stream_unavailable",
             Self::InvalidLastEventId(_) => "invalid_last_event_id",
+            Self::InvalidChannelId(_) => "not_found",
         }
     }
 

@@ -50,6 +50,10 @@ pub fn parent_or_child(var: &str, child: impl FnOnce(&str), parent: impl std::fu
 }
 
 /// Ends the child after its part, with [`DONE`].
+#[allow(
+    clippy::exit,
+    reason = "a child test process ends here, with the exit code its parent checks"
+)]
 pub fn done() -> ! {
     std::io::stdout().flush().expect("flush");
     std::process::exit(DONE)
