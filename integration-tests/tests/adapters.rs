@@ -100,12 +100,9 @@ mod axum_app {
 
     use axum::Router;
     use axum::extract::{Path, Query, State};
-    use axum::http::{HeaderMap, HeaderValue};
-    use axum::response::Response;
+    use axum::response::{IntoResponse, Response};
     use axum::routing::get;
-    use stream_axum::{
-        ChannelIdPath, LastEventId, SseError, direct_sse_response, sse_response, sse_response_with_lease,
-    };
+    use stream_axum::{ChannelIdPath, LastEventId, Sse, SseError, SseResponse};
 
     use super::{AppState, Server, channel, user};
 
@@ -117,23 +114,30 @@ mod axum_app {
         Query(q): Params,
         LastEventId(last): LastEventId,
     ) -> Result<Response, SseError> {
-        let mut extra = HeaderMap::new();
-        extra.insert("x-demo", HeaderValue::from_static("yes"));
-        let options = state.options(last);
-        sse_response_with_lease(&channel(&id), user(&q), &state.streaming, options, Some(extra)).await
+        let reply = SseResponse::channel(&state.streaming, channel(&id))
+            .options(state.options(last))
+            .lease(user(&q))
+            .await?;
+        Ok(([("x-demo", "yes")], Sse::from(reply)).into_response())
     }
 
     async fn plain(
         State(state): State<AppState>,
         ChannelIdPath(channel): ChannelIdPath,
         LastEventId(last): LastEventId,
-    ) -> Result<Response, SseError> {
-        sse_response(&channel, &state.streaming, state.options(last), None).await
+    ) -> Result<Sse, SseError> {
+        let reply = SseResponse::channel(&state.streaming, channel)
+            .options(state.options(last))
+            .await?;
+        Ok(reply.into())
     }
 
-    async fn direct(State(state): State<AppState>, Query(q): Params) -> Result<Response, SseError> {
-        let options = state.options(None);
-        direct_sse_response(state.tokens(), Some(user(&q)), true, &state.streaming, options, None).await
+    async fn direct(State(state): State<AppState>, Query(q): Params) -> Result<Sse, SseError> {
+        let reply = SseResponse::direct(&state.streaming, state.tokens())
+            .options(state.options(None))
+            .lease(user(&q))
+            .await?;
+        Ok(reply.into())
     }
 
     pub(super) async fn start() -> Server {
@@ -160,11 +164,8 @@ mod axum_app {
 mod actix_app {
     use std::collections::HashMap;
 
-    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-    use actix_web::{App, HttpResponse, HttpServer, web};
-    use stream_actix::{
-        ChannelIdPath, LastEventId, SseError, direct_sse_response, sse_response, sse_response_with_lease,
-    };
+    use actix_web::{App, CustomizeResponder, HttpServer, Responder, web};
+    use stream_actix::{ChannelIdPath, LastEventId, Sse, SseError, SseResponse};
 
     use super::{AppState, Server, channel, user};
 
@@ -175,24 +176,31 @@ mod actix_app {
         id: web::Path<String>,
         q: Params,
         LastEventId(last): LastEventId,
-    ) -> Result<HttpResponse, SseError> {
-        let mut extra = HeaderMap::new();
-        extra.insert(HeaderName::from_static("x-demo"), HeaderValue::from_static("yes"));
-        let options = state.options(last);
-        sse_response_with_lease(&channel(&id), user(&q), &state.streaming, options, Some(extra)).await
+    ) -> Result<CustomizeResponder<Sse>, SseError> {
+        let reply = SseResponse::channel(&state.streaming, channel(&id))
+            .options(state.options(last))
+            .lease(user(&q))
+            .await?;
+        Ok(Sse::from(reply).customize().insert_header(("x-demo", "yes")))
     }
 
     async fn plain(
         state: web::Data<AppState>,
         ChannelIdPath(channel): ChannelIdPath,
         LastEventId(last): LastEventId,
-    ) -> Result<HttpResponse, SseError> {
-        sse_response(&channel, &state.streaming, state.options(last), None).await
+    ) -> Result<Sse, SseError> {
+        let reply = SseResponse::channel(&state.streaming, channel)
+            .options(state.options(last))
+            .await?;
+        Ok(reply.into())
     }
 
-    async fn direct(state: web::Data<AppState>, q: Params) -> Result<HttpResponse, SseError> {
-        let options = state.options(None);
-        direct_sse_response(state.tokens(), Some(user(&q)), true, &state.streaming, options, None).await
+    async fn direct(state: web::Data<AppState>, q: Params) -> Result<Sse, SseError> {
+        let reply = SseResponse::direct(&state.streaming, state.tokens())
+            .options(state.options(None))
+            .lease(user(&q))
+            .await?;
+        Ok(reply.into())
     }
 
     pub(super) async fn start() -> Server {

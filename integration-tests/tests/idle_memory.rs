@@ -10,17 +10,16 @@
 use std::alloc::System;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use stream_axum::{ChannelIdPath, Sse, SseResponse};
 use stream_core::memory::MemoryBroker;
-use stream_core::sse::{SseOptions, channel_stream};
-use stream_core::{ChannelConfig, ChannelId, EventSubscriber};
+use stream_core::{ChannelConfig, ChannelId, Streaming};
 use stream_pubsub::RedisBroker;
 
 mod support;
@@ -32,28 +31,25 @@ const STREAMS: usize = 400;
 
 #[derive(Clone)]
 struct Brokers {
-    memory: Arc<MemoryBroker>,
-    redis: Arc<RedisBroker>,
+    memory: Streaming,
+    redis: Streaming,
 }
 
 async fn bare() -> Response {
-    stream_axum::sse_body_response(Box::pin(futures_util::stream::pending()), None)
+    let body: stream_core::sse::SseBody = Box::pin(futures_util::stream::pending());
+    Sse::from(stream_core::sse::SseReply::from(body)).into_response()
 }
 
-async fn stream(subscriber: &dyn EventSubscriber, channel: &str) -> Response {
-    let channel = ChannelId::new(channel).unwrap();
-    let reply = channel_stream(subscriber, &channel, SseOptions::default())
-        .await
-        .unwrap();
-    stream_axum::sse_reply_response(reply, None)
+async fn stream(streaming: &Streaming, channel: ChannelId) -> Response {
+    Sse::from(SseResponse::channel(streaming, channel).await.unwrap()).into_response()
 }
 
-async fn memory_stream(State(brokers): State<Brokers>, Path(channel): Path<String>) -> Response {
-    stream(brokers.memory.as_ref(), &channel).await
+async fn memory_stream(State(brokers): State<Brokers>, ChannelIdPath(channel): ChannelIdPath) -> Response {
+    stream(&brokers.memory, channel).await
 }
 
-async fn redis_stream(State(brokers): State<Brokers>, Path(channel): Path<String>) -> Response {
-    stream(brokers.redis.as_ref(), &channel).await
+async fn redis_stream(State(brokers): State<Brokers>, ChannelIdPath(channel): ChannelIdPath) -> Response {
+    stream(&brokers.redis, channel).await
 }
 
 /// How the app is served.
@@ -78,8 +74,8 @@ fn serve(server: Server) -> SocketAddr {
                 .await
                 .expect("Redis at REDIS_URL (start it with scripts/redis.sh start)");
             let brokers = Brokers {
-                memory: Arc::new(MemoryBroker::default()),
-                redis: Arc::new(redis),
+                memory: Streaming::builder().broker(MemoryBroker::default()).build(),
+                redis: Streaming::builder().broker(redis).build(),
             };
             let app = Router::new()
                 .route("/bare", get(bare))

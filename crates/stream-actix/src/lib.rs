@@ -1,16 +1,17 @@
 #![doc = include_str!("../README.md")]
 
-use std::fmt::Display;
 use std::future::{Ready, ready};
 
+use actix_web::body::BoxBody;
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError};
-use futures_core::Stream;
-use stream_core::sse::{LAST_EVENT_ID_HEADER, SSE_HEADERS, SseBody, SseOptions, SseReply, last_event_id_from_request};
-use stream_core::{ChannelId, Event, EventId, Streaming, UserId};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, Responder, ResponseError};
+use stream_core::sse::{LAST_EVENT_ID_HEADER, SSE_HEADERS, SseReply, last_event_id_from_request};
+use stream_core::{ChannelId, EventId};
 
+/// Re-exported: the SSE response builder, which [`Sse`] converts once awaited.
+pub use stream_core::sse::SseResponse;
 /// Re-exported: the error that [`SseError`] wraps, with its variants.
 pub use stream_core::sse::StreamError;
 
@@ -40,75 +41,56 @@ impl ResponseError for SseError {
     }
 }
 
-/// Wraps an [`SseBody`] into a `200` response with the SSE headers and then `extra_headers`
-/// (which may override them).
-pub fn sse_body_response(body: SseBody, extra_headers: Option<HeaderMap>) -> HttpResponse {
-    let mut response = HttpResponse::Ok();
-    for (name, value) in SSE_HEADERS {
-        response.insert_header((HeaderName::from_static(name), HeaderValue::from_static(value)));
-    }
-    for (name, value) in extra_headers.iter().flat_map(HeaderMap::iter) {
-        response.insert_header((name.clone(), value.clone()));
-    }
-    response.streaming(body)
-}
-
-/// Converts an [`SseReply`]: a stream becomes [`sse_body_response`], [`SseReply::Finished`]
-/// becomes `204 No Content` (which stops an `EventSource` from reconnecting).
-pub fn sse_reply_response(reply: SseReply, extra_headers: Option<HeaderMap>) -> HttpResponse {
-    match reply {
-        SseReply::Stream(body) => sse_body_response(body, extra_headers),
-        SseReply::Finished => HttpResponse::NoContent().finish(),
-    }
-}
-
-/// An SSE response for a channel (the seed's `sse_response`): subscribes through
-/// `streaming.subscriber` after `options.last_event_id` and runs stream-core's pipeline.
+/// An SSE answer for actix-web: stream-core's [`SseReply`] as a [`Responder`]. A stream becomes
+/// `200` with the SSE headers (`Content-Type: text/event-stream`, `Cache-Control: no-cache`,
+/// `X-Accel-Buffering: no`); [`SseReply::Finished`] becomes `204 No Content`, which stops an
+/// `EventSource` from reconnecting. Extra headers are actix's job:
+/// `sse.customize().insert_header(..)`.
 ///
-/// One subscribe call. `204` when the client already has the channel's `done`.
-pub async fn sse_response(
-    channel_id: &ChannelId,
-    streaming: &Streaming,
-    options: SseOptions,
-    extra_headers: Option<HeaderMap>,
-) -> Result<HttpResponse, SseError> {
-    let reply = streaming.sse_channel(channel_id, options).await?;
-    Ok(sse_reply_response(reply, extra_headers))
+/// Made from an awaited [`SseResponse`]:
+///
+/// ```
+/// use actix_web::{App, web};
+/// use stream_actix::{ChannelIdPath, LastEventId, Sse, SseError};
+/// use stream_core::sse::SseResponse;
+/// use stream_core::{Streaming, UserId};
+///
+/// async fn stream(
+///     streaming: web::Data<Streaming>,
+///     ChannelIdPath(channel): ChannelIdPath,
+///     LastEventId(last): LastEventId,
+/// ) -> Result<Sse, SseError> {
+///     let user = UserId::new("user-1").expect("a valid user id"); // from your auth
+///     Ok(SseResponse::channel(&streaming, channel).lease(user).resume(last).await?.into())
+/// }
+///
+/// let app = App::new()
+///     .app_data(web::Data::new(Streaming::builder().build()))
+///     .route("/streams/{channel_id}", web::get().to(stream));
+/// ```
+#[derive(Debug)]
+pub struct Sse(pub SseReply);
+
+impl From<SseReply> for Sse {
+    fn from(reply: SseReply) -> Self {
+        Self(reply)
+    }
 }
 
-/// [`sse_response`] under a lease of `user_id` from `streaming.leases` (the seed's
-/// `sse_response_with_lease`). The lease (one lease-store round trip) is taken for a stream that
-/// will run, held for its lifetime, refreshed by the pipeline and released when the stream ends or
-/// the client disconnects. Over the cap: [`StreamError::LimitExceeded`], which answers `429`; a
-/// client that already has the channel's `done` gets `204` even then.
-pub async fn sse_response_with_lease(
-    channel_id: &ChannelId,
-    user_id: UserId,
-    streaming: &Streaming,
-    options: SseOptions,
-    extra_headers: Option<HeaderMap>,
-) -> Result<HttpResponse, SseError> {
-    let reply = streaming.sse_channel_with_lease(channel_id, user_id, options).await?;
-    Ok(sse_reply_response(reply, extra_headers))
-}
+impl Responder for Sse {
+    type Body = BoxBody;
 
-/// An SSE response over a direct generator, such as LLM tokens (the seed's
-/// `direct_sse_response`). With `use_lease` and a `user_id`, a lease from `streaming.leases` is
-/// held for the stream's lifetime. A client disconnect drops `stream` and releases the lease.
-pub async fn direct_sse_response<S, E>(
-    stream: S,
-    user_id: Option<UserId>,
-    use_lease: bool,
-    streaming: &Streaming,
-    options: SseOptions,
-    extra_headers: Option<HeaderMap>,
-) -> Result<HttpResponse, SseError>
-where
-    S: Stream<Item = Result<Event, E>> + Send + 'static,
-    E: Display + Send + 'static,
-{
-    let body = streaming.sse_direct(stream, user_id, use_lease, options).await?;
-    Ok(sse_body_response(body, extra_headers))
+    fn respond_to(self, _req: &HttpRequest) -> HttpResponse {
+        let body = match self.0 {
+            SseReply::Stream(body) => body,
+            SseReply::Finished => return HttpResponse::NoContent().finish(),
+        };
+        let mut response = HttpResponse::Ok();
+        for (name, value) in SSE_HEADERS {
+            response.insert_header((HeaderName::from_static(name), HeaderValue::from_static(value)));
+        }
+        response.streaming(body)
+    }
 }
 
 /// Extracts the resume point from the `Last-Event-ID` header or, failing that, the

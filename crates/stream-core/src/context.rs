@@ -751,7 +751,7 @@ impl BlockingEmitter {
 /// The seed's legacy `SSEEmitter`: a fresh context on a new channel, bound to a publisher.
 ///
 /// `SseEmitter::new(publisher)` then `emitter.log(…)`, and hand `emitter.channel_id()` to
-/// `sse_response`. It derefs to [`Emitter`].
+/// [`SseResponse::channel`](crate::sse::SseResponse::channel). It derefs to [`Emitter`].
 #[derive(Debug)]
 pub struct SseEmitter {
     inner: Emitter,

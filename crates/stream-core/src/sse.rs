@@ -33,6 +33,7 @@ use crate::subscribe::{EventCursor, EventSubscriber, SubscribeError};
 
 mod error;
 
+pub use crate::streaming::SseResponse;
 pub use error::StreamError;
 
 /// The response headers every SSE response carries.
@@ -451,6 +452,12 @@ pub enum SseReply {
     Finished,
 }
 
+impl From<SseBody> for SseReply {
+    fn from(body: SseBody) -> Self {
+        Self::Stream(body)
+    }
+}
+
 impl std::fmt::Debug for SseReply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -461,8 +468,8 @@ impl std::fmt::Debug for SseReply {
 }
 
 /// Subscribes to `channel` after `options.last_event_id` and runs the pipeline over it: the body
-/// of the seed's `sse_response`. One subscribe call.
-pub async fn channel_stream(
+/// of [`SseResponse::channel`]. One subscribe call.
+pub(crate) async fn channel_stream(
     subscriber: &dyn EventSubscriber,
     channel: &ChannelId,
     options: SseOptions,
@@ -481,7 +488,7 @@ pub async fn channel_stream(
 /// has the channel's `done` gets [`SseReply::Finished`] (`204`) even when its user is at the cap,
 /// so that a browser's `EventSource` stops retrying. A user at the cap otherwise gets
 /// [`StreamLimitExceeded`](crate::StreamLimitExceeded), and the subscription is dropped.
-pub async fn channel_stream_with_lease(
+pub(crate) async fn channel_stream_with_lease(
     subscriber: &dyn EventSubscriber,
     leases: Arc<dyn LeaseStore>,
     channel: &ChannelId,
@@ -501,7 +508,7 @@ pub async fn channel_stream_with_lease(
 
 /// Runs the pipeline over a direct generator, under a lease of `user` when one is given (the
 /// seed's `direct_sse_response`).
-pub async fn direct_stream<S, E>(
+pub(crate) async fn direct_stream<S, E>(
     events: S,
     lease: Option<(Arc<dyn LeaseStore>, UserId)>,
     options: SseOptions,

@@ -2,6 +2,7 @@
 //! request through them.
 
 use std::fmt::Display;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 
 use futures_core::Stream;
@@ -11,15 +12,14 @@ use crate::config::ChannelConfig;
 use crate::context::{EmitError, Emitter, StreamContext};
 use crate::event::{Event, EventId, EventType};
 use crate::ids::{ChannelId, UserId};
-use crate::lease::{AcquireError, LeaseStore, StreamLeaseConfig};
+use crate::lease::{LeaseStore, StreamLeaseConfig};
 use crate::memory::{MemoryBroker, MemoryEventStore, MemoryLeaseStore};
 use crate::publish::{EventPublisher, PersistingPublisher};
 use crate::registry::ChannelRegistry;
-use crate::sse::{
-    SseBody, SseOptions, SseReply, StreamError, channel_stream, channel_stream_with_lease, direct_stream,
-};
+use crate::sse::{SseOptions, SseReply, StreamError, channel_stream, channel_stream_with_lease, direct_stream};
 use crate::store::EventStore;
-use crate::subscribe::{EventSubscriber, SubscribeError};
+use crate::subscribe::EventSubscriber;
+use tokio_util::sync::CancellationToken;
 
 /// The backends one app uses, chosen at run time. Cloning is cheap (`Arc`s).
 #[derive(Clone)]
@@ -208,40 +208,137 @@ impl StreamingBuilder {
     }
 }
 
-/// The three SSE entry points over a [`Streaming`] bundle: what the web adapters' `sse_response`,
-/// `sse_response_with_lease` and `direct_sse_response` call before converting the result into
-/// their framework's response.
-impl Streaming {
-    /// [`channel_stream`] through this bundle's subscriber.
-    pub async fn sse_channel(&self, channel: &ChannelId, options: SseOptions) -> Result<SseReply, SubscribeError> {
-        channel_stream(self.subscriber.as_ref(), channel, options).await
+/// An SSE response to make, built like axum's `Sse`: what to stream, and how. Await it (it
+/// subscribes, and takes the lease when asked) to get the [`SseReply`], which the web adapters
+/// convert into their response type (`stream_axum::Sse`, `stream_actix::Sse`).
+///
+/// ```
+/// # async fn demo() -> Result<(), stream_core::sse::StreamError> {
+/// use stream_core::sse::{SseReply, SseResponse};
+/// use stream_core::{ChannelId, Streaming, UserId};
+///
+/// let streaming = Streaming::builder().build();
+/// let channel = ChannelId::generate();
+/// let reply = SseResponse::channel(&streaming, channel)
+///     .lease(UserId::new("user-1").unwrap())
+///     .resume(None)
+///     .await?;
+/// assert!(matches!(reply, SseReply::Stream(_)));
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "an SSE response does nothing until it is awaited"]
+pub struct SseResponse {
+    streaming: Streaming,
+    source: Source,
+    lease: Option<UserId>,
+    options: SseOptions,
+}
+
+enum Source {
+    Channel(ChannelId),
+    Direct(BoxedEvents),
+}
+
+/// A direct stream's events, boxed, with errors as text.
+type BoxedEvents = std::pin::Pin<Box<dyn Stream<Item = Result<Event, String>> + Send>>;
+
+impl std::fmt::Debug for SseResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("SseResponse");
+        match &self.source {
+            Source::Channel(channel) => d.field("channel", channel),
+            Source::Direct(_) => d.field("direct", &true),
+        };
+        d.field("lease", &self.lease).field("options", &self.options).finish()
+    }
+}
+
+impl SseResponse {
+    /// The stream of `channel` (the seed's `sse_response`): its history after the resume point,
+    /// then live events, through the bundle's subscriber, with the bundle's ping interval and
+    /// idle timeout. A client that already has the channel's `done` gets
+    /// [`SseReply::Finished`] (`204`).
+    pub fn channel(streaming: &Streaming, channel: ChannelId) -> Self {
+        Self::new(streaming, Source::Channel(channel))
     }
 
-    /// [`channel_stream_with_lease`] through this bundle's subscriber and lease store.
-    pub async fn sse_channel_with_lease(
-        &self,
-        channel: &ChannelId,
-        user: UserId,
-        options: SseOptions,
-    ) -> Result<SseReply, StreamError> {
-        channel_stream_with_lease(self.subscriber.as_ref(), self.leases.clone(), channel, user, options).await
-    }
-
-    /// [`direct_stream`] under a lease of `user` from this bundle's lease store when there is a
-    /// user and `use_lease` is set (the seed's `direct_sse_response(generator, user_id,
-    /// use_lease)`), else without one.
-    pub async fn sse_direct<S, E>(
-        &self,
-        events: S,
-        user: Option<UserId>,
-        use_lease: bool,
-        options: SseOptions,
-    ) -> Result<SseBody, AcquireError>
+    /// A direct stream of `events`, such as LLM tokens generated in the request (the seed's
+    /// `direct_sse_response`). A client disconnect drops `events`.
+    pub fn direct<S, E>(streaming: &Streaming, events: S) -> Self
     where
         S: Stream<Item = Result<Event, E>> + Send + 'static,
         E: Display + Send + 'static,
     {
-        let lease = user.filter(|_| use_lease).map(|user| (self.leases.clone(), user));
-        direct_stream(events, lease, options).await
+        use futures_util::StreamExt;
+        let events = events.map(|item| item.map_err(|e| e.to_string()));
+        Self::new(streaming, Source::Direct(Box::pin(events)))
+    }
+
+    fn new(streaming: &Streaming, source: Source) -> Self {
+        Self {
+            streaming: streaming.clone(),
+            source,
+            lease: None,
+            options: SseOptions::from_config(&streaming.channel_config),
+        }
+    }
+
+    /// Holds a lease of `user` from the bundle's lease store for the stream's lifetime (the seed's
+    /// `…_with_lease`): taken once the stream will run, refreshed, released when it ends or the
+    /// client goes. A user at the cap gets [`StreamError::LimitExceeded`] (`429`); a client that
+    /// already has the channel's `done` gets `204` even then.
+    pub fn lease(mut self, user: UserId) -> Self {
+        self.lease = Some(user);
+        self
+    }
+
+    /// Resumes after `last_event_id` (from the adapters' `LastEventId` extractor).
+    pub fn resume(mut self, last_event_id: Option<EventId>) -> Self {
+        self.options.last_event_id = last_event_id;
+        self
+    }
+
+    /// Ends the stream when `token` is cancelled (graceful shutdown).
+    pub fn shutdown(mut self, token: CancellationToken) -> Self {
+        self.options.shutdown = Some(token);
+        self
+    }
+
+    /// Replaces the pipeline options (ping interval, idle timeout, `retry:` hint, resume point,
+    /// shutdown): set them before [`resume`](Self::resume) and [`shutdown`](Self::shutdown),
+    /// which write into them.
+    pub fn options(mut self, options: SseOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Subscribes (or starts the direct stream) and takes the lease: the reply to convert.
+    pub async fn reply(self) -> Result<SseReply, StreamError> {
+        let Self {
+            streaming,
+            source,
+            lease,
+            options,
+        } = self;
+        let lease = lease.map(|user| (streaming.leases.clone(), user));
+        match source {
+            Source::Channel(channel) => match lease {
+                Some((store, user)) => {
+                    channel_stream_with_lease(streaming.subscriber.as_ref(), store, &channel, user, options).await
+                }
+                None => Ok(channel_stream(streaming.subscriber.as_ref(), &channel, options).await?),
+            },
+            Source::Direct(events) => Ok(SseReply::Stream(direct_stream(events, lease, options).await?)),
+        }
+    }
+}
+
+impl IntoFuture for SseResponse {
+    type Output = Result<SseReply, StreamError>;
+    type IntoFuture = std::pin::Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.reply())
     }
 }

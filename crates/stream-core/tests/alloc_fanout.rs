@@ -8,8 +8,10 @@ use futures_util::StreamExt;
 use serde_json::Map;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use stream_core::memory::MemoryBroker;
-use stream_core::sse::{SseOptions, SseReply};
-use stream_core::{ChannelConfig, ChannelId, Event, EventPublisher, EventSubscriber, EventType, Subscription};
+use stream_core::sse::{SseOptions, SseReply, SseResponse};
+use stream_core::{
+    ChannelConfig, ChannelId, Event, EventPublisher, EventSubscriber, EventType, Streaming, Subscription,
+};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -78,11 +80,13 @@ fn every_sse_body_writes_the_same_frame_bytes() {
         .unwrap();
     rt.block_on(async {
         let broker = Arc::new(MemoryBroker::default());
+        let streaming = Streaming::builder().broker(broker.clone()).build();
         let channel = ChannelId::generate();
         let mut bodies = Vec::new();
         for _ in 0..3 {
             let options = SseOptions::default();
-            let SseReply::Stream(body) = stream_core::sse::channel_stream(&*broker, &channel, options)
+            let SseReply::Stream(body) = SseResponse::channel(&streaming, channel.clone())
+                .options(options)
                 .await
                 .unwrap()
             else {

@@ -8,8 +8,8 @@ use futures_util::StreamExt;
 use futures_util::task::noop_waker_ref;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use stream_core::memory::MemoryBroker;
-use stream_core::sse::{SseBody, SseOptions, SseReply, channel_stream};
-use stream_core::{ChannelConfig, ChannelId};
+use stream_core::sse::{SseBody, SseReply, SseResponse};
+use stream_core::{ChannelConfig, ChannelId, Streaming};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -23,13 +23,14 @@ fn an_idle_memory_stream_is_small() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let broker = MemoryBroker::new(ChannelConfig::default());
+        let streaming = Streaming::builder()
+            .broker(MemoryBroker::new(ChannelConfig::default()))
+            .build();
         let channels: Vec<ChannelId> = (0..STREAMS).map(|_| ChannelId::generate()).collect();
         let mut bodies: Vec<SseBody> = Vec::with_capacity(STREAMS);
         let region = Region::new(GLOBAL);
         for channel in &channels {
-            let SseReply::Stream(mut body) = channel_stream(&broker, channel, SseOptions::default()).await.unwrap()
-            else {
+            let SseReply::Stream(mut body) = SseResponse::channel(&streaming, channel.clone()).await.unwrap() else {
                 panic!("a new channel is not finished");
             };
             // Polled once, as a server does: every timer and wait is registered.

@@ -9,10 +9,10 @@ use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 use serde_json::{Map, Value, json};
 use stream_core::memory::{MemoryBroker, MemoryLeaseStore};
-use stream_core::sse::{self, SseOptions, SseReply};
+use stream_core::sse::{self, SseOptions, SseReply, SseResponse};
 use stream_core::{
-    CancellationToken, ChannelId, Event, EventId, EventPublisher, EventType, InvalidEventId, LeaseStore, StreamLease,
-    StreamLeaseConfig, UserId,
+    CancellationToken, ChannelConfig, ChannelId, Event, EventId, EventPublisher, EventType, InvalidEventId, LeaseStore,
+    StreamLease, StreamLeaseConfig, Streaming, UserId,
 };
 
 fn channel() -> ChannelId {
@@ -245,6 +245,18 @@ async fn retry_hint_comes_first_and_shutdown_ends_the_stream() {
     assert!(body.next().await.is_none());
 }
 
+/// A bundle of `broker` and `leases`.
+fn bundle(broker: &Arc<MemoryBroker>, leases: Arc<dyn LeaseStore>) -> Streaming {
+    Streaming::from_parts(
+        broker.clone(),
+        broker.clone(),
+        broker.clone(),
+        leases,
+        None,
+        ChannelConfig::default(),
+    )
+}
+
 fn lease_store(limit: usize, ttl_seconds: u64) -> Arc<dyn LeaseStore> {
     Arc::new(MemoryLeaseStore::new(StreamLeaseConfig {
         limit,
@@ -308,14 +320,19 @@ async fn channel_stream_replays_then_answers_finished_after_done() {
     let done = Event::done(ch.clone(), true, Map::new()).unwrap();
     let ids = broker.publish_batch(&[first, done]).await.unwrap();
 
-    let SseReply::Stream(body) = sse::channel_stream(&*broker, &ch, opts()).await.unwrap() else {
+    let SseReply::Stream(body) = SseResponse::channel(&bundle(&broker, lease_store(10, 60)), ch.clone())
+        .options(opts())
+        .await
+        .unwrap()
+    else {
         panic!("expected a stream");
     };
     let frames = parse(&collect(body).await);
     assert_eq!(frames.len(), 2);
     assert_eq!(frames[0][0].1, ids[0].to_string());
 
-    let reply = sse::channel_stream(&*broker, &ch, opts().last_event_id(Some(ids[1])))
+    let reply = SseResponse::channel(&bundle(&broker, lease_store(10, 60)), ch.clone())
+        .options(opts().last_event_id(Some(ids[1])))
         .await
         .unwrap();
     assert!(matches!(reply, SseReply::Finished));
@@ -327,10 +344,15 @@ async fn channel_stream_with_lease_refuses_over_the_cap() {
     let store = lease_store(1, 60);
     let user = UserId::new("capped").unwrap();
     let ch = channel();
-    let first = sse::channel_stream_with_lease(&*broker, store.clone(), &ch, user.clone(), opts())
+    let first = SseResponse::channel(&bundle(&broker, store.clone()), ch.clone())
+        .options(opts())
+        .lease(user.clone())
         .await
         .unwrap();
-    let second = sse::channel_stream_with_lease(&*broker, store.clone(), &ch, user.clone(), opts()).await;
+    let second = SseResponse::channel(&bundle(&broker, store.clone()), ch.clone())
+        .options(opts())
+        .lease(user.clone())
+        .await;
     match second {
         Err(sse::StreamError::LimitExceeded(e)) => {
             assert_eq!(e.limit, 1);
@@ -341,7 +363,9 @@ async fn channel_stream_with_lease_refuses_over_the_cap() {
     drop(first);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(
-        sse::channel_stream_with_lease(&*broker, store, &ch, user, opts())
+        SseResponse::channel(&bundle(&broker, store), ch.clone())
+            .options(opts())
+            .lease(user)
             .await
             .is_ok()
     );
@@ -357,15 +381,11 @@ async fn a_client_with_done_gets_finished_even_at_the_cap() {
     broker.publish(&done).await.unwrap();
     let _held = StreamLease::acquire(store.clone(), user.clone()).await.unwrap();
 
-    let reply = sse::channel_stream_with_lease(
-        &*broker,
-        store.clone(),
-        &ch,
-        user.clone(),
-        opts().last_event_id(Some(done.id)),
-    )
-    .await
-    .unwrap();
+    let reply = SseResponse::channel(&bundle(&broker, store.clone()), ch.clone())
+        .options(opts().last_event_id(Some(done.id)))
+        .lease(user.clone())
+        .await
+        .unwrap();
     assert!(matches!(reply, SseReply::Finished));
     assert_eq!(
         store.active_count(&user).await.unwrap(),
@@ -373,7 +393,10 @@ async fn a_client_with_done_gets_finished_even_at_the_cap() {
         "no lease taken for a finished stream"
     );
     // Without the done id the stream would run, so the cap applies.
-    let capped = sse::channel_stream_with_lease(&*broker, store, &ch, user, opts()).await;
+    let capped = SseResponse::channel(&bundle(&broker, store), ch.clone())
+        .options(opts())
+        .lease(user)
+        .await;
     assert!(matches!(capped, Err(sse::StreamError::LimitExceeded(_))), "{capped:?}");
 }
 

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use actix_web::http::StatusCode;
 use actix_web::http::header::ContentType;
 use actix_web::web::{self, Bytes, Data};
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, Responder, ResponseError};
 use demo_service::{ApiError, DemoService, USER_HEADER, announce_listening, cancel_on_signal, run_main};
-use stream_actix::{LastEventId, SseError, direct_sse_response, sse_response_with_lease};
+use stream_actix::{LastEventId, Sse, SseError, SseResponse, StreamError};
 
 /// Either kind of error answer.
 #[derive(Debug)]
@@ -37,6 +37,12 @@ impl From<ApiError> for AppError {
 impl From<SseError> for AppError {
     fn from(e: SseError) -> Self {
         Self::Sse(e)
+    }
+}
+
+impl From<StreamError> for AppError {
+    fn from(e: StreamError) -> Self {
+        Self::Sse(e.into())
     }
 }
 
@@ -84,16 +90,12 @@ async fn create_deployment(service: Data<DemoService>, req: HttpRequest, body: B
 async fn deploy(service: Data<DemoService>, req: HttpRequest, body: Bytes) -> Reply {
     let deployment = service.prepare_deployment(user_header(&req), &body).await?;
     // Subscribe (under the lease) first, then start the job: a 429 starts nothing.
-    let response = sse_response_with_lease(
-        deployment.ctx.channel_id(),
-        deployment.user.clone(),
-        service.streaming(),
-        service.sse_options(None),
-        None,
-    )
-    .await?;
+    let reply = SseResponse::channel(service.streaming(), deployment.ctx.channel_id().clone())
+        .options(service.sse_options(None))
+        .lease(deployment.user.clone())
+        .await?;
     service.start(deployment).await?;
-    Ok(response)
+    Ok(Sse::from(reply).respond_to(&req))
 }
 
 async fn stream(
@@ -107,20 +109,20 @@ async fn stream(
         .authorize_stream(&channel, user_header(&req), query(&req))
         .await?;
     let LastEventId(last) = last?;
-    Ok(sse_response_with_lease(&channel, user, service.streaming(), service.sse_options(last), None).await?)
+    let reply = SseResponse::channel(service.streaming(), channel)
+        .options(service.sse_options(last))
+        .lease(user)
+        .await?;
+    Ok(Sse::from(reply).respond_to(&req))
 }
 
 async fn chat(service: Data<DemoService>, req: HttpRequest, body: Bytes) -> Reply {
     let (user, tokens) = service.chat(user_header(&req), &body)?;
-    Ok(direct_sse_response(
-        tokens,
-        Some(user),
-        true,
-        service.streaming(),
-        service.sse_options(None),
-        None,
-    )
-    .await?)
+    let reply = SseResponse::direct(service.streaming(), tokens)
+        .options(service.sse_options(None))
+        .lease(user)
+        .await?;
+    Ok(Sse::from(reply).respond_to(&req))
 }
 
 async fn events(service: Data<DemoService>, req: HttpRequest) -> Reply {

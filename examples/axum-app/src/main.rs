@@ -12,7 +12,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use demo_service::{ApiError, DemoService, USER_HEADER, announce_listening, cancel_on_signal, run_main};
-use stream_axum::{LastEventId, SseError, direct_sse_response, sse_response_with_lease};
+use stream_axum::{LastEventId, Sse, SseError, SseResponse, StreamError};
 
 /// Either kind of error answer.
 enum AppError {
@@ -29,6 +29,12 @@ impl From<ApiError> for AppError {
 impl From<SseError> for AppError {
     fn from(e: SseError) -> Self {
         Self::Sse(e)
+    }
+}
+
+impl From<StreamError> for AppError {
+    fn from(e: StreamError) -> Self {
+        Self::Sse(e.into())
     }
 }
 
@@ -66,16 +72,12 @@ async fn create_deployment(State(service): State<DemoService>, headers: HeaderMa
 async fn deploy(State(service): State<DemoService>, headers: HeaderMap, body: Bytes) -> Reply {
     let deployment = service.prepare_deployment(user_header(&headers), &body).await?;
     // Subscribe (under the lease) first, then start the job: a 429 starts nothing.
-    let response = sse_response_with_lease(
-        deployment.ctx.channel_id(),
-        deployment.user.clone(),
-        service.streaming(),
-        service.sse_options(None),
-        None,
-    )
-    .await?;
+    let reply = SseResponse::channel(service.streaming(), deployment.ctx.channel_id().clone())
+        .options(service.sse_options(None))
+        .lease(deployment.user.clone())
+        .await?;
     service.start(deployment).await?;
-    Ok(response)
+    Ok(Sse::from(reply).into_response())
 }
 
 async fn stream(
@@ -92,20 +94,20 @@ async fn stream(
         .authorize_stream(&channel, user_header(&headers), uri.query())
         .await?;
     let LastEventId(last) = last?;
-    Ok(sse_response_with_lease(&channel, user, service.streaming(), service.sse_options(last), None).await?)
+    let reply = SseResponse::channel(service.streaming(), channel)
+        .options(service.sse_options(last))
+        .lease(user)
+        .await?;
+    Ok(Sse::from(reply).into_response())
 }
 
 async fn chat(State(service): State<DemoService>, headers: HeaderMap, body: Bytes) -> Reply {
     let (user, tokens) = service.chat(user_header(&headers), &body)?;
-    Ok(direct_sse_response(
-        tokens,
-        Some(user),
-        true,
-        service.streaming(),
-        service.sse_options(None),
-        None,
-    )
-    .await?)
+    let reply = SseResponse::direct(service.streaming(), tokens)
+        .options(service.sse_options(None))
+        .lease(user)
+        .await?;
+    Ok(Sse::from(reply).into_response())
 }
 
 async fn events(State(service): State<DemoService>, headers: HeaderMap, uri: Uri) -> Reply {

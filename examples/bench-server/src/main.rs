@@ -80,9 +80,8 @@ mod axum_app {
     use axum::http::{StatusCode, header};
     use axum::response::{IntoResponse, Response};
     use axum::routing::{get, post};
-    use stream_axum::sse_response;
+    use stream_axum::{Sse, SseError, SseResponse};
     use stream_core::Streaming;
-    use stream_core::sse::SseOptions;
 
     use super::{PubError, channel, publish};
 
@@ -102,16 +101,9 @@ mod axum_app {
             Ok(channel) => channel,
             Err(e) => return e.into_response(),
         };
-        match sse_response(
-            &channel,
-            &streaming,
-            SseOptions::from_config(&streaming.channel_config),
-            None,
-        )
-        .await
-        {
-            Ok(response) => response,
-            Err(e) => e.into_response(),
+        match SseResponse::channel(&streaming, channel).await {
+            Ok(reply) => Sse::from(reply).into_response(),
+            Err(e) => SseError::from(e).into_response(),
         }
     }
 
@@ -133,12 +125,12 @@ mod axum_app {
 
 /// The actix-web app.
 mod actix_app {
+    use actix_web::Responder;
     use actix_web::http::StatusCode;
     use actix_web::web::{Bytes, Data, Path};
     use actix_web::{HttpResponse, web};
-    use stream_actix::sse_response;
+    use stream_actix::{Sse, SseError, SseResponse};
     use stream_core::Streaming;
-    use stream_core::sse::SseOptions;
 
     use super::{PubError, channel, publish};
 
@@ -148,15 +140,14 @@ mod actix_app {
             .body(e.body())
     }
 
-    async fn sub(streaming: Data<Streaming>, raw: Path<String>) -> HttpResponse {
+    async fn sub(streaming: Data<Streaming>, raw: Path<String>, req: actix_web::HttpRequest) -> HttpResponse {
         let channel = match channel(&raw) {
             Ok(channel) => channel,
             Err(e) => return error_response(e),
         };
-        let options = SseOptions::from_config(&streaming.channel_config);
-        match sse_response(&channel, &streaming, options, None).await {
-            Ok(response) => response,
-            Err(e) => actix_web::ResponseError::error_response(&e),
+        match SseResponse::channel(&streaming, channel).await {
+            Ok(reply) => Sse::from(reply).respond_to(&req),
+            Err(e) => actix_web::ResponseError::error_response(&SseError::from(e)),
         }
     }
 

@@ -304,7 +304,7 @@ impl DemoService {
     }
 
     /// `POST /chat/stream`: the user (401 without one) and the fake LLM's events for the prompt
-    /// (400 without one). The app serves them with `direct_sse_response` under the user's lease.
+    /// (400 without one). The app serves them with `SseResponse::direct` under the user's lease.
     pub fn chat(
         &self,
         user_header: Option<&[u8]>,
