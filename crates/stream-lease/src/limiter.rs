@@ -95,10 +95,6 @@ fn expiry(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
-fn in_runtime() -> bool {
-    Handle::try_current().is_ok()
-}
-
 impl StreamLeaseLimiter {
     /// Connects to the Redis at `url` (a deadpool-redis pool is built for it), checks the
     /// connection and loads the scripts (`SCRIPT LOAD`, five round trips).
@@ -277,12 +273,12 @@ impl StreamLeaseLimiter {
 
     /// Runs `op` on the limiter's runtime when the caller has none, and waits for it with any
     /// executor.
-    async fn off_runtime<T, F>(&self, op: F) -> Result<T, LeaseError>
+    async fn on_runtime<T, F>(&self, op: F) -> Result<T, LeaseError>
     where
         F: Future<Output = Result<T, LeaseError>> + Send + 'static,
         T: Send + 'static,
     {
-        match self.shared.runtime.spawn(op).await {
+        match stream_redis::on_runtime(&self.shared.runtime, op).await {
             Ok(out) => out,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(_) => Err(LeaseError::Backend(Box::new(RuntimeUnavailable))),
@@ -364,45 +360,30 @@ impl LeaseStore for StreamLeaseLimiter {
     }
 
     async fn acquire(&self, user: &UserId) -> Result<Option<LeaseId>, LeaseError> {
-        if in_runtime() {
-            return self.do_acquire(user).await;
-        }
         let (this, user) = (self.clone(), user.clone());
-        self.off_runtime(async move { this.do_acquire(&user).await }).await
+        self.on_runtime(async move { this.do_acquire(&user).await }).await
     }
 
     async fn release(&self, user: &UserId, lease: &LeaseId) -> Result<(), LeaseError> {
-        if in_runtime() {
-            return self.do_release(user, lease).await;
-        }
         let (this, user, lease) = (self.clone(), user.clone(), lease.clone());
-        self.off_runtime(async move { this.do_release(&user, &lease).await })
+        self.on_runtime(async move { this.do_release(&user, &lease).await })
             .await
     }
 
     async fn refresh(&self, user: &UserId, lease: &LeaseId) -> Result<bool, LeaseError> {
-        if in_runtime() {
-            return self.do_refresh(user, lease).await;
-        }
         let (this, user, lease) = (self.clone(), user.clone(), lease.clone());
-        self.off_runtime(async move { this.do_refresh(&user, &lease).await })
+        self.on_runtime(async move { this.do_refresh(&user, &lease).await })
             .await
     }
 
     async fn active_count(&self, user: &UserId) -> Result<usize, LeaseError> {
-        if in_runtime() {
-            return self.do_count(user).await;
-        }
         let (this, user) = (self.clone(), user.clone());
-        self.off_runtime(async move { this.do_count(&user).await }).await
+        self.on_runtime(async move { this.do_count(&user).await }).await
     }
 
     async fn leases(&self, user: &UserId) -> Result<Vec<LeaseInfo>, LeaseError> {
-        if in_runtime() {
-            return self.do_list(user).await;
-        }
         let (this, user) = (self.clone(), user.clone());
-        self.off_runtime(async move { this.do_list(&user).await }).await
+        self.on_runtime(async move { this.do_list(&user).await }).await
     }
 }
 

@@ -4,7 +4,11 @@ mod connection;
 mod runtime;
 mod source;
 
-pub use connection::{Conn, DEFAULT_RESPONSE_TIMEOUT, SharedConnection, evalsha};
+pub use connection::DEFAULT_RESPONSE_TIMEOUT;
+// For the sibling crates (stream-pubsub, stream-lease, the demo's job queue), not for users.
+#[doc(hidden)]
+pub use connection::{Conn, SharedConnection, evalsha};
+#[doc(hidden)]
 pub use runtime::on_runtime;
 pub use source::{RedisSource, redact};
 
@@ -13,5 +17,5 @@ pub use deadpool_redis;
 /// Re-exported: the client the connections come from.
 pub use redis;
 
-/// A boxed error that crosses threads: what pool checkouts fail with.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+/// Re-exported: stream-core's boxed error, what pool checkouts fail with.
+pub use stream_core::BoxError;

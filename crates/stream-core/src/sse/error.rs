@@ -116,6 +116,7 @@ impl StreamError {
 /// assert_eq!(e.code(), "invalid_last_event_id");
 /// assert_eq!(e.0.status(), 400);
 /// ```
+#[doc(hidden)]
 #[macro_export]
 macro_rules! stream_error_newtype {
     ($(#[$attr:meta])* $vis:vis struct $name:ident;) => {
