@@ -272,13 +272,19 @@ impl<S: Send + 'static> LocalFanout<S> {
     /// Delivers `events`, in order, to every local subscriber of `channel`: one queue lock and
     /// one wake-up per subscriber for them all. Returns how many subscribers there were.
     pub fn dispatch_all(&self, channel: &str, events: &[SharedEvent]) -> usize {
-        let Some(subs) = self.shard(channel).get(channel).map(|e| e.subs.clone()) else {
+        let Some(subs) = self.subscribers(channel) else {
             return 0;
         };
         for queue in subs.iter() {
             queue.offer_all(events);
         }
         subs.len()
+    }
+
+    /// The subscribers of `channel` now (a snapshot: one reference count, the shard locked only
+    /// to take it), or `None` when it has none. Deliver with [`SubscriberQueue::offer_all`].
+    pub fn subscribers(&self, channel: &str) -> Option<Arc<[Arc<SubscriberQueue>]>> {
+        self.shard(channel).get(channel).map(|e| e.subs.clone())
     }
 
     /// Calls `f` with the state and subscribers of `channel`, if it has subscribers.

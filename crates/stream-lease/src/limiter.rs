@@ -273,6 +273,9 @@ impl StreamLeaseLimiter {
 
     /// Runs `op` on the limiter's runtime when the caller has none, and waits for it with any
     /// executor.
+    /// Runs `op` on the limiter's runtime, for a caller outside any runtime (a blocking lease
+    /// guard on a plain thread). Inside a runtime the methods call their script directly, with
+    /// no clone of the limiter or the user.
     async fn on_runtime<T, F>(&self, op: F) -> Result<T, LeaseError>
     where
         F: Future<Output = Result<T, LeaseError>> + Send + 'static,
@@ -360,28 +363,43 @@ impl LeaseStore for StreamLeaseLimiter {
     }
 
     async fn acquire(&self, user: &UserId) -> Result<Option<LeaseId>, LeaseError> {
+        if Handle::try_current().is_ok() {
+            return self.do_acquire(user).await;
+        }
         let (this, user) = (self.clone(), user.clone());
         self.on_runtime(async move { this.do_acquire(&user).await }).await
     }
 
     async fn release(&self, user: &UserId, lease: &LeaseId) -> Result<(), LeaseError> {
+        if Handle::try_current().is_ok() {
+            return self.do_release(user, lease).await;
+        }
         let (this, user, lease) = (self.clone(), user.clone(), lease.clone());
         self.on_runtime(async move { this.do_release(&user, &lease).await })
             .await
     }
 
     async fn refresh(&self, user: &UserId, lease: &LeaseId) -> Result<bool, LeaseError> {
+        if Handle::try_current().is_ok() {
+            return self.do_refresh(user, lease).await;
+        }
         let (this, user, lease) = (self.clone(), user.clone(), lease.clone());
         self.on_runtime(async move { this.do_refresh(&user, &lease).await })
             .await
     }
 
     async fn active_count(&self, user: &UserId) -> Result<usize, LeaseError> {
+        if Handle::try_current().is_ok() {
+            return self.do_count(user).await;
+        }
         let (this, user) = (self.clone(), user.clone());
         self.on_runtime(async move { this.do_count(&user).await }).await
     }
 
     async fn leases(&self, user: &UserId) -> Result<Vec<LeaseInfo>, LeaseError> {
+        if Handle::try_current().is_ok() {
+            return self.do_list(user).await;
+        }
         let (this, user) = (self.clone(), user.clone());
         self.on_runtime(async move { this.do_list(&user).await }).await
     }

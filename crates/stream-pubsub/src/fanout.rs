@@ -115,9 +115,10 @@ impl Fanout {
         let Ok(channel) = std::str::from_utf8(channel) else {
             return;
         };
-        if !self.local.contains(channel) {
+        // No subscriber here: nothing to parse.
+        let Some(subs) = self.local.subscribers(channel) else {
             return;
-        }
+        };
         // A message holds one publish call's events, one JSON per line. Each frame is built once
         // here around its slice of the very bytes that came from Redis (no copy); subscribers
         // share it.
@@ -134,7 +135,9 @@ impl Fanout {
             }
             start = end + 1;
         }
-        self.local.dispatch_all(channel, &events);
+        for queue in subs.iter() {
+            queue.offer_all(&events);
+        }
     }
 
     /// An unsubscribe confirmation. The hub only unsubscribes channels without local
