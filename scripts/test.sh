@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# One full build, not an edit loop: incremental caches would only double the target directory.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6399/}"
 export REDIS_CLUSTER_NODES="${REDIS_CLUSTER_NODES:-redis://127.0.0.1:7101,redis://127.0.0.1:7102,redis://127.0.0.1:7103}"
