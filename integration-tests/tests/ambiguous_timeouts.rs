@@ -101,7 +101,7 @@ impl Proxy {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_resent_after_a_timeout_is_delivered_once() {
     let proxy = Proxy::start().await;
-    let broker = RedisBroker::standalone(proxy.url.clone())
+    let broker = RedisBroker::builder(proxy.url.clone())
         .config(ChannelConfig::default())
         .response_timeout(TIMEOUT)
         .connect()
@@ -139,7 +139,7 @@ async fn a_lease_acquire_resent_after_a_timeout_counts_once() {
         limit: 1,
         ..StreamLeaseConfig::default()
     };
-    let limiter = StreamLeaseLimiter::new(proxy.url.clone(), config)
+    let limiter = StreamLeaseLimiter::connect(proxy.url.clone(), config)
         .await
         .expect("connect through the proxy");
     limiter.set_response_timeout(TIMEOUT);

@@ -62,7 +62,7 @@ async fn a_killed_worker_ends_the_stream_with_producer_lost() {
 /// SIGTERM with five open streams: the app releases every lease before it exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_every_lease() {
-    let limiter = StreamLeaseLimiter::new(redis_url(), StreamLeaseConfig::default())
+    let limiter = StreamLeaseLimiter::connect(redis_url(), StreamLeaseConfig::default())
         .await
         .expect("connect the lease limiter");
     let mut admin = redis::Client::open(redis_url())

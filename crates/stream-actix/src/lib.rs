@@ -68,6 +68,14 @@ impl ResponseError for SseError {
 ///     .app_data(web::Data::new(Streaming::builder().build()))
 ///     .route("/streams/{channel_id}", web::get().to(stream));
 /// ```
+///
+/// The builder is the only way to an SSE answer: the port's positional helpers
+/// (`sse_response`, `sse_response_with_lease`, `direct_sse_response`, with their `bool` lease
+/// and header arguments) are gone, and this compile test keeps them gone:
+///
+/// ```compile_fail,E0425
+/// let _ = stream_actix::sse_response_with_lease;
+/// ```
 #[derive(Debug)]
 pub struct Sse(pub SseReply);
 

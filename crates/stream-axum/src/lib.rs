@@ -78,6 +78,14 @@ impl IntoResponse for SseError {
 ///     .route("/streams/{channel_id}", get(stream))
 ///     .with_state(Streaming::builder().build());
 /// ```
+///
+/// The builder is the only way to an SSE answer: the port's positional helpers
+/// (`sse_response`, `sse_response_with_lease`, `direct_sse_response`, with their `bool` lease
+/// and header arguments) are gone, and this compile test keeps them gone:
+///
+/// ```compile_fail,E0425
+/// let _ = stream_axum::sse_response_with_lease;
+/// ```
 #[derive(Debug)]
 pub struct Sse(pub SseReply);
 

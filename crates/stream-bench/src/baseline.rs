@@ -146,7 +146,7 @@ pub async fn emit_path(
     duration: Duration,
     pad: usize,
 ) -> Result<OpsResult, BaselineError> {
-    let broker = Arc::new(RedisBroker::standalone(redis_url).connect().await?);
+    let broker = Arc::new(RedisBroker::builder(redis_url).connect().await?);
     let emitter = Arc::new(
         StreamContext::builder()
             .channel_id(fresh_channel("emit"))
@@ -439,7 +439,7 @@ pub async fn bare_fanout(cfg: &FanoutConfig) -> Result<LoadResult, BaselineError
 /// shares one Redis connection among them), published through an `Emitter`.
 pub async fn broker_fanout(cfg: &FanoutConfig) -> Result<LoadResult, BaselineError> {
     let broker = Arc::new(
-        RedisBroker::standalone(cfg.redis_url.as_str())
+        RedisBroker::builder(cfg.redis_url.as_str())
             .config(ChannelConfig::default())
             .connect()
             .await?,

@@ -1,88 +1,154 @@
-//! Process-wide backends, for code written like the seed (`init_streaming` once at start-up, then
-//! free functions). Code that avoids global state passes a [`Streaming`] or the backends
-//! themselves instead.
+//! The process-wide [`Streaming`], set once and explicitly, as `tracing` sets its subscriber.
+//!
+//! Code that avoids global state passes a [`Streaming`] (or the backends themselves) and never
+//! touches this module. Code written like the seed installs the backends once at start-up with
+//! [`set_global_default`] and reads them anywhere with [`get_default`]; the seed's own names
+//! (`init_streaming`, `stream_lease`, `get_event_storage`, …) are in [`compat`](crate::compat).
+//!
+//! Tests that want their own backends without touching the process run a future under
+//! [`with_default`]: inside it, [`get_default`] (and everything built on it) sees the scoped
+//! value, and other tasks are not affected.
 
-use std::sync::{Arc, OnceLock, RwLock};
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
 
 use crate::config::ChannelConfig;
-use crate::ids::UserId;
-use crate::lease::{AcquireError, LeaseError, LeaseStore, StreamLease, StreamLeaseConfig};
+use crate::lease::{LeaseStore, StreamLeaseConfig};
 use crate::store::EventStore;
 use crate::streaming::Streaming;
 
-fn slot() -> &'static RwLock<Option<Streaming>> {
-    static SLOT: OnceLock<RwLock<Option<Streaming>>> = OnceLock::new();
-    SLOT.get_or_init(|| RwLock::new(None))
+tokio::task_local! {
+    static SCOPED: Streaming;
 }
 
-/// Installs the process-wide backends (the seed's `init_streaming`). Calling it again replaces
-/// them; streams already open keep the backends they started with.
-pub fn init_streaming(streaming: Streaming) {
-    *slot().write().unwrap_or_else(|e| e.into_inner()) = Some(streaming);
+/// The process-wide slot and which of its parts were set explicitly (each may be set once).
+struct Slot {
+    streaming: Option<Streaming>,
+    whole: bool,
+    leases: bool,
+    store: bool,
 }
 
-/// Replaces only the process-wide lease store (the seed's `init_lease_limiter`).
-pub fn init_lease_store(leases: Arc<dyn LeaseStore>) {
-    update(|mut s| {
+static SLOT: RwLock<Slot> = RwLock::new(Slot {
+    streaming: None,
+    whole: false,
+    leases: false,
+    store: false,
+});
+
+/// What a second installation of the process-wide backends fails with: the first one stays.
+///
+/// Each part is installed at most once: the whole [`Streaming`] ([`set_global_default`], the
+/// seed's `init_streaming`), the lease store (the seed's `init_lease_limiter`) and the event store
+/// (the seed's `init_event_storage`). Installing the whole after a part, or a part twice, fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetGlobalDefaultError {
+    part: Part,
+}
+
+/// Which part of the process-wide backends was already installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Whole,
+    Leases,
+    Store,
+}
+
+impl fmt::Display for SetGlobalDefaultError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.part {
+            Part::Whole => "the process-wide streaming backends were already installed",
+            Part::Leases => "the process-wide lease store was already installed",
+            Part::Store => "the process-wide event store was already installed",
+        };
+        write!(
+            f,
+            "{what}; they are set once, at start-up (use with_default to scope them in tests)"
+        )
+    }
+}
+
+impl std::error::Error for SetGlobalDefaultError {}
+
+fn write() -> std::sync::RwLockWriteGuard<'static, Slot> {
+    SLOT.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn embedded() -> Streaming {
+    Streaming::in_memory(ChannelConfig::default(), StreamLeaseConfig::default())
+}
+
+/// Installs the process-wide backends, once (the seed's `init_streaming`). A second call, or a
+/// call after one of the parts was installed through [`compat`](crate::compat), fails and leaves
+/// the first installation in place.
+///
+/// Until it is called, [`get_default`] gives the embedded in-memory backends; streams that were
+/// opened on them keep them.
+pub fn set_global_default(streaming: Streaming) -> Result<(), SetGlobalDefaultError> {
+    let mut slot = write();
+    let taken = [
+        (slot.whole, Part::Whole),
+        (slot.leases, Part::Leases),
+        (slot.store, Part::Store),
+    ];
+    if let Some((_, part)) = taken.into_iter().find(|(set, _)| *set) {
+        return Err(SetGlobalDefaultError { part });
+    }
+    slot.streaming = Some(streaming);
+    slot.whole = true;
+    Ok(())
+}
+
+/// Installs only the lease store, once, keeping the other parts. For `compat`.
+pub(crate) fn set_lease_store(leases: Arc<dyn LeaseStore>) -> Result<(), SetGlobalDefaultError> {
+    set_part(Part::Leases, |mut s| {
         s.leases = leases;
         s
-    });
+    })
 }
 
-/// Replaces only the process-wide event store (the seed's `init_event_storage`): persisted events
-/// go to `store` from now on, and no longer to the store it replaces (see
-/// [`Streaming::with_store`]).
-pub fn init_event_store(store: Arc<dyn EventStore>) {
-    update(|s| s.with_store(Some(store)));
+/// Installs only the event store, once, keeping the other parts. For `compat`.
+pub(crate) fn set_event_store(store: Arc<dyn EventStore>) -> Result<(), SetGlobalDefaultError> {
+    set_part(Part::Store, |s| s.with_store(Some(store)))
 }
 
-fn update(f: impl FnOnce(Streaming) -> Streaming) {
-    let mut guard = slot().write().unwrap_or_else(|e| e.into_inner());
-    let streaming = guard
-        .take()
-        .unwrap_or_else(|| Streaming::in_memory(ChannelConfig::default(), StreamLeaseConfig::default()));
-    *guard = Some(f(streaming));
-}
-
-/// The process-wide backends: what [`init_streaming`] installed, or the in-memory default.
-pub fn streaming() -> Streaming {
-    if let Some(s) = slot().read().unwrap_or_else(|e| e.into_inner()).as_ref() {
-        return s.clone();
+fn set_part(part: Part, update: impl FnOnce(Streaming) -> Streaming) -> Result<(), SetGlobalDefaultError> {
+    let mut slot = write();
+    let set = match part {
+        Part::Leases => slot.leases,
+        Part::Store => slot.store,
+        Part::Whole => unreachable!("the whole is set by set_global_default"),
+    };
+    if slot.whole || set {
+        let part = if slot.whole { Part::Whole } else { part };
+        return Err(SetGlobalDefaultError { part });
     }
-    let mut guard = slot().write().unwrap_or_else(|e| e.into_inner());
-    guard
-        .get_or_insert_with(|| Streaming::in_memory(ChannelConfig::default(), StreamLeaseConfig::default()))
-        .clone()
+    let current = slot.streaming.take().unwrap_or_else(embedded);
+    slot.streaming = Some(update(current));
+    match part {
+        Part::Leases => slot.leases = true,
+        _ => slot.store = true,
+    }
+    Ok(())
 }
 
-/// The process-wide event store, if any (the seed's `get_event_storage`).
-pub fn get_event_store() -> Option<Arc<dyn EventStore>> {
-    streaming().store
+/// The backends in effect here: those of the enclosing [`with_default`] if any, else the
+/// process-wide ones that [`set_global_default`] installed, else the embedded in-memory default
+/// (created on first use and shared by every later caller).
+pub fn get_default() -> Streaming {
+    if let Ok(scoped) = SCOPED.try_with(Streaming::clone) {
+        return scoped;
+    }
+    if let Some(streaming) = SLOT.read().unwrap_or_else(|e| e.into_inner()).streaming.as_ref() {
+        return streaming.clone();
+    }
+    write().streaming.get_or_insert_with(embedded).clone()
 }
 
-fn pick(limiter: Option<Arc<dyn LeaseStore>>) -> Arc<dyn LeaseStore> {
-    limiter.unwrap_or_else(|| streaming().leases)
-}
-
-/// Acquires a lease for `user` (the seed's `stream_lease`): from `limiter`, or the process-wide
-/// store when `None`. The guard releases it on drop.
-pub async fn stream_lease(user: &UserId, limiter: Option<Arc<dyn LeaseStore>>) -> Result<StreamLease, AcquireError> {
-    StreamLease::acquire(pick(limiter), user.clone()).await
-}
-
-/// Blocking [`stream_lease`] (the seed's `stream_lease_sync`), for plain threads.
-pub fn stream_lease_sync(user: &UserId, limiter: Option<Arc<dyn LeaseStore>>) -> Result<StreamLease, AcquireError> {
-    StreamLease::acquire_blocking(pick(limiter), user.clone())
-}
-
-/// The user's active stream count (the seed's `get_active_streams`).
-pub async fn get_active_streams(user: &UserId, limiter: Option<Arc<dyn LeaseStore>>) -> Result<usize, LeaseError> {
-    pick(limiter).active_count(user).await
-}
-
-/// Whether the user is under the cap (the seed's `can_start_stream`). Advisory: another stream
-/// may take the last slot before you acquire it.
-pub async fn can_start_stream(user: &UserId, limiter: Option<Arc<dyn LeaseStore>>) -> Result<bool, LeaseError> {
-    let store = pick(limiter);
-    Ok(store.active_count(user).await? < store.config().limit)
+/// Runs `future` with `streaming` as what [`get_default`] returns inside it, without touching the
+/// process-wide backends: for tests that run side by side in one process. Tasks spawned inside
+/// the future do not inherit the scope.
+pub async fn with_default<F: Future>(streaming: Streaming, future: F) -> F::Output {
+    SCOPED.scope(streaming, future).await
 }

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod compat;
 mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -29,10 +30,7 @@ pub use error::BoxError;
 pub use event::{
     DebugContext, Event, EventId, EventType, InvalidEventId, InvalidEventType, RESERVED_KEYS, ReservedKey,
 };
-pub use global::{
-    can_start_stream, get_active_streams, get_event_store, init_event_store, init_lease_store, init_streaming,
-    stream_lease, stream_lease_sync, streaming,
-};
+pub use global::{SetGlobalDefaultError, get_default, set_global_default, with_default};
 pub use ids::{ChannelId, InvalidId, LeaseId, UserId};
 pub use lease::{AcquireError, LeaseError, LeaseInfo, LeaseStore, StreamLease, StreamLeaseConfig, StreamLimitExceeded};
 pub use publish::{EventPublisher, PersistingPublisher, PublishError};

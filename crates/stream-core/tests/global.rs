@@ -2,12 +2,17 @@
 
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use serde_json::Map;
+use stream_core::compat::{
+    self, can_start_stream, get_active_streams, get_event_storage, init_event_store, init_lease_store, init_streaming,
+    stream_lease, stream_lease_sync,
+};
 use stream_core::memory::{MemoryBroker, MemoryEventStore, MemoryLeaseStore};
+use stream_core::sse::SseReply;
 use stream_core::{
-    AcquireError, ChannelConfig, EventQuery, EventStore, LogLevel, PersistingPublisher, StreamContext,
-    StreamLeaseConfig, Streaming, UserId, can_start_stream, get_active_streams, init_streaming, stream_lease,
-    stream_lease_sync, streaming,
+    AcquireError, ChannelConfig, EventQuery, EventStore, LeaseStore, LogLevel, PersistingPublisher, StreamContext,
+    StreamLeaseConfig, Streaming, UserId, get_default, set_global_default, with_default,
 };
 
 #[tokio::test]
@@ -82,7 +87,28 @@ async fn global_functions_use_what_init_streaming_installed() {
         limit: 2,
         ..StreamLeaseConfig::default()
     };
-    init_streaming(Streaming::in_memory(ChannelConfig::default(), lease_config.clone()));
+    // Scoped backends are seen inside the scope only, and do not count as installed.
+    let scoped = Streaming::in_memory(ChannelConfig::default(), lease_config.clone());
+    let scoped_leases = scoped.leases.clone();
+    with_default(scoped, async {
+        assert!(Arc::ptr_eq(&get_default().leases, &scoped_leases));
+    })
+    .await;
+    assert!(!Arc::ptr_eq(&get_default().leases, &scoped_leases));
+
+    let installed = Streaming::builder()
+        .leases(MemoryLeaseStore::new(lease_config.clone()))
+        .store(MemoryEventStore::default())
+        .build();
+    init_streaming(installed).expect("the first installation");
+    // Set once: a second installation, of the whole or of a part, fails and changes nothing.
+    let before = get_default().leases;
+    let err = set_global_default(Streaming::builder().build()).expect_err("a second installation");
+    assert!(err.to_string().contains("already installed"), "{err}");
+    let other: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::default());
+    init_lease_store(other).expect_err("a lease store after the whole");
+    init_event_store(Arc::new(MemoryEventStore::default())).expect_err("a store after the whole");
+    assert!(Arc::ptr_eq(&get_default().leases, &before));
     let user = UserId::new("global-user").unwrap();
 
     let a = stream_lease(&user, None).await.unwrap();
@@ -108,5 +134,29 @@ async fn global_functions_use_what_init_streaming_installed() {
     a.release_async().await.unwrap();
     b.release_async().await.unwrap();
     assert_eq!(get_active_streams(&user, None).await.unwrap(), 0);
-    assert!(streaming().store.is_some());
+    assert!(get_event_storage().is_some());
+
+    // The seed's response names answer from the process-wide backends.
+    let channel = stream_core::ChannelId::generate();
+    let emitter = get_default().emitter(channel.clone());
+    emitter.log("through compat", LogLevel::Info).await.unwrap();
+    emitter.complete(true, None, Map::new()).await.unwrap();
+    let frames = match compat::sse_response_with_lease(channel, user.clone()).await.unwrap() {
+        SseReply::Stream(body) => body.map(Result::unwrap).collect::<Vec<_>>().await,
+        SseReply::Finished => panic!("a fresh client gets the stream"),
+    };
+    let text: String = frames.iter().map(|f| String::from_utf8_lossy(f)).collect();
+    assert!(text.contains("through compat") && text.contains("\"done\""), "{text}");
+    let events = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+        stream_core::Event::new(
+            stream_core::ChannelId::generate(),
+            stream_core::EventType::Data,
+            Map::new(),
+        )
+        .unwrap(),
+    )]);
+    assert!(matches!(
+        compat::direct_sse_response(events, Some(user.clone())).await,
+        Ok(SseReply::Stream(_))
+    ));
 }

@@ -32,7 +32,7 @@ const MAX_SECONDS: u64 = 10 * 365 * 24 * 3600;
 /// on, which must still be running.
 ///
 /// [`StreamLease`]: stream_core::StreamLease
-/// [`stream_lease_sync`]: stream_core::stream_lease_sync
+/// [`stream_lease_sync`]: stream_core::compat::stream_lease_sync
 #[derive(Clone)]
 pub struct StreamLeaseLimiter {
     config: StreamLeaseConfig,
@@ -51,7 +51,7 @@ struct Shared {
     _owned_runtime: Option<OwnedRuntime>,
 }
 
-/// The runtime of a limiter built with [`StreamLeaseLimiter::connect_blocking`]. Shut down in the
+/// The runtime of a limiter built with [`StreamLeaseLimiterBuilder::connect_blocking`]. Shut down in the
 /// background, so dropping the limiter inside another runtime does not panic.
 struct OwnedRuntime(Option<tokio::runtime::Runtime>);
 
@@ -95,57 +95,51 @@ fn expiry(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
-impl StreamLeaseLimiter {
-    /// Connects to the Redis at `url` (a deadpool-redis pool is built for it), checks the
-    /// connection and loads the scripts (`SCRIPT LOAD`, five round trips).
+/// Settings for a [`StreamLeaseLimiter`]; [`connect`](Self::connect) (or
+/// [`connect_blocking`](Self::connect_blocking) in a program without tokio) builds it.
+///
+/// Start from [`StreamLeaseLimiter::builder`] or [`StreamLeaseLimiter::from_env`], the same
+/// shape as `stream_pubsub::RedisBroker::builder`.
+#[must_use = "a builder does nothing until `connect` is called"]
+#[derive(Debug)]
+pub struct StreamLeaseLimiterBuilder {
+    source: RedisSource,
+    config: StreamLeaseConfig,
+    response_timeout: Option<Duration>,
+}
+
+impl StreamLeaseLimiterBuilder {
+    /// The lease settings (limit, TTL, key namespace); default [`StreamLeaseConfig::default`].
+    pub fn config(mut self, config: StreamLeaseConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// How long a lease operation waits for its reply before it is resent on a fresh connection
+    /// (default 2 s, [`stream_redis::DEFAULT_RESPONSE_TIMEOUT`]); see
+    /// [`StreamLeaseLimiter::set_response_timeout`].
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = Some(timeout);
+        self
+    }
+
+    /// Connects, checks the connection and loads the scripts (`SCRIPT LOAD`; on a cluster, on
+    /// every primary), so that a missing Redis fails here and not at the first stream.
     ///
-    /// Must run inside a tokio runtime, which must outlive the limiter.
-    pub async fn connect(url: &str, config: StreamLeaseConfig) -> Result<Self, LimiterError> {
-        Self::new(RedisSource::Url(url.to_owned()), config).await
-    }
-
-    /// Uses an existing deadpool-redis pool. One connection is checked out now and kept (the
-    /// connections are multiplexed), so operations skip deadpool's per-checkout `PING`; another is
-    /// checked out when it breaks. Loads the scripts.
-    pub async fn from_pool(pool: deadpool_redis::Pool, config: StreamLeaseConfig) -> Result<Self, LimiterError> {
-        Self::new(RedisSource::Pool(pool), config).await
-    }
-
-    /// Connects to a Redis Cluster through some of its nodes' URLs, and loads the scripts on every
-    /// primary.
-    pub async fn connect_cluster<I, S>(nodes: I, config: StreamLeaseConfig) -> Result<Self, LimiterError>
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        Self::new(RedisSource::cluster(nodes), config).await
-    }
-
-    /// Uses an existing deadpool-redis cluster pool, as [`from_pool`](Self::from_pool) does.
-    pub async fn from_cluster_pool(
-        pool: deadpool_redis::cluster::Pool,
-        config: StreamLeaseConfig,
-    ) -> Result<Self, LimiterError> {
-        Self::new(RedisSource::ClusterPool(pool), config).await
-    }
-
-    /// Builds a limiter from any [`RedisSource`] (a URL, node URLs, or a pool). The other async
-    /// constructors call this.
-    ///
-    /// Captures the current tokio runtime ([`LimiterError::NoRuntime`] without one): calls made
-    /// later from threads without a runtime run there.
-    pub async fn new(source: impl Into<RedisSource>, config: StreamLeaseConfig) -> Result<Self, LimiterError> {
-        validate(&config)?;
+    /// Captures the current tokio runtime ([`LimiterError::NoRuntime`] without one), which must
+    /// outlive the limiter: calls made later from threads without a runtime run there.
+    pub async fn connect(self) -> Result<StreamLeaseLimiter, LimiterError> {
+        validate(&self.config)?;
         let runtime = Handle::try_current().map_err(|_| LimiterError::NoRuntime)?;
-        Self::build(source.into(), config, runtime, None).await
+        StreamLeaseLimiter::build(self, runtime, None).await
     }
 
-    /// Builds a limiter with a small runtime of its own (one worker thread), for programs without
-    /// tokio: workers that only call [`stream_lease_sync`](stream_core::stream_lease_sync), say.
+    /// Connects with a small runtime of its own (one worker thread), for programs without
+    /// tokio: workers that only call [`stream_lease_sync`](stream_core::compat::stream_lease_sync), say.
     /// Blocks the calling thread until connected. The runtime stops when the last clone is
     /// dropped.
-    pub fn connect_blocking(source: impl Into<RedisSource>, config: StreamLeaseConfig) -> Result<Self, LimiterError> {
-        validate(&config)?;
+    pub fn connect_blocking(self) -> Result<StreamLeaseLimiter, LimiterError> {
+        validate(&self.config)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("stream-lease")
@@ -154,7 +148,7 @@ impl StreamLeaseLimiter {
             .map_err(LimiterError::Runtime)?;
         let handle = runtime.handle().clone();
         let owned = OwnedRuntime(Some(runtime));
-        let build = Self::build(source.into(), config, handle.clone(), None);
+        let build = StreamLeaseLimiter::build(self, handle.clone(), None);
         let mut limiter = match futures_executor::block_on(handle.spawn(build)) {
             Ok(built) => built?,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -165,19 +159,52 @@ impl StreamLeaseLimiter {
         shared._owned_runtime = Some(owned);
         Ok(limiter)
     }
+}
+
+impl StreamLeaseLimiter {
+    /// Connects a limiter on `source` with these settings: shorthand for
+    /// `StreamLeaseLimiter::builder(source).config(config).connect()`.
+    pub async fn connect(source: impl Into<RedisSource>, config: StreamLeaseConfig) -> Result<Self, LimiterError> {
+        Self::builder(source).config(config).connect().await
+    }
+
+    /// Settings for a limiter on `source`: a URL, a cluster's node URLs
+    /// ([`RedisSource::cluster`]), or an existing deadpool-redis pool or cluster pool. With a
+    /// pool, one connection is checked out and kept (the connections are multiplexed), so
+    /// operations skip deadpool's per-checkout `PING`; another is checked out when it breaks.
+    pub fn builder(source: impl Into<RedisSource>) -> StreamLeaseLimiterBuilder {
+        StreamLeaseLimiterBuilder {
+            source: source.into(),
+            config: StreamLeaseConfig::default(),
+            response_timeout: None,
+        }
+    }
+
+    /// Settings from the environment ([`RedisSource::from_env`]): `REDIS_CLUSTER_NODES` picks a
+    /// cluster, else `REDIS_URL` a standalone server; `None` when neither is set.
+    pub fn from_env() -> Option<StreamLeaseLimiterBuilder> {
+        RedisSource::from_env().map(Self::builder)
+    }
 
     async fn build(
-        source: RedisSource,
-        config: StreamLeaseConfig,
+        builder: StreamLeaseLimiterBuilder,
         runtime: Handle,
         owned: Option<OwnedRuntime>,
     ) -> Result<Self, LimiterError> {
+        let StreamLeaseLimiterBuilder {
+            source,
+            config,
+            response_timeout,
+        } = builder;
         let target = source.describe();
         let connect_error = |source: stream_core::BoxError| LimiterError::Connect {
             target: target.clone(),
             source,
         };
         let conns = source.into_shared().map_err(connect_error)?;
+        if let Some(timeout) = response_timeout {
+            conns.set_response_timeout(timeout);
+        }
         let shared = Shared {
             conns,
             scripts: Scripts::new(),

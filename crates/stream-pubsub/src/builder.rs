@@ -7,7 +7,7 @@ use std::time::Duration;
 use deadpool_redis::Runtime;
 use redis::cluster::ClusterClientBuilder;
 use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo};
-use stream_core::ChannelConfig;
+use stream_core::{BoxError, ChannelConfig};
 use stream_redis::RedisSource;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
@@ -21,18 +21,13 @@ use crate::scripts::Scripts;
 /// The default `CLIENT SETNAME` of the subscriber connection.
 pub const DEFAULT_CLIENT_NAME: &str = "stream-pubsub";
 
-#[derive(Debug, Clone)]
-enum Target {
-    Standalone(String),
-    Cluster(Vec<String>),
-}
-
 /// Settings for a [`RedisBroker`]; [`connect`](Self::connect) builds it.
 ///
-/// Start from [`RedisBroker::standalone`], [`RedisBroker::cluster`] or [`RedisBroker::from_env`].
+/// Start from [`RedisBroker::builder`] (a URL, or [`RedisSource::cluster`] node URLs) or
+/// [`RedisBroker::from_env`], the same shape as `stream_lease::StreamLeaseLimiter::builder`.
 #[must_use = "a builder does nothing until `connect` is called"]
 pub struct RedisBrokerBuilder {
-    target: Target,
+    source: RedisSource,
     config: ChannelConfig,
     pool: Option<deadpool_redis::Pool>,
     cluster_pool: Option<deadpool_redis::cluster::Pool>,
@@ -45,7 +40,7 @@ pub struct RedisBrokerBuilder {
 impl std::fmt::Debug for RedisBrokerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBrokerBuilder")
-            .field("target", &self.target)
+            .field("source", &self.source)
             .field("config", &self.config)
             .field("pool", &self.pool.is_some())
             .field("cluster_pool", &self.cluster_pool.is_some())
@@ -56,57 +51,35 @@ impl std::fmt::Debug for RedisBrokerBuilder {
 }
 
 impl RedisBroker {
-    /// A standalone broker on `url` (`redis://[user:password@]host:port[/db]`) with these
-    /// settings. Shorthand for `RedisBroker::standalone(url).config(config).connect()`.
-    pub async fn connect(url: &str, config: ChannelConfig) -> Result<Self, ConnectError> {
-        Self::standalone(url).config(config).connect().await
+    /// Connects a broker on `source` with these settings: shorthand for
+    /// `RedisBroker::builder(source).config(config).connect()`.
+    pub async fn connect(source: impl Into<RedisSource>, config: ChannelConfig) -> Result<Self, ConnectError> {
+        Self::builder(source).config(config).connect().await
     }
 
-    /// A Redis Cluster broker, given some of the cluster's node URLs. Shorthand for
-    /// `RedisBroker::cluster(nodes).config(config).connect()`.
-    pub async fn connect_cluster<S: AsRef<str>>(nodes: &[S], config: ChannelConfig) -> Result<Self, ConnectError> {
-        Self::cluster(nodes.iter().map(|n| n.as_ref().to_owned()))
-            .config(config)
-            .connect()
-            .await
+    /// Settings for a broker on `source`: a standalone server's URL
+    /// (`redis://[user:password@]host:port[/db]`) or a cluster's node URLs
+    /// ([`RedisSource::cluster`]; any node will do to discover the rest).
+    ///
+    /// The broker opens its subscriber connection from these URLs, so a source that is only a
+    /// pool is refused at [`connect`](RedisBrokerBuilder::connect); hand an existing pool for
+    /// the commands to [`pool`](RedisBrokerBuilder::pool) instead.
+    pub fn builder(source: impl Into<RedisSource>) -> RedisBrokerBuilder {
+        RedisBrokerBuilder::new(source.into())
     }
 
-    /// Settings for a standalone Redis at `url`.
-    pub fn standalone(url: impl Into<String>) -> RedisBrokerBuilder {
-        RedisBrokerBuilder::new(Target::Standalone(url.into()))
-    }
-
-    /// Settings for a Redis Cluster, given some of its node URLs.
-    pub fn cluster<I, S>(nodes: I) -> RedisBrokerBuilder
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        RedisBrokerBuilder::new(Target::Cluster(nodes.into_iter().map(Into::into).collect()))
-    }
-
-    /// Settings from the environment: `REDIS_CLUSTER_NODES` (comma-separated node URLs) picks a
-    /// cluster; else `REDIS_URL` picks a standalone server; `None` when neither is set (an app
-    /// then falls back to the in-memory broker).
+    /// Settings from the environment ([`RedisSource::from_env`]): `REDIS_CLUSTER_NODES`
+    /// (comma-separated node URLs) picks a cluster; else `REDIS_URL` picks a standalone server;
+    /// `None` when neither is set (an app then falls back to the in-memory broker).
     pub fn from_env() -> Option<RedisBrokerBuilder> {
-        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.trim().is_empty());
-        if let Some(nodes) = var("REDIS_CLUSTER_NODES") {
-            let nodes: Vec<String> = nodes
-                .split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned)
-                .collect();
-            return Some(Self::cluster(nodes));
-        }
-        var("REDIS_URL").map(Self::standalone)
+        RedisSource::from_env().map(Self::builder)
     }
 }
 
 impl RedisBrokerBuilder {
-    fn new(target: Target) -> Self {
+    fn new(source: RedisSource) -> Self {
         Self {
-            target,
+            source,
             config: ChannelConfig::default(),
             pool: None,
             cluster_pool: None,
@@ -170,29 +143,34 @@ impl RedisBrokerBuilder {
     }
 
     fn check(&self) -> Result<(), ConnectError> {
+        let invalid = |msg: String| Err(ConnectError::InvalidConfig(msg));
         let prefix = &self.config.key_prefix;
         if prefix.contains(['{', '}']) {
-            return Err(ConnectError::Config(format!(
+            return invalid(format!(
                 "key_prefix {prefix:?} must not contain braces: the channel id is the hash tag"
-            )));
-        }
-        if self.config.history_max_len == 0 {
-            return Err(ConnectError::Config("history_max_len must be at least 1".into()));
-        }
-        if self.client_name.is_empty() || self.client_name.contains(|c: char| c.is_whitespace()) {
-            return Err(ConnectError::Config(
-                "client_name must be non-empty, without spaces".into(),
             ));
         }
-        match (&self.target, &self.pool, &self.cluster_pool) {
-            (Target::Cluster(nodes), _, _) if nodes.is_empty() => {
-                Err(ConnectError::Config("a cluster needs at least one node URL".into()))
+        if self.config.history_max_len == 0 {
+            return invalid("history_max_len must be at least 1".into());
+        }
+        if self.client_name.is_empty() || self.client_name.contains(|c: char| c.is_whitespace()) {
+            return invalid("client_name must be non-empty, without spaces".into());
+        }
+        match (&self.source, &self.pool, &self.cluster_pool) {
+            (RedisSource::Url(url), _, _) => match url.as_str().into_connection_info() {
+                Ok(_) => Ok(()),
+                Err(e) => invalid(format!("{}: {e}", stream_redis::redact(url))),
+            },
+            (RedisSource::Cluster(nodes), _, _) if nodes.is_empty() => {
+                invalid("a cluster needs at least one node URL".into())
             }
-            (Target::Cluster(_), Some(_), _) => Err(ConnectError::Config(
-                "a standalone pool was given for a cluster; use cluster_pool".into(),
-            )),
-            (Target::Standalone(_), _, Some(_)) => Err(ConnectError::Config(
-                "a cluster pool was given for a standalone server; use pool".into(),
+            (RedisSource::Cluster(_), Some(_), _) => {
+                invalid("a standalone pool was given for a cluster; use cluster_pool".into())
+            }
+            (RedisSource::Pool(_) | RedisSource::ClusterPool(_), _, _) => invalid(format!(
+                "the broker opens its subscriber connection from URLs, and {} has none: pass the \
+                 URL(s) to RedisBroker::builder and the pool to .pool() or .cluster_pool()",
+                self.source.describe()
             )),
             _ => Ok(()),
         }
@@ -208,33 +186,38 @@ impl RedisBrokerBuilder {
         let (hub_tx, hub_rx) = mpsc::unbounded_channel();
         let fanout = Arc::new(Fanout::new(self.config.subscriber_queue, hub_tx));
         let health = self.health_interval.unwrap_or(self.config.ping_interval);
-        let (commands, conn, client, cluster) = match &self.target {
-            Target::Standalone(url) => {
-                let info = url.as_str().into_connection_info()?;
+        let target = self.source.describe();
+        let fail = |source: BoxError| ConnectError::Connect {
+            target: target.clone(),
+            source,
+        };
+        let (commands, conn, client, cluster) = match &self.source {
+            RedisSource::Url(url) => {
+                let info = url.as_str().into_connection_info().map_err(|e| fail(e.into()))?;
                 let pool = match self.pool {
                     Some(pool) => pool,
                     None => deadpool_redis::Config::from_connection_info(info.clone())
                         .create_pool(Some(Runtime::Tokio1))
-                        .map_err(|e| ConnectError::Pool(Box::new(e)))?,
+                        .map_err(|e| fail(e.into()))?,
                 };
-                let commands = RedisSource::Pool(pool).into_shared().map_err(ConnectError::Pool)?;
-                commands.checkout().await.map_err(ConnectError::Pool)?;
+                let commands = RedisSource::Pool(pool).into_shared().map_err(fail)?;
+                commands.checkout().await.map_err(fail)?;
                 let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
-                let client = Client::open(info.set_redis_settings(resp3))?;
-                let conn = hub::connect_standalone(&client, &fanout, &self.client_name).await?;
+                let client = Client::open(info.set_redis_settings(resp3)).map_err(|e| fail(e.into()))?;
+                let conn = hub::connect_standalone(&client, &fanout, &self.client_name)
+                    .await
+                    .map_err(|e| fail(e.into()))?;
                 (commands, SubscriberConn::Standalone(conn), Some(client), false)
             }
-            Target::Cluster(nodes) => {
+            RedisSource::Cluster(nodes) => {
                 let pool = match self.cluster_pool {
                     Some(pool) => pool,
                     None => deadpool_redis::cluster::Config::from_urls(nodes.clone())
                         .create_pool(Some(Runtime::Tokio1))
-                        .map_err(|e| ConnectError::Pool(Box::new(e)))?,
+                        .map_err(|e| fail(e.into()))?,
                 };
-                let commands = RedisSource::ClusterPool(pool)
-                    .into_shared()
-                    .map_err(ConnectError::Pool)?;
-                commands.checkout().await.map_err(ConnectError::Pool)?;
+                let commands = RedisSource::ClusterPool(pool).into_shared().map_err(fail)?;
+                commands.checkout().await.map_err(fail)?;
                 let generation = fanout.next_generation();
                 let sender = fanout.clone();
                 let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
@@ -243,11 +226,16 @@ impl RedisBrokerBuilder {
                         sender.on_push(generation, push);
                         Ok::<(), Infallible>(())
                     })
-                    .build()?;
-                let mut conn = client.get_async_connection().await?;
-                hub::name_cluster(&mut conn, &self.client_name).await?;
+                    .build()
+                    .map_err(|e| fail(e.into()))?;
+                let mut conn = client.get_async_connection().await.map_err(|e| fail(e.into()))?;
+                hub::name_cluster(&mut conn, &self.client_name)
+                    .await
+                    .map_err(|e| fail(e.into()))?;
                 (commands, SubscriberConn::Cluster(conn), None, true)
             }
+            // `check` refused the pool-only sources.
+            _ => unreachable!("a pool-only source passed check"),
         };
         if let Some(timeout) = self.response_timeout {
             commands.set_response_timeout(timeout);

@@ -16,5 +16,7 @@ pub use error::ConnectError;
 /// Re-exported on purpose: [`RedisBrokerBuilder::pool`] and [`RedisBrokerBuilder::cluster_pool`]
 /// take its pool types.
 pub use deadpool_redis;
-/// Re-exported on purpose: [`ConnectError::Redis`] carries its error type.
+/// Re-exported on purpose: the source of a [`ConnectError::Connect`] is often its `RedisError`.
 pub use redis;
+/// Where the broker finds Redis (shared with `stream-lease`).
+pub use stream_redis::RedisSource;

@@ -12,7 +12,7 @@ use serde_json::{Map, json};
 use stream_core::conformance::broker::take;
 use stream_core::conformance::unique_channel;
 use stream_core::{ChannelConfig, ChannelId, Event, EventPublisher, EventSubscriber, EventType, StreamContext};
-use stream_pubsub::RedisBroker;
+use stream_pubsub::{RedisBroker, RedisSource};
 
 const CHILD_INPUT: &str = "STREAM_PUBSUB_TEST_CONCURRENT_PUBLISHER";
 const PROCESSES: usize = 4;
@@ -29,7 +29,7 @@ fn publisher(input: &str) {
         .expect("runtime");
     runtime.block_on(async move {
         let broker = if mode == "cluster" {
-            RedisBroker::connect_cluster(&common::cluster_nodes(), ChannelConfig::default()).await
+            RedisBroker::connect(RedisSource::cluster(common::cluster_nodes()), ChannelConfig::default()).await
         } else {
             RedisBroker::connect(&common::redis_url(), ChannelConfig::default()).await
         }

@@ -8,7 +8,7 @@ use serde_json::{Map, json};
 use stream_core::conformance::broker::{assert_ends, assert_quiet, numbered, publish_all, publish_each, take};
 use stream_core::conformance::unique_channel;
 use stream_core::{ChannelConfig, ChannelRegistry, Event, EventId, EventPublisher, EventSubscriber, EventType, UserId};
-use stream_pubsub::{RedisBroker, redis};
+use stream_pubsub::{RedisBroker, RedisSource, redis};
 
 fn ids(events: &[Event]) -> Vec<EventId> {
     events.iter().map(|e| e.id).collect()
@@ -284,7 +284,7 @@ async fn bad_settings_are_refused() {
     assert!(err.to_string().contains("braces"), "{err}");
     let no_nodes: [&str; 0] = [];
     assert!(
-        RedisBroker::connect_cluster(&no_nodes, ChannelConfig::default())
+        RedisBroker::connect(RedisSource::cluster(no_nodes), ChannelConfig::default())
             .await
             .is_err()
     );

@@ -11,8 +11,8 @@ use crate::connection::{Pool, SharedConnection};
 /// application already has.
 ///
 /// `&str` and `String` convert to [`Url`](Self::Url), the pools to their variants, so entry
-/// points such as `stream_lease::init_lease_limiter` take any of them, like the seed's
-/// `init_lease_limiter(redis_config, config)`.
+/// points such as `stream_lease::StreamLeaseLimiter::builder` take any of them, like the seed's
+/// `init_lease_limiter(redis_config, config)` (`stream_lease::compat::init_lease_limiter`).
 #[non_exhaustive]
 pub enum RedisSource {
     /// A standalone Redis (`redis://[:password@]host:port[/db]`, `rediss://…`). A deadpool-redis
@@ -34,6 +34,22 @@ impl RedisSource {
         S: Into<String>,
     {
         Self::Cluster(nodes.into_iter().map(Into::into).collect())
+    }
+
+    /// The source the environment names, as the apps and the worker read it:
+    /// `REDIS_CLUSTER_NODES` (comma-separated node URLs) picks a cluster; else `REDIS_URL` picks a
+    /// standalone server; `None` when neither is set (or both are blank), so that a program can
+    /// fall back to the in-memory backends.
+    pub fn from_env() -> Option<Self> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Option<Self> {
+        let var = |name| var(name).filter(|v| !v.trim().is_empty());
+        if let Some(nodes) = var("REDIS_CLUSTER_NODES") {
+            return Some(Self::cluster(nodes.split(',').map(str::trim).filter(|n| !n.is_empty())));
+        }
+        var("REDIS_URL").map(|url| Self::Url(url.trim().to_owned()))
     }
 
     /// Whether this is a Redis Cluster.
@@ -145,6 +161,21 @@ mod tests {
             format!("{cluster:?}"),
             "RedisSource(the Redis Cluster redis://***@a:1,redis://b:2)"
         );
+    }
+
+    #[test]
+    fn the_environment_picks_the_cluster_first() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+        };
+        let cluster = RedisSource::from_vars(env(&[
+            ("REDIS_CLUSTER_NODES", " redis://a:1, redis://b:2 ,"),
+            ("REDIS_URL", "redis://c:3"),
+        ]));
+        assert!(matches!(cluster, Some(RedisSource::Cluster(n)) if n == ["redis://a:1", "redis://b:2"]));
+        let url = RedisSource::from_vars(env(&[("REDIS_CLUSTER_NODES", " "), ("REDIS_URL", "redis://c:3")]));
+        assert!(matches!(url, Some(RedisSource::Url(u)) if u == "redis://c:3"));
+        assert!(RedisSource::from_vars(env(&[])).is_none());
     }
 
     #[test]

@@ -93,4 +93,8 @@ pub enum ConnectError {
     /// No tokio runtime is running here: the writer task needs one.
     #[error("no tokio runtime: connect from inside a tokio runtime (the writer is a tokio task)")]
     NoRuntime,
+    /// [`compat::init_event_storage`](crate::compat::init_event_storage) was called when the
+    /// process-wide event store was already installed.
+    #[error(transparent)]
+    AlreadyInstalled(stream_core::SetGlobalDefaultError),
 }

@@ -8,8 +8,6 @@ mod retention;
 mod store;
 mod writer;
 
-use std::sync::{Arc, OnceLock, RwLock};
-
 #[cfg(feature = "aws")]
 pub use config::AwsAuth;
 pub use config::{Auth, ConfigError, DEFAULT_INDEX_PREFIX, OpenSearchConfig, env};
@@ -26,35 +24,31 @@ pub use opensearch;
 #[cfg(feature = "aws")]
 pub use aws_credential_types;
 
-fn slot() -> &'static RwLock<Option<Arc<OpenSearchEventStore>>> {
-    static SLOT: OnceLock<RwLock<Option<Arc<OpenSearchEventStore>>>> = OnceLock::new();
-    SLOT.get_or_init(|| RwLock::new(None))
-}
+/// The Python module's storage names: [`init_event_storage`](compat::init_event_storage) and
+/// `get_event_storage`, on the one process-wide slot of `stream_core`.
+pub mod compat {
+    use std::sync::Arc;
 
-/// Connects a store (the seed's `init_event_storage`) and installs it process-wide: here, for
-/// [`get_event_storage`], and in stream-core ([`stream_core::init_event_store`]), so that the
-/// process-wide publisher persists events whose `persist` flag is set.
-///
-/// Call it inside the tokio runtime that should run the writer. Calling it again replaces the
-/// store; the old one stops once its last handle is dropped.
-pub async fn init_event_storage(config: OpenSearchConfig) -> Result<Arc<OpenSearchEventStore>, ConnectError> {
-    let store = Arc::new(OpenSearchEventStore::connect(config).await?);
-    install_event_storage(store.clone());
-    Ok(store)
-}
+    use crate::{ConnectError, OpenSearchConfig, OpenSearchEventStore};
 
-/// [`init_event_storage`] with settings from the environment ([`OpenSearchConfig::from_env`]).
-pub async fn init_event_storage_from_env() -> Result<Arc<OpenSearchEventStore>, ConnectError> {
-    init_event_storage(OpenSearchConfig::from_env()?).await
-}
+    pub use stream_core::compat::get_event_storage;
 
-/// Installs an existing store process-wide, as [`init_event_storage`] does.
-pub fn install_event_storage(store: Arc<OpenSearchEventStore>) {
-    *slot().write().unwrap_or_else(|e| e.into_inner()) = Some(store.clone());
-    stream_core::init_event_store(store);
-}
+    /// Connects a store and installs it as the process-wide event store (the seed's
+    /// `init_event_storage`), so that the process-wide publisher persists events whose `persist`
+    /// flag is set and [`get_event_storage`] returns it. The main API passes the store to
+    /// `Streaming::builder().store(..)` instead.
+    ///
+    /// Call it once, inside the tokio runtime that should run the writer. A second call fails
+    /// with [`ConnectError::AlreadyInstalled`] and installs nothing (the store it connected stops
+    /// when the error is dropped).
+    pub async fn init_event_storage(config: OpenSearchConfig) -> Result<Arc<OpenSearchEventStore>, ConnectError> {
+        let store = Arc::new(OpenSearchEventStore::connect(config).await?);
+        stream_core::compat::init_event_store(store.clone()).map_err(ConnectError::AlreadyInstalled)?;
+        Ok(store)
+    }
 
-/// The store installed by [`init_event_storage`] (the seed's `get_event_storage`), if any.
-pub fn get_event_storage() -> Option<Arc<OpenSearchEventStore>> {
-    slot().read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// [`init_event_storage`] with settings from the environment ([`OpenSearchConfig::from_env`]).
+    pub async fn init_event_storage_from_env() -> Result<Arc<OpenSearchEventStore>, ConnectError> {
+        init_event_storage(OpenSearchConfig::from_env()?).await
+    }
 }

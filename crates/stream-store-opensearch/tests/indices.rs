@@ -178,14 +178,18 @@ async fn events_the_cluster_refuses_are_dropped_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_process_wide_store_persists_what_contexts_ask_for() {
-    let store = stream_store_opensearch::init_event_storage(common::test_config("global"))
+    let store = stream_store_opensearch::compat::init_event_storage(common::test_config("global"))
         .await
         .unwrap_or_else(|e| panic!("cannot use OpenSearch at {}: {e}", common::opensearch_url()));
-    let got = stream_store_opensearch::get_event_storage().expect("installed");
-    assert!(Arc::ptr_eq(&got, &store));
-    let core_store = stream_core::get_event_store().expect("installed in stream-core too");
+    let core_store = stream_store_opensearch::compat::get_event_storage().expect("installed");
+    assert!(std::ptr::addr_eq(Arc::as_ptr(&core_store), Arc::as_ptr(&store)));
+    // Installed once: a second call fails and installs nothing.
+    assert!(matches!(
+        stream_store_opensearch::compat::init_event_storage(common::test_config("global")).await,
+        Err(stream_store_opensearch::ConnectError::AlreadyInstalled(_))
+    ));
 
-    let streaming = stream_core::streaming();
+    let streaming = stream_core::get_default();
     let kept = StreamContext::builder()
         .workspace_id("ws1")
         .project("p")

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use futures_executor::block_on;
 use stream_core::conformance::unique_user;
-use stream_lease::{AcquireError, LeaseStore, StreamLeaseLimiter, stream_lease_sync};
+use stream_lease::compat::stream_lease_sync;
+use stream_lease::{AcquireError, LeaseStore, StreamLeaseLimiter};
 
 use crate::common::{cfg, redis_url};
 
@@ -60,7 +61,7 @@ fn a_limiter_built_in_a_runtime_works_from_plain_threads() {
     let store: Arc<dyn LeaseStore> = Arc::new(limiter.clone());
     let user = unique_user("blocking-drop");
     let lease = runtime
-        .block_on(stream_lease::stream_lease(&user, Some(store.clone())))
+        .block_on(stream_lease::compat::stream_lease(&user, Some(store.clone())))
         .expect("lease");
     std::thread::spawn(move || drop(lease)).join().expect("dropping thread");
     assert_eq!(runtime.block_on(limiter.get_active_streams(&user)).expect("count"), 0);
@@ -69,7 +70,10 @@ fn a_limiter_built_in_a_runtime_works_from_plain_threads() {
 #[test]
 fn connect_blocking_needs_no_runtime_at_all() {
     std::thread::spawn(|| {
-        let limiter = StreamLeaseLimiter::connect_blocking(redis_url(), cfg(1, 60)).expect("connect_blocking");
+        let limiter = StreamLeaseLimiter::builder(redis_url())
+            .config(cfg(1, 60))
+            .connect_blocking()
+            .expect("connect_blocking");
         use_from_plain_thread(&limiter);
         drop(limiter); // stops its runtime
     })

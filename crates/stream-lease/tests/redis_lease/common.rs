@@ -2,7 +2,7 @@
 
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
-use stream_lease::{StreamLeaseConfig, StreamLeaseLimiter, redis};
+use stream_lease::{RedisSource, StreamLeaseConfig, StreamLeaseLimiter, redis};
 
 pub(crate) fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6399/".into())
@@ -34,7 +34,7 @@ pub(crate) async fn limiter(config: StreamLeaseConfig) -> StreamLeaseLimiter {
 
 pub(crate) async fn cluster_limiter(config: StreamLeaseConfig) -> StreamLeaseLimiter {
     let nodes = cluster_nodes();
-    StreamLeaseLimiter::connect_cluster(nodes.clone(), config)
+    StreamLeaseLimiter::connect(RedisSource::cluster(nodes.clone()), config)
         .await
         .unwrap_or_else(|e| panic!("no Redis Cluster at {nodes:?} (scripts/redis.sh start): {e:?}"))
 }

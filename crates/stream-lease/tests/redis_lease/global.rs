@@ -4,10 +4,8 @@
 use std::time::Duration;
 
 use stream_core::conformance::unique_user;
-use stream_lease::{
-    AcquireError, StreamLeaseConfig, can_start_stream, get_active_streams, init_lease_limiter, stream_lease,
-    stream_lease_sync,
-};
+use stream_lease::compat::{can_start_stream, get_active_streams, init_lease_limiter, stream_lease, stream_lease_sync};
+use stream_lease::{AcquireError, LimiterError, StreamLeaseConfig};
 
 use crate::common::{raw, redis_url, zcard};
 
@@ -22,6 +20,11 @@ async fn init_lease_limiter_installs_redis_for_the_free_functions() {
     let limiter = init_lease_limiter(redis_url(), config)
         .await
         .expect("init_lease_limiter");
+    // Installed once: a second call fails and the first limiter stays.
+    match init_lease_limiter(redis_url(), StreamLeaseConfig::default()).await {
+        Err(LimiterError::AlreadyInstalled(_)) => {}
+        other => panic!("expected AlreadyInstalled, got {other:?}"),
+    }
     let user = unique_user("global");
     let key = limiter.key(&user);
     let mut conn = raw().await;

@@ -130,9 +130,7 @@ async fn from_pool_survives_a_killed_connection() {
             .expect("CLIENT ID")
     };
     // The pool's only connection is the one the limiter will keep.
-    let limiter = StreamLeaseLimiter::from_pool(pool, cfg(2, 60))
-        .await
-        .expect("from_pool");
+    let limiter = StreamLeaseLimiter::connect(pool, cfg(2, 60)).await.expect("from_pool");
     let user = unique_user("pool");
     let lease = limiter
         .acquire_stream_lease(&user)

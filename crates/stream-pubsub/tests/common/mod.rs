@@ -9,7 +9,7 @@ pub mod own;
 
 use redis::aio::MultiplexedConnection;
 use stream_core::ChannelConfig;
-use stream_pubsub::{RedisBroker, redis};
+use stream_pubsub::{RedisBroker, RedisSource, redis};
 
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6399/".into())
@@ -35,7 +35,7 @@ pub async fn standalone(config: ChannelConfig) -> RedisBroker {
 
 pub async fn standalone_named(config: ChannelConfig, name: &str) -> RedisBroker {
     let url = redis_url();
-    RedisBroker::standalone(url.as_str())
+    RedisBroker::builder(url.as_str())
         .config(config)
         .client_name(name)
         .connect()
@@ -49,7 +49,7 @@ pub async fn cluster(config: ChannelConfig) -> RedisBroker {
 
 pub async fn cluster_named(config: ChannelConfig, name: &str) -> RedisBroker {
     let nodes = cluster_nodes();
-    RedisBroker::cluster(nodes.clone())
+    RedisBroker::builder(RedisSource::cluster(nodes.clone()))
         .config(config)
         .client_name(name)
         .connect()
