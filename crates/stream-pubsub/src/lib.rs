@@ -18,3 +18,7 @@ pub use error::ConnectError;
 pub use deadpool_redis;
 /// Re-exported on purpose: [`ConnectError::Redis`] carries its error type.
 pub use redis;
+/// The Redis plumbing this broker is built on (sources, the kept connection, script calls), for
+/// the workspace's own crates (the demo worker's job queue), not for users.
+#[doc(hidden)]
+pub use stream_redis;
