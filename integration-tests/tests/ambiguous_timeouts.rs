@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use demo_service::{DeployRequest, JobQueue, WorkerOptions, processing_list, run_worker};
 use stream_core::conformance::broker::{assert_quiet, numbered, take};
 use stream_core::conformance::{unique_channel, unique_user};
 use stream_core::memory::MemoryBroker;
@@ -25,6 +24,7 @@ use stream_lease::StreamLeaseLimiter;
 use stream_pubsub::{RedisBroker, redis};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use worker::{DeployRequest, JobQueue, WorkerOptions, processing_list, run_worker};
 
 const HOLD: Duration = Duration::from_millis(800);
 const TIMEOUT: Duration = Duration::from_millis(200);

@@ -493,8 +493,9 @@ async fn resume_on_another_instance_in_redis_mode() {
     assert_job(&joined, &channel);
 }
 
-/// With `OPENSEARCH_URL`, the job's events are archived in OpenSearch (by the app in memory mode,
-/// by the worker in Redis mode) and `GET /events` reads them back from there.
+/// With `OPENSEARCH_URL`, the job's events are archived in OpenSearch, always by the app (in
+/// memory mode its publisher writes them; in Redis mode it subscribes to the channel that the
+/// worker, which writes to no store, emits on) and `GET /events` reads them back from there.
 async fn events_are_archived_in_opensearch(target: Target) {
     let prefix = unique("demo-test-events").to_lowercase();
     let app = App::start_with(
@@ -552,7 +553,7 @@ async fn axum_memory_events_are_archived_in_opensearch() {
 }
 
 #[tokio::test]
-async fn actix_redis_events_are_archived_in_opensearch_by_the_worker() {
+async fn actix_redis_events_are_archived_in_opensearch_by_the_app() {
     events_are_archived_in_opensearch(Target {
         app: "actix-app",
         mode: Mode::Redis,

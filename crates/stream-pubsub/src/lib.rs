@@ -20,3 +20,7 @@ pub use deadpool_redis;
 pub use redis;
 /// Where the broker finds Redis (shared with `stream-lease`).
 pub use stream_redis::RedisSource;
+/// The Redis plumbing this broker is built on (sources, the kept connection, script calls), for
+/// the workspace's own crates (the demo worker's job queue), not for users.
+#[doc(hidden)]
+pub use stream_redis;

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use stream_core::memory::{MemoryEventStore, MemoryLeaseStore};
-use stream_core::{EventPublisher, EventStore, PersistingPublisher, Streaming};
+use stream_core::{EventStore, Streaming};
 use stream_lease::StreamLeaseLimiter;
 use stream_pubsub::RedisBroker;
 use stream_store_opensearch::{OpenSearchConfig, OpenSearchEventStore};
+use worker::{ConfigError, JobQueue, QueueError};
 
-use crate::config::{Config, ConfigError};
-use crate::queue::{JobQueue, QueueError};
+use crate::config::Config;
 use crate::service::{Backends, Mode};
 
 /// The settings or the backends could not be set up.
@@ -52,13 +52,16 @@ async fn opensearch(config: &Config) -> Result<Option<Arc<dyn EventStore>>, Star
 /// - `REDIS_URL` unset: the in-memory broker, leases and store, and the job runs in-process.
 /// - `REDIS_URL` set: the Redis broker (events, history, channel owners), the Redis lease
 ///   limiter, and jobs pushed onto the Redis list for the worker process.
-/// - `OPENSEARCH_URL` set: events are archived in OpenSearch (by whoever publishes them) and
-///   `GET /events` reads it. Unset: an in-memory store; in Redis mode the app archives the
-///   channels it creates itself, since the worker's process cannot reach its memory.
+/// - `OPENSEARCH_URL` set: events are archived in OpenSearch and `GET /events` reads it. Unset:
+///   an in-memory store (per app instance).
+///
+/// In memory mode the app's publisher archives what the in-process jobs emit. In Redis mode the
+/// worker writes to no store: the app archives each deployment channel it creates itself, by
+/// subscribing to it ([`Backends::archive`]).
 pub async fn app_backends(config: &Config) -> Result<Backends, StartError> {
     let opensearch = opensearch(config).await?;
     let channel_config = config.channel_config();
-    match &config.redis_url {
+    match config.redis_url() {
         None => {
             let streaming = match opensearch {
                 None => Streaming::in_memory(channel_config, config.lease_config()),
@@ -80,7 +83,7 @@ pub async fn app_backends(config: &Config) -> Result<Backends, StartError> {
                 },
                 streaming,
                 mode: Mode::Memory,
-                archive_locally: None,
+                archive: None,
             })
         }
         Some(url) => {
@@ -92,43 +95,23 @@ pub async fn app_backends(config: &Config) -> Result<Backends, StartError> {
             let leases = StreamLeaseLimiter::connect(url, config.lease_config())
                 .await
                 .map_err(StartError::Leases)?;
-            let archive_locally = opensearch
-                .is_none()
-                .then(|| Arc::new(MemoryEventStore::default()) as Arc<dyn EventStore>);
+            let archive = opensearch.unwrap_or_else(|| Arc::new(MemoryEventStore::default()));
+            // No store on the publisher: the jobs' events are published by the worker, and the
+            // app archives their channels by subscribing.
             let streaming = Streaming::from_parts(
                 broker.clone(),
                 broker.clone(),
                 broker,
                 Arc::new(leases),
-                opensearch,
+                None,
                 channel_config,
             );
             Ok(Backends {
-                jobs: JobQueue::redis(url, &config.job_queue).await?,
+                jobs: JobQueue::redis(url, &config.worker.job_queue).await?,
                 streaming,
                 mode: Mode::Redis,
-                archive_locally,
+                archive: Some(archive),
             })
         }
     }
-}
-
-/// The worker's publisher: the Redis broker, archiving persisted events in OpenSearch when
-/// `OPENSEARCH_URL` is set. The store is returned too, so that the worker can flush it before it
-/// exits.
-pub async fn worker_publisher(
-    config: &Config,
-    redis_url: &str,
-) -> Result<(Arc<dyn EventPublisher>, Option<Arc<dyn EventStore>>), StartError> {
-    let broker: Arc<dyn EventPublisher> = Arc::new(
-        RedisBroker::connect(redis_url, config.channel_config())
-            .await
-            .map_err(StartError::Broker)?,
-    );
-    let store = opensearch(config).await?;
-    let publisher = match &store {
-        Some(store) => Arc::new(PersistingPublisher::new(broker, store.clone())),
-        None => broker,
-    };
-    Ok((publisher, store))
 }

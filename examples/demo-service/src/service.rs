@@ -13,12 +13,11 @@ use stream_core::{
     CancellationToken, ChannelId, Event, EventId, EventQuery, EventStore, EventType, StreamContext, StreamLease,
     StreamTokenSigner, Streaming, UserId,
 };
+use worker::{DeployRequest, JobQueue};
 
 use crate::chat::{ChatRequest, chat_events};
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::job::DeployRequest;
-use crate::queue::JobQueue;
 
 /// The identity header of API clients.
 pub const USER_HEADER: &str = "x-user-id";
@@ -69,9 +68,11 @@ pub struct Backends {
     pub jobs: JobQueue,
     /// Memory or Redis.
     pub mode: Mode,
-    /// When set, the app archives the channels it creates into this store itself (Redis mode
-    /// without OpenSearch: the worker's process cannot reach the app's in-memory store).
-    pub archive_locally: Option<Arc<dyn EventStore>>,
+    /// When set (Redis mode), the app archives each deployment channel it creates into this store
+    /// itself, by subscribing to the channel from the start of its history before the job is
+    /// queued: the worker that runs the job writes to no store. `GET /events` reads it. Unset
+    /// (memory mode), the publisher archives into `streaming.store`.
+    pub archive: Option<Arc<dyn EventStore>>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -184,10 +185,7 @@ impl DemoService {
                 "stream leases not released at shutdown; they expire with their TTL"
             );
         }
-        let stores = [
-            self.streaming().store.as_ref(),
-            self.inner.backends.archive_locally.as_ref(),
-        ];
+        let stores = [self.streaming().store.as_ref(), self.inner.backends.archive.as_ref()];
         for store in stores.into_iter().flatten() {
             if let Err(e) = store.flush().await {
                 tracing::warn!(error = %e, "event store flush at shutdown failed");
@@ -228,8 +226,8 @@ impl DemoService {
             .register(ctx.channel_id(), &user, streaming.channel_config.history_ttl)
             .await
             .map_err(|e| ApiError::unavailable(format!("channel registry: {e}")))?;
-        if let Some(store) = &self.inner.backends.archive_locally {
-            self.archive(ctx.channel_id().clone(), store.clone());
+        if let Some(store) = &self.inner.backends.archive {
+            self.archive(ctx.channel_id().clone(), store.clone()).await;
         }
         Ok(PreparedDeployment { ctx, request, user })
     }
@@ -358,10 +356,11 @@ impl DemoService {
         };
         self.check_owner(&channel, &user).await?;
         let store = self
-            .streaming()
-            .store
+            .inner
+            .backends
+            .archive
             .as_ref()
-            .or(self.inner.backends.archive_locally.as_ref())
+            .or(self.streaming().store.as_ref())
             .ok_or_else(|| ApiError::unavailable("no event store"))?;
         store
             .flush()
@@ -379,20 +378,22 @@ impl DemoService {
         Ok(page.events)
     }
 
-    /// Archives `channel` into `store` from this process: subscribes from the start and appends
-    /// every event until `done`, the idle timeout, or shutdown.
-    fn archive(&self, channel: ChannelId, store: Arc<dyn EventStore>) {
-        let subscriber = self.streaming().subscriber.clone();
+    /// Archives `channel` into `store` from this process: subscribes from the start of the
+    /// channel's history (so nothing published before is missed) and, from a task, appends every
+    /// event until `done`, the idle timeout, or shutdown. Returns once subscribed, so that a job
+    /// queued afterwards cannot publish before the archive reads its channel; a failed subscribe
+    /// is logged, and the deployment goes ahead unarchived.
+    async fn archive(&self, channel: ChannelId, store: Arc<dyn EventStore>) {
         let idle = self.streaming().channel_config.max_idle_time;
         let shutdown = self.inner.shutdown.clone();
+        let mut events = match self.streaming().subscriber.subscribe(&channel, None).await {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(channel = %channel, error = %e, "cannot archive channel");
+                return;
+            }
+        };
         tokio::spawn(async move {
-            let mut events = match subscriber.subscribe(&channel, None).await {
-                Ok(events) => events,
-                Err(e) => {
-                    tracing::warn!(channel = %channel, error = %e, "cannot archive channel");
-                    return;
-                }
-            };
             loop {
                 let next = tokio::select! {
                     () = shutdown.cancelled() => return,

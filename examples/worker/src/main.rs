@@ -1,14 +1,16 @@
-//! The demo worker: a separate process that takes deploy jobs from a Redis list (`BLPOP` on
+//! The demo worker: a separate process that takes deploy jobs from a Redis list (`BLMOVE` from
 //! `DEMO_JOB_QUEUE`, default `stream-demo:jobs`) and emits their events through the Redis broker,
-//! so that any app instance streams them. It reads the same environment as the apps; `REDIS_URL`
-//! is required (in memory mode the app runs jobs in-process and needs no worker).
+//! so that any app instance streams them. It writes to no event store: the app that queued a job
+//! archives its channel. `REDIS_URL` is required (in memory mode the app runs jobs in-process and
+//! needs no worker); the other variables it reads are [`WorkerConfig`]'s.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use demo_service::{
-    CancellationToken, Config, WorkerOptions, cancel_on_signal, run_main, run_worker, worker_publisher,
-};
+use stream_core::CancellationToken;
+use stream_pubsub::RedisBroker;
+use worker::{WorkerConfig, WorkerOptions, cancel_on_signal, run_main, run_worker};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -16,11 +18,13 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let config = Config::from_env()?;
-    let Some(redis_url) = config.redis_url.clone() else {
+    let config = WorkerConfig::from_env()?;
+    let Some(redis_url) = config.redis_url.as_deref() else {
         return Err("REDIS_URL is not set: in memory mode the app runs jobs in-process".into());
     };
-    let (publisher, store) = worker_publisher(&config, &redis_url).await?;
+    let broker = RedisBroker::connect(redis_url, config.channel_config())
+        .await
+        .map_err(|e| format!("Redis broker: {e}"))?;
     let shutdown = CancellationToken::new();
     cancel_on_signal(&shutdown);
     // The tests read this line to know the worker is taking jobs.
@@ -30,11 +34,6 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         grace: Duration::from_secs(10),
         heartbeat: config.heartbeat(),
     };
-    run_worker(&redis_url, &config.job_queue, options, publisher, shutdown).await?;
-    if let Some(store) = store
-        && let Err(e) = store.flush().await
-    {
-        tracing::warn!(error = %e, "event store flush failed");
-    }
+    run_worker(redis_url, &config.job_queue, options, Arc::new(broker), shutdown).await?;
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use stream_core::{CancellationToken, EventPublisher, StreamContext};
+use stream_pubsub::stream_redis;
 
 use crate::job::{DeployJob, DeployRequest, run_deploy_job};
 

@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use demo_service::{CancellationToken, DeployRequest, JobQueue, WorkerOptions, run_worker};
 use futures_util::StreamExt;
 use stream_core::memory::MemoryBroker;
-use stream_core::{ChannelId, EventSubscriber, EventType, StreamContext};
+use stream_core::{CancellationToken, ChannelId, EventSubscriber, EventType, StreamContext};
 use tokio::time::Instant;
+use worker::{DeployRequest, JobQueue, WorkerOptions, run_worker};
 
 fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6399/".into())
