@@ -18,9 +18,9 @@ pub use error::ConnectError;
 pub use deadpool_redis;
 /// Re-exported on purpose: the source of a [`ConnectError::Connect`] is often its `RedisError`.
 pub use redis;
-/// Where the broker finds Redis (shared with `stream-lease`).
-pub use stream_redis::RedisSource;
 /// The Redis plumbing this broker is built on (sources, the kept connection, script calls), for
 /// the workspace's own crates (the demo worker's job queue), not for users.
 #[doc(hidden)]
 pub use stream_redis;
+/// Where the broker finds Redis (shared with `stream-lease`).
+pub use stream_redis::RedisSource;

@@ -384,9 +384,12 @@ impl DemoService {
     /// queued afterwards cannot publish before the archive reads its channel; a failed subscribe
     /// is logged, and the deployment goes ahead unarchived.
     async fn archive(&self, channel: ChannelId, store: Arc<dyn EventStore>) {
-        let idle = self.streaming().channel_config.max_idle_time;
+        // The archive waits as long as the channel's history lives: a job may sit in the queue
+        // while no worker runs, and its events are still replayed from history when one starts.
+        let idle = self.streaming().channel_config.history_ttl;
         let shutdown = self.inner.shutdown.clone();
-        let mut events = match self.streaming().subscriber.subscribe(&channel, None).await {
+        let subscriber = self.streaming().subscriber.clone();
+        let mut events = match subscriber.subscribe(&channel, None).await {
             Ok(events) => events,
             Err(e) => {
                 tracing::warn!(channel = %channel, error = %e, "cannot archive channel");
@@ -394,27 +397,45 @@ impl DemoService {
             }
         };
         tokio::spawn(async move {
+            let mut last = None;
+            let mut failures = 0u32;
             loop {
                 let next = tokio::select! {
                     () = shutdown.cancelled() => return,
                     next = tokio::time::timeout(idle, events.next()) => next,
                 };
-                match next {
+                let failure = match next {
                     Ok(Some(Ok(event))) if !event.kind.is_control() => {
-                        let done = event.kind.closes_stream();
+                        failures = 0;
+                        last = Some(event.id);
                         if let Err(e) = store.append(&event) {
                             tracing::warn!(channel = %channel, error = %e, "event not archived");
                         }
-                        if done {
+                        if event.kind.closes_stream() {
                             return;
                         }
+                        continue;
                     }
-                    Ok(Some(Ok(_control))) => {}
-                    Ok(Some(Err(e))) => {
-                        tracing::warn!(channel = %channel, error = %e, "archive subscription failed");
+                    Ok(Some(Ok(_control))) => continue,
+                    Err(_idle) => {
+                        tracing::warn!(channel = %channel, "archive gave up: no event for the history TTL");
                         return;
                     }
-                    Ok(None) | Err(_) => return,
+                    Ok(Some(Err(e))) => e.to_string(),
+                    Ok(None) => "the subscription ended".to_owned(),
+                };
+                // Resume after the last archived event: the history replays what the archive
+                // missed while it was away, so nothing is archived twice or lost.
+                failures += 1;
+                if failures > 5 {
+                    tracing::warn!(channel = %channel, error = %failure, "archive gave up");
+                    return;
+                }
+                tracing::warn!(channel = %channel, error = %failure, "archive subscription failed; resuming");
+                tokio::time::sleep(Duration::from_millis(200) * failures).await;
+                match subscriber.subscribe(&channel, last).await {
+                    Ok(resumed) => events = resumed,
+                    Err(e) => tracing::warn!(channel = %channel, error = %e, "archive resume failed"),
                 }
             }
         });
