@@ -1,9 +1,9 @@
 //! The Python module's names, for code ported from it. Each works on the process-wide backends
-//! ([`get_default`](crate::get_default)) and maps to one call of the main API:
+//! ([`get_default`]) and maps to one call of the main API:
 //!
 //! | the seed's name | here | the Rust API |
 //! |---|---|---|
-//! | `init_streaming(…)` | [`init_streaming`] | [`set_global_default`](crate::set_global_default)`(Streaming::builder()….build())` |
+//! | `init_streaming(…)` | [`init_streaming`] | [`set_global_default`]`(Streaming::builder()….build())` |
 //! | `init_lease_limiter(redis_config, config)` | `stream_lease::compat::init_lease_limiter`, built on [`init_lease_store`] | `Streaming::builder().leases(StreamLeaseLimiter::connect(url, config).await?)` |
 //! | `init_event_storage(…)` | `stream_store_opensearch::compat::init_event_storage`, built on [`init_event_store`] | `Streaming::builder().store(OpenSearchEventStore::connect(config).await?)` |
 //! | `get_event_storage()` | [`get_event_storage`] | `streaming.store` |
