@@ -157,22 +157,27 @@ impl RedisBrokerBuilder {
             return invalid("client_name must be non-empty, without spaces".into());
         }
         match (&self.source, &self.pool, &self.cluster_pool) {
-            (RedisSource::Url(url), _, _) => match url.as_str().into_connection_info() {
+            (RedisSource::Url(_), _, Some(_)) => {
+                invalid("a cluster pool was given for a standalone server; use pool".into())
+            }
+            (RedisSource::Url(url), _, None) => match url.as_str().into_connection_info() {
                 Ok(_) => Ok(()),
                 Err(e) => invalid(format!("{}: {e}", stream_redis::redact(url))),
             },
-            (RedisSource::Cluster(nodes), _, _) if nodes.is_empty() => {
-                invalid("a cluster needs at least one node URL".into())
-            }
             (RedisSource::Cluster(_), Some(_), _) => {
                 invalid("a standalone pool was given for a cluster; use cluster_pool".into())
             }
+            (RedisSource::Cluster(nodes), None, _) if nodes.is_empty() => {
+                invalid("a cluster needs at least one node URL".into())
+            }
+            (RedisSource::Cluster(_), None, _) => Ok(()),
             (RedisSource::Pool(_) | RedisSource::ClusterPool(_), _, _) => invalid(format!(
                 "the broker opens its subscriber connection from URLs, and {} has none: pass the \
                  URL(s) to RedisBroker::builder and the pool to .pool() or .cluster_pool()",
                 self.source.describe()
             )),
-            _ => Ok(()),
+            // RedisSource is non_exhaustive; a kind this builder does not know is refused.
+            _ => invalid(format!("{} is not a source the broker can use", self.source.describe())),
         }
     }
 

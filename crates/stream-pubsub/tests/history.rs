@@ -8,7 +8,7 @@ use serde_json::{Map, json};
 use stream_core::conformance::broker::{assert_ends, assert_quiet, numbered, publish_all, publish_each, take};
 use stream_core::conformance::unique_channel;
 use stream_core::{ChannelConfig, ChannelRegistry, Event, EventId, EventPublisher, EventSubscriber, EventType, UserId};
-use stream_pubsub::{RedisBroker, RedisSource, redis};
+use stream_pubsub::{ConnectError, RedisBroker, RedisSource, redis};
 
 fn ids(events: &[Event]) -> Vec<EventId> {
     events.iter().map(|e| e.id).collect()
@@ -289,9 +289,33 @@ async fn bad_settings_are_refused() {
             .is_err()
     );
     // Nothing listens on port 1: connecting fails instead of returning a broker that never works.
+    assert!(matches!(
+        RedisBroker::connect("redis://127.0.0.1:1/", ChannelConfig::default()).await,
+        Err(ConnectError::Connect { .. })
+    ));
+    assert!(matches!(
+        RedisBroker::connect("not a url", ChannelConfig::default()).await,
+        Err(ConnectError::InvalidConfig(_))
+    ));
+    // The subscriber connection needs URLs: a pool alone is refused, and so is a pool of the
+    // other kind.
+    let pool = stream_pubsub::deadpool_redis::Config::from_url(common::redis_url())
+        .create_pool(Some(stream_pubsub::deadpool_redis::Runtime::Tokio1))
+        .expect("pool");
+    let err = RedisBroker::connect(pool.clone(), ChannelConfig::default())
+        .await
+        .unwrap_err();
     assert!(
-        RedisBroker::connect("redis://127.0.0.1:1/", ChannelConfig::default())
-            .await
-            .is_err()
+        matches!(&err, ConnectError::InvalidConfig(m) if m.contains(".pool()")),
+        "{err}"
+    );
+    let err = RedisBroker::builder(RedisSource::cluster(common::cluster_nodes()))
+        .pool(pool)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ConnectError::InvalidConfig(m) if m.contains("cluster_pool")),
+        "{err}"
     );
 }

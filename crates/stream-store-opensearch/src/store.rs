@@ -18,7 +18,7 @@ use crate::config::{Auth, OpenSearchConfig};
 use crate::document::{bulk_lines, index_template};
 use crate::error::{ConnectError, OpenSearchError};
 use crate::query::{MAX_PAGE_SIZE, SEARCH_PARAMS, read_page, search_body};
-use crate::writer::{Counters, Msg, Writer};
+use crate::writer::{Counters, FLUSH_QUEUE, Msg, Reply, Writer};
 
 /// An [`EventStore`] that keeps events in daily OpenSearch indices.
 ///
@@ -43,6 +43,8 @@ pub struct OpenSearchEventStore {
     client: OpenSearch,
     config: Arc<OpenSearchConfig>,
     tx: mpsc::Sender<Msg>,
+    /// Flush requests, apart from the events (see [`EventStore::flush`]).
+    flushes: mpsc::Sender<Reply>,
     counters: Arc<Counters>,
     closed: AtomicBool,
     /// Size of the last serialized event, to size the next one's buffer.
@@ -115,13 +117,15 @@ impl OpenSearchEventStore {
         let config = Arc::new(config);
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel(config.queue_capacity);
-        let writer = Writer::new(client.clone(), config.clone(), counters.clone(), rx);
+        let (flushes, flush_rx) = mpsc::channel(FLUSH_QUEUE);
+        let writer = Writer::new(client.clone(), config.clone(), counters.clone(), rx, flush_rx);
         let handle = runtime.spawn(writer.run());
         Ok(Self {
             search_path: format!("/{}/_search", config.index_pattern()),
             client,
             config,
             tx,
+            flushes,
             counters,
             closed: AtomicBool::new(false),
             size_hint: AtomicUsize::new(512),
@@ -234,14 +238,16 @@ impl EventStore for OpenSearchEventStore {
         }
     }
 
-    /// Sends a marker through the queue and waits for the writer to reach it, send what came
-    /// before, and refresh `{prefix}-*` (one `_refresh` request). Events dropped on the way are
-    /// counted in [`stats`](EventStore::stats), not reported here; a failed refresh is.
+    /// Asks the writer to send what was appended before the call and refresh the indices it
+    /// wrote to since the last refresh, and waits for that. The request does not take a slot of
+    /// the event queue, and concurrent flushes coalesce: the writer answers every request
+    /// waiting with one write and one `_refresh`. Events dropped on the way are counted in
+    /// [`stats`](EventStore::stats), not reported here; a failed refresh is.
     async fn flush(&self) -> Result<(), StoreError> {
         let deadline = Instant::now() + self.config.flush_timeout;
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError::Backend("the OpenSearch event writer has stopped".into());
-        match tokio::time::timeout_at(deadline, self.tx.send(Msg::Flush(reply))).await {
+        match tokio::time::timeout_at(deadline, self.flushes.send(reply)).await {
             Err(_) => return Err(StoreError::FlushTimeout { pending: self.queued() }),
             Ok(Err(_)) => return Err(stopped()),
             Ok(Ok(())) => {}

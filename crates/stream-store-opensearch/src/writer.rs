@@ -19,15 +19,21 @@ use crate::config::OpenSearchConfig;
 use crate::error::OpenSearchError;
 use crate::retention;
 
-/// What travels through the queue.
+/// What travels through the event queue. Flush requests have a channel of their own, so that
+/// they never take a queue slot from an event.
 pub(crate) enum Msg {
     /// One event's two `_bulk` lines.
     Doc(Vec<u8>),
-    /// Write everything before this marker, refresh, then answer.
-    Flush(oneshot::Sender<Result<(), OpenSearchError>>),
     /// Stop taking events, write everything queued, refresh, answer and exit.
     Shutdown(oneshot::Sender<Result<(), OpenSearchError>>),
 }
+
+/// How a flush or a shutdown is answered: once what came before it is written and refreshed.
+pub(crate) type Reply = oneshot::Sender<Result<(), OpenSearchError>>;
+
+/// How many flush requests may wait for the writer before `flush` callers wait to hand theirs
+/// over (they are answered together, so this only bounds memory).
+pub(crate) const FLUSH_QUEUE: usize = 1024;
 
 /// The writer's counters, shared with the store.
 #[derive(Debug, Default)]
@@ -119,9 +125,22 @@ pub(crate) struct Writer {
     config: Arc<OpenSearchConfig>,
     counters: Arc<Counters>,
     rx: mpsc::Receiver<Msg>,
+    flushes: mpsc::Receiver<Reply>,
     rng: StdRng,
     bulk_headers: HeaderMap,
-    refresh_path: String,
+    /// The indices written since the last refresh: the only ones a refresh touches.
+    dirty: Vec<String>,
+}
+
+/// Past this many dirty indices (events of many days in one go), a refresh covers `{prefix}-*`.
+const MAX_DIRTY: usize = 16;
+
+/// The `_index` of one event's `_bulk` lines (`{"index":{"_index":"<name>",…`).
+fn index_of(doc: &[u8]) -> &[u8] {
+    const HEAD: &[u8] = b"{\"index\":{\"_index\":\"";
+    let rest = doc.strip_prefix(HEAD).unwrap_or_default();
+    let end = rest.iter().position(|&b| b == b'"').unwrap_or(rest.len());
+    &rest[..end]
 }
 
 impl Writer {
@@ -130,18 +149,19 @@ impl Writer {
         config: Arc<OpenSearchConfig>,
         counters: Arc<Counters>,
         rx: mpsc::Receiver<Msg>,
+        flushes: mpsc::Receiver<Reply>,
     ) -> Self {
         let mut bulk_headers = HeaderMap::new();
         bulk_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
-        let refresh_path = format!("/{}/_refresh", config.index_pattern());
         Self {
             client,
             config,
             counters,
             rx,
+            flushes,
             rng: StdRng::from_os_rng(),
             bulk_headers,
-            refresh_path,
+            dirty: Vec::new(),
         }
     }
 
@@ -160,7 +180,8 @@ impl Writer {
     pub(crate) async fn run(mut self) {
         let mut batch = self.new_batch();
         let mut deadline = Instant::now();
-        let mut shutdown: Vec<oneshot::Sender<Result<(), OpenSearchError>>> = Vec::new();
+        let mut shutdown: Vec<Reply> = Vec::new();
+        let mut flushes_open = true;
         let retention = self.config.retention_days > 0;
         let sweep_timer = tokio::time::sleep_until(Instant::now());
         tokio::pin!(sweep_timer);
@@ -174,6 +195,13 @@ impl Writer {
                     sweeping.start(&self.client, &self.config);
                     continue;
                 }
+                reply = self.flushes.recv(), if flushes_open => {
+                    match reply {
+                        Some(reply) => self.flush(reply, &mut batch, &mut deadline, &mut shutdown).await,
+                        None => flushes_open = false,
+                    }
+                    continue;
+                }
                 msg = self.rx.recv() => msg,
                 () = tokio::time::sleep_until(deadline), if !batch.is_empty() => {
                     self.write(&mut batch).await;
@@ -181,23 +209,7 @@ impl Writer {
                 }
             };
             match msg {
-                Some(Msg::Doc(doc)) => {
-                    if !batch.is_empty() && batch.body.len() + doc.len() > self.config.bulk_max_bytes {
-                        self.write(&mut batch).await;
-                    }
-                    if batch.is_empty() {
-                        deadline = Instant::now() + self.config.flush_interval;
-                    }
-                    batch.push(&doc);
-                    if batch.docs.len() >= self.config.bulk_max_events || batch.body.len() >= self.config.bulk_max_bytes
-                    {
-                        self.write(&mut batch).await;
-                    }
-                }
-                Some(Msg::Flush(reply)) => {
-                    self.write(&mut batch).await;
-                    let _ = reply.send(self.refresh().await);
-                }
+                Some(Msg::Doc(doc)) => self.add(doc, &mut batch, &mut deadline).await,
                 Some(Msg::Shutdown(reply)) => {
                     // Appends fail from now on; what is queued is still received, then `None`.
                     self.rx.close();
@@ -218,10 +230,56 @@ impl Writer {
         }
     }
 
+    /// Adds one event to the batch, sending the batch when it is full.
+    async fn add(&mut self, doc: Vec<u8>, batch: &mut Batch, deadline: &mut Instant) {
+        if !batch.is_empty() && batch.body.len() + doc.len() > self.config.bulk_max_bytes {
+            self.write(batch).await;
+        }
+        if batch.is_empty() {
+            *deadline = Instant::now() + self.config.flush_interval;
+        }
+        batch.push(&doc);
+        if batch.docs.len() >= self.config.bulk_max_events || batch.body.len() >= self.config.bulk_max_bytes {
+            self.write(batch).await;
+        }
+    }
+
+    /// Answers `first` and every other flush request waiting now with one write and one refresh:
+    /// concurrent flushes coalesce. Everything appended before those requests is in the event
+    /// queue already (appends never wait), so the writer takes what the queue holds now, and no
+    /// more, so that a steady stream of appends cannot hold the answer up.
+    async fn flush(&mut self, first: Reply, batch: &mut Batch, deadline: &mut Instant, shutdown: &mut Vec<Reply>) {
+        let mut waiting = vec![first];
+        while let Ok(reply) = self.flushes.try_recv() {
+            waiting.push(reply);
+        }
+        for _ in 0..self.rx.len() {
+            match self.rx.try_recv() {
+                Ok(Msg::Doc(doc)) => self.add(doc, batch, deadline).await,
+                Ok(Msg::Shutdown(reply)) => {
+                    self.rx.close();
+                    shutdown.push(reply);
+                }
+                Err(_) => break,
+            }
+        }
+        self.write(batch).await;
+        let result = self.refresh().await;
+        for reply in waiting {
+            let _ = reply.send(result.clone());
+        }
+    }
+
     /// Sends the batch (with retries) and leaves it empty.
     async fn write(&mut self, batch: &mut Batch) {
         if batch.is_empty() {
             return;
+        }
+        for range in &batch.docs {
+            let index = index_of(&batch.body[range.clone()]);
+            if !index.is_empty() && !self.dirty.iter().any(|d| d.as_bytes() == index) {
+                self.dirty.push(String::from_utf8_lossy(index).into_owned());
+            }
         }
         let next = self.new_batch();
         let Batch { body, docs } = std::mem::replace(batch, next);
@@ -375,13 +433,22 @@ impl Writer {
         }
     }
 
-    /// Makes everything written so far visible to searches.
-    async fn refresh(&self) -> Result<(), OpenSearchError> {
+    /// Makes everything written so far visible to searches: refreshes the indices written since
+    /// the last refresh (none: no request at all).
+    async fn refresh(&mut self) -> Result<(), OpenSearchError> {
+        if self.dirty.is_empty() {
+            return Ok(());
+        }
+        let path = if self.dirty.len() > MAX_DIRTY {
+            format!("/{}/_refresh", self.config.index_pattern())
+        } else {
+            format!("/{}/_refresh", self.dirty.join(","))
+        };
         let sent = self
             .client
             .send::<(), _>(
                 Method::Post,
-                &self.refresh_path,
+                &path,
                 HeaderMap::new(),
                 Some(&[("ignore_unavailable", "true"), ("allow_no_indices", "true")]),
                 None,
@@ -391,6 +458,7 @@ impl Writer {
             .map_err(|e| OpenSearchError::request("_refresh", e))?;
         let status = sent.status_code().as_u16();
         if (200..300).contains(&status) {
+            self.dirty.clear();
             return Ok(());
         }
         let answer = sent.bytes().await.unwrap_or_default();

@@ -242,3 +242,52 @@ async fn the_process_wide_store_persists_what_contexts_ask_for() {
     store.shutdown().await.unwrap();
     common::cleanup(&store).await;
 }
+
+/// A read may ask for a flush at any time: concurrent flushes coalesce into few writes and
+/// refreshes, and a flush request never takes a slot of the event queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_flushes_coalesce_and_take_no_queue_slot() {
+    let mut config = common::test_config("flushes");
+    config.queue_capacity = 100;
+    // Only the flushes write.
+    config.flush_interval = std::time::Duration::from_secs(60);
+    let store = Arc::new(common::connect(config).await);
+    let prefix = store.config().index_prefix.clone();
+    let ch = unique_channel("flushes");
+    let events: Vec<Event> = (0..100).map(|n| Event::data(ch.clone(), "n", n).unwrap()).collect();
+
+    let flushes: Vec<_> = (0..200)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.flush().await })
+        })
+        .collect();
+    for event in &events {
+        store
+            .append(event)
+            .expect("a flush request takes no slot of the event queue");
+    }
+    for flush in flushes {
+        flush.await.unwrap().expect("flush");
+    }
+    store.flush().await.expect("the last flush");
+
+    let stats = store.stats();
+    assert_eq!(
+        (stats.accepted, stats.written, stats.dropped),
+        (100, 100, 0),
+        "{stats:?}"
+    );
+    let mut query = EventQuery::channel(ch);
+    query.limit = 100;
+    assert_eq!(store.query(&query).await.unwrap().events, events);
+
+    // One refresh answers every flush waiting at the time: far fewer than 200.
+    let (status, answer) = common::request(&store, Method::Get, &format!("/{prefix}-*/_stats/refresh"), None).await;
+    assert_eq!(status, 200, "{answer}");
+    let refreshes = answer["_all"]["primaries"]["refresh"]["external_total"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no refresh count in {answer}"));
+    assert!(refreshes < 50, "{refreshes} refreshes for 201 flushes");
+    common::cleanup(&store).await;
+}
