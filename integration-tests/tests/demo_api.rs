@@ -7,9 +7,11 @@
 
 mod support;
 
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use stream_core::{ChannelId, StreamTokenSigner, UserId};
 use support::{
     App, Frame, JOB_TYPES, Mode, Settings, SseReader, TOKEN_SECRET, Target, assert_increasing, assert_job,
@@ -366,6 +368,192 @@ async fn shutdown_ends_open_streams(target: Target) {
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 }
 
+/// `POST path` as `user` (when given) with a JSON `body`.
+async fn post(app: &App, path: &str, user: Option<&str>, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    let mut req = app
+        .client
+        .post(app.url(path))
+        .header("Content-Type", "application/json")
+        .body(body);
+    if let Some(user) = user {
+        req = req.header("X-User-Id", user);
+    }
+    req.send().await.unwrap()
+}
+
+/// Asserts a JSON error answer with this status and code; returns the body.
+async fn assert_error_code(res: reqwest::Response, status: u16, code: &str) -> Value {
+    let body = assert_json_error(res, status).await;
+    assert_eq!(body["error"], code, "{body}");
+    body
+}
+
+/// The routes that take a JSON body.
+const JSON_ROUTES: [&str; 3] = ["/deployments", "/deploy", "/chat/stream"];
+
+async fn bodies_and_prompts_over_their_limits_are_413_json(target: Target) {
+    let app = App::start(target);
+    let user = unique("limits");
+    // The prompt: 16 KiB by default (CHAT_MAX_PROMPT_BYTES).
+    let over = json!({"prompt": "a".repeat(16 * 1024 + 1)}).to_string();
+    let body = assert_error_code(
+        post(&app, "/chat/stream", Some(&user), over).await,
+        413,
+        "payload_too_large",
+    )
+    .await;
+    assert_eq!(body["limit"], 16384);
+    let at = json!({"prompt": "a".repeat(16 * 1024)}).to_string();
+    let res = post(&app, "/chat/stream", Some(&user), at).await;
+    assert_eq!(res.status(), 200);
+    let frames = SseReader::new(res).until_done().await;
+    assert_eq!(frames.last().unwrap().kind(), "done");
+    // JSON bodies: 64 KiB by default (DEMO_MAX_BODY_BYTES), on every route that takes one, with a
+    // length up front or chunked.
+    let big = json!({"prompt": "p".repeat(64 * 1024)}).to_string();
+    for path in JSON_ROUTES {
+        let res = post(&app, path, Some(&user), big.clone()).await;
+        let body = assert_error_code(res, 413, "payload_too_large").await;
+        assert_eq!(body["limit"], 65536, "{path}");
+        let chunks: Vec<Result<String, std::io::Error>> =
+            vec![Ok(big[..40_000].to_owned()), Ok(big[40_000..].to_owned())];
+        let chunked = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+        let res = post(&app, path, Some(&user), chunked).await;
+        assert_error_code(res, 413, "payload_too_large").await;
+        // Bad JSON is still 400.
+        assert_error_code(post(&app, path, Some(&user), "{not json").await, 400, "invalid_body").await;
+    }
+    drop(app);
+
+    // Both limits are configurable.
+    let app = App::start_with(
+        target,
+        Settings {
+            env: vec![
+                ("DEMO_MAX_BODY_BYTES".into(), "100".into()),
+                ("CHAT_MAX_PROMPT_BYTES".into(), "10".into()),
+            ],
+            ..Settings::default()
+        },
+    );
+    let body = json!({"project": "x".repeat(100)}).to_string();
+    let res = post(&app, "/deployments", Some(&user), body).await;
+    assert_eq!(assert_error_code(res, 413, "payload_too_large").await["limit"], 100);
+    let res = post(&app, "/chat/stream", Some(&user), r#"{"prompt":"eleven byte"}"#).await;
+    assert_eq!(assert_error_code(res, 413, "payload_too_large").await["limit"], 10);
+    let res = post(&app, "/chat/stream", Some(&user), r#"{"prompt":"ten bytes!"}"#).await;
+    assert_eq!(res.status(), 200);
+    SseReader::new(res).until_done().await;
+}
+
+async fn a_429_from_the_lease_starts_nothing(target: Target) {
+    // Slow steps keep the chats open. In Redis mode no worker runs, so that a queued job stays in
+    // the queue, where the test can count it.
+    let app = App::start_with(
+        target,
+        Settings {
+            step_ms: 3000,
+            start_worker: false,
+            env: vec![("DEMO_MAX_CHANNELS_PER_USER".into(), "3".into())],
+            ..Settings::default()
+        },
+    );
+    let user = unique("lease-first");
+    let prompt = r#"{"prompt":"hold the lease"}"#;
+    // Two chats hold the user's two leases, and two of the three live-channel slots.
+    let a = post(&app, "/chat/stream", Some(&user), prompt).await;
+    assert_eq!(a.status(), 200);
+    let b = post(&app, "/chat/stream", Some(&user), prompt).await;
+    assert_eq!(b.status(), 200);
+    for path in ["/deploy", "/chat/stream", "/deploy"] {
+        let res = post(&app, path, Some(&user), prompt).await;
+        let body = assert_error_code(res, 429, "stream_limit_exceeded").await;
+        assert_eq!(body["limit"], 2);
+    }
+    // The refused requests took no slot: the third is still free for a deployment (which takes
+    // no lease), and then the user is at the cap.
+    let res = post(&app, "/deployments", Some(&user), "{}").await;
+    assert_eq!(res.status(), 202);
+    let res = post(&app, "/deployments", Some(&user), "{}").await;
+    assert_error_code(res, 429, "channel_limit_exceeded").await;
+    if target.mode == Mode::Redis {
+        // One job was queued: the 202's. The refused /deploy queued none.
+        let queue = app
+            .env
+            .iter()
+            .find(|(name, _)| name == "DEMO_JOB_QUEUE")
+            .map(|(_, queue)| queue.clone())
+            .unwrap();
+        let client = stream_pubsub::stream_redis::redis::Client::open(support::redis_url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let queued: i64 = stream_pubsub::stream_redis::redis::cmd("LLEN")
+            .arg(&queue)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(queued, 1, "a refused /deploy queued a job");
+    }
+    drop((a, b));
+}
+
+async fn the_live_channel_cap_is_per_user_and_frees_at_done(target: Target) {
+    let app = App::start_with(
+        target,
+        Settings {
+            step_ms: 250,
+            env: vec![("DEMO_MAX_CHANNELS_PER_USER".into(), "2".into())],
+            ..Settings::default()
+        },
+    );
+    let user = unique("cap");
+    let (_, first) = app.deploy(&user).await;
+    let (_, second) = app.deploy(&user).await;
+    // A third live channel is refused: a deployment, a direct deploy, a chat.
+    for path in JSON_ROUTES {
+        let res = post(&app, path, Some(&user), r#"{"prompt":"hi"}"#).await;
+        let body = assert_error_code(res, 429, "channel_limit_exceeded").await;
+        assert_eq!(body["limit"], 2, "{path}");
+    }
+    // Another user is not affected.
+    app.deploy(&unique("other")).await;
+    // Once a channel is done its slot is free again (released right after its done).
+    replay(&app, &first).await;
+    let created_after_done = async {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let res = post(&app, "/deployments", Some(&user), "{}").await;
+            if res.status() == 202 {
+                return;
+            }
+            assert_error_code(res, 429, "channel_limit_exceeded").await;
+            assert!(Instant::now() < deadline, "a done channel still counts");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    created_after_done.await;
+    replay(&app, &second).await;
+
+    // Chats count too, and free their slot with their done.
+    let user = unique("cap-chat");
+    let mut a = SseReader::new(post(&app, "/chat/stream", Some(&user), r#"{"prompt":"one"}"#).await);
+    let b = post(&app, "/chat/stream", Some(&user), r#"{"prompt":"two"}"#).await;
+    assert_eq!(b.status(), 200);
+    let res = post(&app, "/deployments", Some(&user), "{}").await;
+    assert_error_code(res, 429, "channel_limit_exceeded").await;
+    a.until_done().await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let res = post(&app, "/deployments", Some(&user), "{}").await;
+        if res.status() == 202 {
+            break;
+        }
+        assert_error_code(res, 429, "channel_limit_exceeded").await;
+        assert!(Instant::now() < deadline, "a done chat still counts");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(b);
+}
+
 /// Runs the suite against one app in one mode.
 macro_rules! suite {
     ($module:ident, $app:literal, $mode:expr) => {
@@ -407,6 +595,18 @@ macro_rules! suite {
             #[tokio::test]
             async fn shutdown_ends_open_streams() {
                 super::shutdown_ends_open_streams(TARGET).await;
+            }
+            #[tokio::test]
+            async fn bodies_and_prompts_over_their_limits_are_413_json() {
+                super::bodies_and_prompts_over_their_limits_are_413_json(TARGET).await;
+            }
+            #[tokio::test]
+            async fn a_429_from_the_lease_starts_nothing() {
+                super::a_429_from_the_lease_starts_nothing(TARGET).await;
+            }
+            #[tokio::test]
+            async fn the_live_channel_cap_is_per_user_and_frees_at_done() {
+                super::the_live_channel_cap_is_per_user_and_frees_at_done(TARGET).await;
             }
         }
     };
@@ -559,4 +759,132 @@ async fn actix_redis_events_are_archived_in_opensearch_by_the_app() {
         mode: Mode::Redis,
     })
     .await;
+}
+
+/// Redis mode: the live-channel cap counts a user's channels on every instance.
+#[tokio::test]
+async fn the_live_channel_cap_holds_across_instances_in_redis_mode() {
+    let settings = Settings {
+        step_ms: 3000,
+        env: vec![("DEMO_MAX_CHANNELS_PER_USER".into(), "2".into())],
+        ..Settings::default()
+    };
+    let axum = App::start_with(
+        Target {
+            app: "axum-app",
+            mode: Mode::Redis,
+        },
+        settings.clone(),
+    );
+    let actix = App::start_with(
+        Target {
+            app: "actix-app",
+            mode: Mode::Redis,
+        },
+        settings,
+    );
+    let user = unique("cap-instances");
+    axum.deploy(&user).await;
+    actix.deploy(&user).await;
+    for app in [&axum, &actix] {
+        let res = post(app, "/deployments", Some(&user), "{}").await;
+        let body = assert_error_code(res, 429, "channel_limit_exceeded").await;
+        assert_eq!(body["limit"], 2);
+    }
+}
+
+/// Starts `app` with `env` (and without the variables in `remove`), stderr piped.
+fn spawn_app(app: &str, env: &[(&str, &str)], remove: &[&str]) -> support::Proc {
+    let mut cmd = Command::new(support::binary(app));
+    for var in remove {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied())
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {app}: {e}"));
+    support::Proc {
+        child,
+        name: app.to_owned(),
+    }
+}
+
+/// A `STREAM_TOKEN_SECRET` shorter than 32 bytes stops the app at start-up, with a message that
+/// names the variable (and not the secret).
+fn a_short_token_secret_stops_the_app(app: &str) {
+    let mut proc = spawn_app(
+        app,
+        &[("STREAM_TOKEN_SECRET", "too-short-a-secret")],
+        &["REDIS_URL", "REDIS_CLUSTER_NODES", "OPENSEARCH_URL"],
+    );
+    let status = proc.wait_exit(Duration::from_secs(30));
+    assert!(!status.success(), "{app} started with a short secret: {status:?}");
+    let mut stderr = String::new();
+    proc.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(stderr.contains("STREAM_TOKEN_SECRET"), "{stderr}");
+    assert!(stderr.contains("32 bytes"), "{stderr}");
+    assert!(
+        !stderr.contains("too-short-a-secret"),
+        "the secret was printed: {stderr}"
+    );
+}
+
+#[test]
+fn axum_app_refuses_a_short_token_secret() {
+    a_short_token_secret_stops_the_app("axum-app");
+}
+
+#[test]
+fn actix_app_refuses_a_short_token_secret() {
+    a_short_token_secret_stops_the_app("actix-app");
+}
+
+/// Redis mode without `STREAM_TOKEN_SECRET`: the app starts, with a warning that names the
+/// variable and the consequence. Needs Redis (fails without it).
+fn an_unset_secret_in_redis_mode_warns(app: &str) {
+    let queue = unique("demo-test-jobs");
+    let redis = support::redis_url();
+    let mut proc = spawn_app(
+        app,
+        &[("REDIS_URL", &redis), ("DEMO_JOB_QUEUE", &queue)],
+        &["STREAM_TOKEN_SECRET", "REDIS_CLUSTER_NODES", "OPENSEARCH_URL"],
+    );
+    let stderr = proc.child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("STREAM_TOKEN_SECRET is unset") => {
+                assert!(line.contains("only on the instance that made it"), "{line}");
+                break;
+            }
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no warning about STREAM_TOKEN_SECRET from {app}; stderr: {seen:?}"),
+        }
+    }
+    assert!(proc.child.try_wait().unwrap().is_none(), "{app} exited: {seen:?}");
+}
+
+#[test]
+fn axum_app_warns_of_an_unset_secret_in_redis_mode() {
+    an_unset_secret_in_redis_mode_warns("axum-app");
+}
+
+#[test]
+fn actix_app_warns_of_an_unset_secret_in_redis_mode() {
+    an_unset_secret_in_redis_mode_warns("actix-app");
 }

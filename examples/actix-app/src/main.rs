@@ -9,7 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::ContentType;
 use actix_web::web::{self, Bytes, Data};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, Responder, ResponseError};
-use demo_service::{ApiError, DemoService, USER_HEADER, announce_listening, cancel_on_signal, run_main};
+use demo_service::{ApiError, DemoService, StreamRefusal, USER_HEADER, announce_listening, cancel_on_signal, run_main};
 use stream_actix::{LastEventId, Sse, SseError, SseResponse, StreamError};
 
 /// Either kind of error answer.
@@ -46,6 +46,15 @@ impl From<StreamError> for AppError {
     }
 }
 
+impl From<StreamRefusal> for AppError {
+    fn from(e: StreamRefusal) -> Self {
+        match e {
+            StreamRefusal::Api(e) => Self::Api(e),
+            StreamRefusal::Lease(e) => e.into(),
+        }
+    }
+}
+
 impl ResponseError for AppError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -68,6 +77,20 @@ fn user_header(req: &HttpRequest) -> Option<&[u8]> {
     req.headers().get(USER_HEADER).map(|v| v.as_bytes())
 }
 
+/// A request body, read up to the `PayloadConfig` limit (`DEMO_MAX_BODY_BYTES`): a larger one is
+/// the API's 413 (`payload_too_large`), one that cannot be read its 400 (`invalid_body`).
+type Body = Result<Bytes, actix_web::Error>;
+
+fn body(service: &DemoService, body: Body) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large("body", service.max_body_bytes())
+        } else {
+            ApiError::bad_request("invalid_body", e.to_string())
+        }
+    })
+}
+
 fn query(req: &HttpRequest) -> Option<&str> {
     Some(req.query_string()).filter(|q| !q.is_empty())
 }
@@ -82,17 +105,18 @@ async fn healthz(service: Data<DemoService>) -> HttpResponse {
     HttpResponse::Ok().json(service.health())
 }
 
-async fn create_deployment(service: Data<DemoService>, req: HttpRequest, body: Bytes) -> Reply {
-    let created = service.create_deployment(user_header(&req), &body).await?;
+async fn create_deployment(service: Data<DemoService>, req: HttpRequest, bytes: Body) -> Reply {
+    let bytes = body(&service, bytes)?;
+    let created = service.create_deployment(user_header(&req), &bytes).await?;
     Ok(HttpResponse::Accepted().json(created))
 }
 
-async fn deploy(service: Data<DemoService>, req: HttpRequest, body: Bytes) -> Reply {
-    let deployment = service.prepare_deployment(user_header(&req), &body).await?;
-    // Subscribe (under the lease) first, then start the job: a 429 starts nothing.
+async fn deploy(service: Data<DemoService>, req: HttpRequest, bytes: Body) -> Reply {
+    let bytes = body(&service, bytes)?;
+    // The lease first: a 429 starts nothing. Then subscribe (under the lease), then start the job.
+    let (deployment, lease) = service.open_deployment(user_header(&req), &bytes).await?;
     let reply = SseResponse::channel(service.streaming(), deployment.ctx.channel_id().clone())
-        .options(service.sse_options(None))
-        .lease(deployment.user.clone())
+        .options(service.sse_options(None).lease(lease))
         .await?;
     service.start(deployment).await?;
     Ok(Sse::from(reply).respond_to(&req))
@@ -116,11 +140,11 @@ async fn stream(
     Ok(Sse::from(reply).respond_to(&req))
 }
 
-async fn chat(service: Data<DemoService>, req: HttpRequest, body: Bytes) -> Reply {
-    let (user, tokens) = service.chat(user_header(&req), &body)?;
+async fn chat(service: Data<DemoService>, req: HttpRequest, bytes: Body) -> Reply {
+    let bytes = body(&service, bytes)?;
+    let (tokens, lease) = service.open_chat(user_header(&req), &bytes).await?;
     let reply = SseResponse::direct(service.streaming(), tokens)
-        .options(service.sse_options(None))
-        .lease(user)
+        .options(service.sse_options(None).lease(lease))
         .await?;
     Ok(Sse::from(reply).respond_to(&req))
 }
@@ -141,9 +165,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let service = DemoService::from_env().await?;
     let config = service.config();
     let data = Data::new(service.clone());
+    let body_limit = service.max_body_bytes();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            // The `Bytes` bodies' limit; `body` answers a larger one with the API's 413.
+            .app_data(web::PayloadConfig::new(body_limit))
             .route("/", web::get().to(index))
             .route("/healthz", web::get().to(healthz))
             .route("/deployments", web::post().to(create_deployment))

@@ -5,13 +5,13 @@
 use std::process::ExitCode;
 
 use axum::body::Bytes;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use demo_service::{ApiError, DemoService, USER_HEADER, announce_listening, cancel_on_signal, run_main};
+use demo_service::{ApiError, DemoService, StreamRefusal, USER_HEADER, announce_listening, cancel_on_signal, run_main};
 use stream_axum::{LastEventId, Sse, SseError, SseResponse, StreamError};
 
 /// Either kind of error answer.
@@ -38,6 +38,15 @@ impl From<StreamError> for AppError {
     }
 }
 
+impl From<StreamRefusal> for AppError {
+    fn from(e: StreamRefusal) -> Self {
+        match e {
+            StreamRefusal::Api(e) => Self::Api(e),
+            StreamRefusal::Lease(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         match self {
@@ -56,6 +65,20 @@ fn user_header(headers: &HeaderMap) -> Option<&[u8]> {
     headers.get(USER_HEADER).map(|v| v.as_bytes())
 }
 
+/// A request body, read up to the `DefaultBodyLimit` (`DEMO_MAX_BODY_BYTES`): a larger one is the
+/// API's 413 (`payload_too_large`), one that cannot be read its 400 (`invalid_body`).
+type Body = Result<Bytes, BytesRejection>;
+
+fn body(service: &DemoService, body: Body) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large("body", service.max_body_bytes())
+        } else {
+            ApiError::bad_request("invalid_body", rejection.body_text())
+        }
+    })
+}
+
 async fn index() -> Html<&'static str> {
     Html(demo_service::INDEX_HTML)
 }
@@ -64,17 +87,18 @@ async fn healthz(State(service): State<DemoService>) -> Json<serde_json::Value> 
     Json(service.health())
 }
 
-async fn create_deployment(State(service): State<DemoService>, headers: HeaderMap, body: Bytes) -> Reply {
-    let created = service.create_deployment(user_header(&headers), &body).await?;
+async fn create_deployment(State(service): State<DemoService>, headers: HeaderMap, bytes: Body) -> Reply {
+    let bytes = body(&service, bytes)?;
+    let created = service.create_deployment(user_header(&headers), &bytes).await?;
     Ok((StatusCode::ACCEPTED, Json(created)).into_response())
 }
 
-async fn deploy(State(service): State<DemoService>, headers: HeaderMap, body: Bytes) -> Reply {
-    let deployment = service.prepare_deployment(user_header(&headers), &body).await?;
-    // Subscribe (under the lease) first, then start the job: a 429 starts nothing.
+async fn deploy(State(service): State<DemoService>, headers: HeaderMap, bytes: Body) -> Reply {
+    let bytes = body(&service, bytes)?;
+    // The lease first: a 429 starts nothing. Then subscribe (under the lease), then start the job.
+    let (deployment, lease) = service.open_deployment(user_header(&headers), &bytes).await?;
     let reply = SseResponse::channel(service.streaming(), deployment.ctx.channel_id().clone())
-        .options(service.sse_options(None))
-        .lease(deployment.user.clone())
+        .options(service.sse_options(None).lease(lease))
         .await?;
     service.start(deployment).await?;
     Ok(Sse::from(reply).into_response())
@@ -101,11 +125,11 @@ async fn stream(
     Ok(Sse::from(reply).into_response())
 }
 
-async fn chat(State(service): State<DemoService>, headers: HeaderMap, body: Bytes) -> Reply {
-    let (user, tokens) = service.chat(user_header(&headers), &body)?;
+async fn chat(State(service): State<DemoService>, headers: HeaderMap, bytes: Body) -> Reply {
+    let bytes = body(&service, bytes)?;
+    let (tokens, lease) = service.open_chat(user_header(&headers), &bytes).await?;
     let reply = SseResponse::direct(service.streaming(), tokens)
-        .options(service.sse_options(None))
-        .lease(user)
+        .options(service.sse_options(None).lease(lease))
         .await?;
     Ok(Sse::from(reply).into_response())
 }
@@ -116,6 +140,7 @@ async fn events(State(service): State<DemoService>, headers: HeaderMap, uri: Uri
 }
 
 fn router(service: DemoService) -> Router {
+    let body_limit = DefaultBodyLimit::max(service.max_body_bytes());
     Router::new()
         .route("/", get(index))
         .route("/healthz", get(healthz))
@@ -124,6 +149,7 @@ fn router(service: DemoService) -> Router {
         .route("/streams/{channel_id}", get(stream))
         .route("/chat/stream", post(chat))
         .route("/events", get(events))
+        .layer(body_limit)
         .with_state(service)
 }
 

@@ -7,8 +7,9 @@ use stream_core::{EventStore, Streaming};
 use stream_lease::StreamLeaseLimiter;
 use stream_pubsub::RedisBroker;
 use stream_store_opensearch::{OpenSearchConfig, OpenSearchEventStore};
-use worker::{ConfigError, JobQueue, QueueError};
+use worker::{ConfigError, JobQueue, QUEUE_RESPONSE_TIMEOUT, QueueError};
 
+use crate::channels::ChannelCap;
 use crate::config::Config;
 use crate::service::{Backends, Mode};
 
@@ -24,6 +25,9 @@ pub enum StartError {
     /// The Redis lease limiter failed to connect.
     #[error("Redis lease limiter: {0}")]
     Leases(#[source] stream_lease::LimiterError),
+    /// The live-channel counts' Redis connection failed.
+    #[error("Redis channel limit: {0}")]
+    ChannelCap(#[source] stream_core::BoxError),
     /// The job queue failed to connect.
     #[error(transparent)]
     Queue(#[from] QueueError),
@@ -49,9 +53,11 @@ async fn opensearch(config: &Config) -> Result<Option<Arc<dyn EventStore>>, Star
 
 /// The app's backends.
 ///
-/// - `REDIS_URL` unset: the in-memory broker, leases and store, and the job runs in-process.
+/// - `REDIS_URL` unset: the in-memory broker, leases, store and live-channel counts, and the job
+///   runs in-process.
 /// - `REDIS_URL` set: the Redis broker (events, history, channel owners), the Redis lease
-///   limiter, and jobs pushed onto the Redis list for the worker process.
+///   limiter, the live-channel counts in Redis, and jobs pushed onto the Redis list for the
+///   worker process.
 /// - `OPENSEARCH_URL` set: events are archived in OpenSearch and `GET /events` reads it. Unset:
 ///   an in-memory store (per app instance).
 ///
@@ -84,6 +90,7 @@ pub async fn app_backends(config: &Config) -> Result<Backends, StartError> {
                 streaming,
                 mode: Mode::Memory,
                 archive: None,
+                channel_cap: Arc::new(ChannelCap::memory()),
             })
         }
         Some(url) => {
@@ -111,6 +118,11 @@ pub async fn app_backends(config: &Config) -> Result<Backends, StartError> {
                 streaming,
                 mode: Mode::Redis,
                 archive: Some(archive),
+                channel_cap: Arc::new(
+                    ChannelCap::redis(url, QUEUE_RESPONSE_TIMEOUT)
+                        .await
+                        .map_err(StartError::ChannelCap)?,
+                ),
             })
         }
     }

@@ -2,8 +2,8 @@
 
 use serde_json::{Value, json};
 
-/// An error answer: an HTTP status and a JSON body `{"error": <code>, "message": <text>}`. The
-/// apps convert it into their framework's response.
+/// An error answer: an HTTP status and a JSON body `{"error": <code>, "message": <text>}` (with
+/// `"limit"` too when a limit was hit). The apps convert it into their framework's response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status} {code}: {message}")]
 pub struct ApiError {
@@ -13,6 +13,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// A sentence for people.
     pub message: String,
+    /// The limit that was hit (413, 429), sent as `"limit"`.
+    pub limit: Option<usize>,
 }
 
 impl ApiError {
@@ -21,6 +23,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            limit: None,
         }
     }
 
@@ -44,6 +47,30 @@ impl ApiError {
         Self::new(404, "not_found", message)
     }
 
+    /// 413 `payload_too_large`: a body (or a chat prompt) of more than `limit` bytes.
+    pub fn payload_too_large(what: &str, limit: usize) -> Self {
+        Self {
+            limit: Some(limit),
+            ..Self::new(
+                413,
+                "payload_too_large",
+                format!("the {what} is larger than the limit of {limit} bytes"),
+            )
+        }
+    }
+
+    /// 429 `channel_limit_exceeded`: the user already has `limit` live channels.
+    pub fn channel_limit_exceeded(limit: usize) -> Self {
+        Self {
+            limit: Some(limit),
+            ..Self::new(
+                429,
+                "channel_limit_exceeded",
+                format!("you already have {limit} live channels; wait for one to finish"),
+            )
+        }
+    }
+
     /// 503: a backend failed.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(503, "unavailable", message)
@@ -51,6 +78,10 @@ impl ApiError {
 
     /// The JSON body.
     pub fn body(&self) -> Value {
-        json!({"error": self.code, "message": self.message})
+        let mut body = json!({"error": self.code, "message": self.message});
+        if let Some(limit) = self.limit {
+            body["limit"] = json!(limit);
+        }
+        body
     }
 }

@@ -8,6 +8,7 @@
 //! convert types; the HTTP API is in `docs/http-api.md`.
 
 mod backends;
+mod channels;
 mod chat;
 mod config;
 mod error;
@@ -15,12 +16,13 @@ mod service;
 mod startup;
 
 pub use backends::{StartError, app_backends};
+pub use channels::ChannelCap;
 pub use chat::{ChatRequest, chat_events, reply_tokens};
-pub use config::Config;
+pub use config::{Config, MIN_TOKEN_SECRET_BYTES};
 pub use error::ApiError;
 pub use service::{
-    Backends, DemoService, DeploymentCreated, MAX_EVENTS_LIMIT, Mode, PreparedDeployment, STREAM_TOKEN_TTL,
-    TOKEN_QUERY, USER_HEADER, header_user, query_param, require_user,
+    Backends, ChatEvents, DemoService, DeploymentCreated, MAX_EVENTS_LIMIT, Mode, PreparedDeployment, STREAM_TOKEN_TTL,
+    StreamRefusal, TOKEN_QUERY, USER_HEADER, header_user, query_param, require_user,
 };
 pub use startup::announce_listening;
 pub use stream_core::CancellationToken;

@@ -1,6 +1,8 @@
 //! The API's behaviour, once, for both apps: identity, ownership, channels, jobs and queries.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,14 +10,16 @@ use futures_core::Stream;
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
-use stream_core::sse::SseOptions;
+use stream_core::sse::{SseOptions, StreamError};
 use stream_core::{
     CancellationToken, ChannelId, Event, EventId, EventQuery, EventStore, EventType, StreamContext, StreamLease,
     StreamTokenSigner, Streaming, UserId,
 };
+use tokio::sync::oneshot;
 use worker::{DeployRequest, JobQueue};
 
-use crate::chat::{ChatRequest, chat_events};
+use crate::channels::{ChannelCap, ChannelSlot};
+use crate::chat::{ChatRequest, chat_events_holding};
 use crate::config::Config;
 use crate::error::ApiError;
 
@@ -47,8 +51,9 @@ pub struct DeploymentCreated {
     pub stream_url: String,
 }
 
-/// A deployment whose channel exists and is registered, but whose job has not been started yet
-/// (`POST /deploy` opens the stream first, then starts the job).
+/// A deployment whose channel holds one of its owner's live-channel slots, is registered and
+/// watched, but whose job has not been started yet (`POST /deploy` opens the stream first, then
+/// starts the job). Dropped without [`DemoService::start`], it gives its slot back.
 #[derive(Debug)]
 pub struct PreparedDeployment {
     /// The context the job will emit with.
@@ -57,7 +62,37 @@ pub struct PreparedDeployment {
     pub request: DeployRequest,
     /// The owner.
     pub user: UserId,
+    /// The channel's slot under the per-user cap, until the job starts.
+    slot: ChannelSlot,
+    /// Where the slot goes once the job has started: the task that watches the channel, which
+    /// gives it back at `done`. `None` when the channel could not be watched (the slot then
+    /// expires with the channel's history).
+    watcher: Option<oneshot::Sender<ChannelSlot>>,
 }
+
+/// A refused stream request: an API error, or the lease's (429 `stream_limit_exceeded`, 503).
+#[derive(Debug)]
+pub enum StreamRefusal {
+    /// An API error: 400, 401, 413, 429 `channel_limit_exceeded`, 503.
+    Api(ApiError),
+    /// The lease was not granted.
+    Lease(StreamError),
+}
+
+impl From<ApiError> for StreamRefusal {
+    fn from(e: ApiError) -> Self {
+        Self::Api(e)
+    }
+}
+
+impl From<StreamError> for StreamRefusal {
+    fn from(e: StreamError) -> Self {
+        Self::Lease(e)
+    }
+}
+
+/// The events of a chat reply, made one at a time as they are polled.
+pub type ChatEvents = Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
 
 /// The backends an app runs on, chosen from the [`Config`] by [`app_backends`](crate::app_backends).
 #[derive(Clone)]
@@ -73,6 +108,9 @@ pub struct Backends {
     /// queued: the worker that runs the job writes to no store. `GET /events` reads it. Unset
     /// (memory mode), the publisher archives into `streaming.store`.
     pub archive: Option<Arc<dyn EventStore>>,
+    /// Where the users' live-channel slots are kept (`DEMO_MAX_CHANNELS_PER_USER`): in this
+    /// process (memory mode) or in Redis, shared by every instance (Redis mode).
+    pub channel_cap: Arc<ChannelCap>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -81,6 +119,7 @@ impl std::fmt::Debug for Backends {
             .field("streaming", &self.streaming)
             .field("jobs", &self.jobs)
             .field("mode", &self.mode)
+            .field("channel_cap", &self.channel_cap)
             .finish_non_exhaustive()
     }
 }
@@ -97,6 +136,13 @@ struct Inner {
     backends: Backends,
     signer: StreamTokenSigner,
     shutdown: CancellationToken,
+}
+
+/// Leaves a watcher's slot, if it has one, to expire with the channel's history.
+fn keep(slot: Option<ChannelSlot>) {
+    if let Some(slot) = slot {
+        slot.keep();
+    }
 }
 
 /// The value of the query parameter `name`, if present.
@@ -125,7 +171,10 @@ pub fn require_user(value: Option<&[u8]>) -> Result<UserId, ApiError> {
     header_user(value)?.ok_or_else(|| ApiError::unauthorized("send the X-User-Id header"))
 }
 
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8], empty: Option<T>) -> Result<T, ApiError> {
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8], limit: usize, empty: Option<T>) -> Result<T, ApiError> {
+    if body.len() > limit {
+        return Err(ApiError::payload_too_large("body", limit));
+    }
     if body.iter().all(u8::is_ascii_whitespace)
         && let Some(default) = empty
     {
@@ -204,15 +253,52 @@ impl DemoService {
         format!("/streams/{channel}?{TOKEN_QUERY}={token}")
     }
 
-    /// Creates and registers a deployment channel owned by the `X-User-Id` user, without starting
-    /// its job. One registry round trip.
-    pub async fn prepare_deployment(
+    /// The largest JSON body the API takes (`DEMO_MAX_BODY_BYTES`): the apps' body limit.
+    pub fn max_body_bytes(&self) -> usize {
+        self.config().max_body_bytes
+    }
+
+    /// Takes one of `user`'s stream leases: 429 (`stream_limit_exceeded`) at the limit. Taken
+    /// before any other work of a stream request, so that a 429 starts nothing.
+    pub async fn lease(&self, user: &UserId) -> Result<StreamLease, StreamError> {
+        Ok(StreamLease::acquire(self.streaming().leases.clone(), user.clone()).await?)
+    }
+
+    /// Takes a live-channel slot of `user` for `channel`: 429 (`channel_limit_exceeded`) when
+    /// the user already has `DEMO_MAX_CHANNELS_PER_USER` live channels. The slot lives as long as
+    /// the channel's history at most.
+    async fn reserve_channel(&self, user: &UserId, channel: &ChannelId) -> Result<ChannelSlot, ApiError> {
+        let cap = &self.inner.backends.channel_cap;
+        let limit = self.config().max_channels_per_user;
+        let ttl = self.streaming().channel_config.history_ttl;
+        match cap.reserve(user, channel, ttl, limit).await {
+            Ok(true) => Ok(ChannelSlot::new(cap.clone(), user.clone(), channel.clone())),
+            Ok(false) => Err(ApiError::channel_limit_exceeded(limit)),
+            Err(e) => Err(ApiError::unavailable(format!("channel limit: {e}"))),
+        }
+    }
+
+    /// Reads a deployment request: the `X-User-Id` user (401) and the optional JSON body (413
+    /// over `DEMO_MAX_BODY_BYTES`, 400 when it is not a deployment). No work is done.
+    pub fn deployment_request(
         &self,
         user_header: Option<&[u8]>,
         body: &[u8],
-    ) -> Result<PreparedDeployment, ApiError> {
+    ) -> Result<(UserId, DeployRequest), ApiError> {
         let user = require_user(user_header)?;
-        let request: DeployRequest = parse_body(body, Some(DeployRequest::default()))?;
+        let request = parse_body(body, self.max_body_bytes(), Some(DeployRequest::default()))?;
+        Ok((user, request))
+    }
+
+    /// Creates a deployment channel owned by `user`, without starting its job: takes one of the
+    /// user's live-channel slots (429 `channel_limit_exceeded`), registers the channel (one
+    /// registry round trip) and starts watching it from the start of its history (in Redis mode
+    /// this archives it), so that the slot is given back at its `done`.
+    pub async fn prepare_deployment(
+        &self,
+        user: UserId,
+        request: DeployRequest,
+    ) -> Result<PreparedDeployment, ApiError> {
         let ctx = StreamContext::builder()
             .workspace_id(user.as_str())
             .project(&request.project)
@@ -220,35 +306,76 @@ impl DemoService {
             .service(&request.service)
             .persist_events(true)
             .build();
+        let channel = ctx.channel_id().clone();
+        let slot = self.reserve_channel(&user, &channel).await?;
         let streaming = self.streaming();
         streaming
             .registry
-            .register(ctx.channel_id(), &user, streaming.channel_config.history_ttl)
+            .register(&channel, &user, streaming.channel_config.history_ttl)
             .await
             .map_err(|e| ApiError::unavailable(format!("channel registry: {e}")))?;
-        if let Some(store) = &self.inner.backends.archive {
-            self.archive(ctx.channel_id().clone(), store.clone()).await;
-        }
-        Ok(PreparedDeployment { ctx, request, user })
+        let watcher = self.watch(channel, self.inner.backends.archive.clone()).await;
+        Ok(PreparedDeployment {
+            ctx,
+            request,
+            user,
+            slot,
+            watcher,
+        })
     }
 
-    /// Starts a prepared deployment's job (in-process, or one `RPUSH`).
+    /// `POST /deploy` up to its stream: the request (401, 413, 400), then the user's stream
+    /// lease (429) before anything else, then the deployment ([`prepare_deployment`](Self::prepare_deployment)).
+    /// Stream the channel under the lease, then [`start`](Self::start) the job: a refusal leaves
+    /// no job, no channel and no subscription behind.
+    pub async fn open_deployment(
+        &self,
+        user_header: Option<&[u8]>,
+        body: &[u8],
+    ) -> Result<(PreparedDeployment, StreamLease), StreamRefusal> {
+        let (user, request) = self.deployment_request(user_header, body)?;
+        let lease = self.lease(&user).await?;
+        let deployment = self.prepare_deployment(user, request).await?;
+        Ok((deployment, lease))
+    }
+
+    /// Starts a prepared deployment's job (in-process, or one `RPUSH`). A job that could not be
+    /// started gives its channel slot back.
     pub async fn start(&self, deployment: PreparedDeployment) -> Result<(), ApiError> {
+        let PreparedDeployment {
+            ctx,
+            request,
+            slot,
+            watcher,
+            ..
+        } = deployment;
         self.inner
             .backends
             .jobs
-            .submit(deployment.ctx, deployment.request, self.config().step())
+            .submit(ctx, request, self.config().step())
             .await
-            .map_err(|e| ApiError::unavailable(e.to_string()))
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        match watcher {
+            // The watcher gives the slot back at `done`.
+            Some(watcher) => {
+                if let Err(slot) = watcher.send(slot) {
+                    slot.keep();
+                }
+            }
+            None => slot.keep(),
+        }
+        Ok(())
     }
 
-    /// `POST /deployments`: a registered channel, the job started, and its stream URL.
+    /// `POST /deployments`: a registered channel (429 over the live-channel cap), the job
+    /// started, and its stream URL.
     pub async fn create_deployment(
         &self,
         user_header: Option<&[u8]>,
         body: &[u8],
     ) -> Result<DeploymentCreated, ApiError> {
-        let deployment = self.prepare_deployment(user_header, body).await?;
+        let (user, request) = self.deployment_request(user_header, body)?;
+        let deployment = self.prepare_deployment(user, request).await?;
         let channel_id = deployment.ctx.channel_id().clone();
         let stream_url = self.stream_url(&deployment.user, &channel_id);
         self.start(deployment).await?;
@@ -301,22 +428,28 @@ impl DemoService {
         }
     }
 
-    /// `POST /chat/stream`: the user (401 without one) and the fake LLM's events for the prompt
-    /// (400 without one). The app serves them with `SseResponse::direct` under the user's lease.
-    pub fn chat(
+    /// `POST /chat/stream` up to its stream, checked in this order: the user (401), the body (413
+    /// over `DEMO_MAX_BODY_BYTES`, 400 without a prompt), the prompt (413 over
+    /// `CHAT_MAX_PROMPT_BYTES`), the user's stream lease (429 `stream_limit_exceeded`), then a
+    /// live-channel slot (429 `channel_limit_exceeded`, the lease given back). Returns the fake
+    /// LLM's events, made as they are polled (the slot is given back with `done`, or when the
+    /// client goes), and the lease: the app serves them with `SseResponse::direct` under it.
+    pub async fn open_chat(
         &self,
         user_header: Option<&[u8]>,
         body: &[u8],
-    ) -> Result<
-        (
-            UserId,
-            impl Stream<Item = Result<Event, std::convert::Infallible>> + Send + 'static + use<>,
-        ),
-        ApiError,
-    > {
+    ) -> Result<(ChatEvents, StreamLease), StreamRefusal> {
         let user = require_user(user_header)?;
-        let request: ChatRequest = parse_body(body, None)?;
-        Ok((user, chat_events(&request.prompt, self.config().step() / 4)))
+        let request: ChatRequest = parse_body(body, self.max_body_bytes(), None)?;
+        let max_prompt = self.config().chat_max_prompt_bytes;
+        if request.prompt.len() > max_prompt {
+            return Err(ApiError::payload_too_large("prompt", max_prompt).into());
+        }
+        let lease = self.lease(&user).await?;
+        let channel = ChannelId::generate();
+        let slot = self.reserve_channel(&user, &channel).await?;
+        let events = chat_events_holding(channel, &request.prompt, self.config().step() / 4, slot);
+        Ok((Box::pin(events), lease))
     }
 
     /// `GET /events?channel_id=…&types=log,error&limit=…`: the channel's stored events, oldest
@@ -378,13 +511,20 @@ impl DemoService {
         Ok(page.events)
     }
 
-    /// Archives `channel` into `store` from this process: subscribes from the start of the
-    /// channel's history (so nothing published before is missed) and, from a task, appends every
-    /// event until `done`, the idle timeout, or shutdown. Returns once subscribed, so that a job
-    /// queued afterwards cannot publish before the archive reads its channel; a failed subscribe
-    /// is logged, and the deployment goes ahead unarchived.
-    async fn archive(&self, channel: ChannelId, store: Arc<dyn EventStore>) {
-        // The archive waits as long as the channel's history lives: a job may sit in the queue
+    /// Watches `channel` from this process until its `done`, then gives back the channel slot
+    /// that [`start`](Self::start) sends through the returned sender. With `store` (Redis mode)
+    /// it also archives the channel: appends every event into it. Subscribes from the start of
+    /// the channel's history (so nothing published before is missed) and returns once
+    /// subscribed, so that a job queued afterwards cannot publish before the watcher reads its
+    /// channel. A failed subscribe is logged and returns `None`: the deployment goes ahead
+    /// unarchived, and its slot expires with the channel's history. A watcher that stops before
+    /// `done` (the idle timeout, shutdown, repeated failures) keeps the slot likewise.
+    async fn watch(
+        &self,
+        channel: ChannelId,
+        store: Option<Arc<dyn EventStore>>,
+    ) -> Option<oneshot::Sender<ChannelSlot>> {
+        // The watcher waits as long as the channel's history lives: a job may sit in the queue
         // while no worker runs, and its events are still replayed from history when one starts.
         let idle = self.streaming().channel_config.history_ttl;
         let shutdown = self.inner.shutdown.clone();
@@ -392,52 +532,245 @@ impl DemoService {
         let mut events = match subscriber.subscribe(&channel, None).await {
             Ok(events) => events,
             Err(e) => {
-                tracing::warn!(channel = %channel, error = %e, "cannot archive channel");
-                return;
+                tracing::warn!(channel = %channel, error = %e, "cannot watch (or archive) channel");
+                return None;
             }
         };
+        let (slot_tx, slot_rx) = oneshot::channel::<ChannelSlot>();
         tokio::spawn(async move {
+            // The slot arrives once the job has started. A closed channel instead (the deployment
+            // was dropped unstarted, or its job could not be queued: the slot went back then)
+            // ends a watcher that only watched for the slot; an archive keeps waiting, since a
+            // push whose reply was lost may still have queued the job.
+            let mut slot_rx = Some(slot_rx);
+            let mut slot: Option<ChannelSlot> = None;
             let mut last = None;
             let mut failures = 0u32;
             loop {
                 let next = tokio::select! {
-                    () = shutdown.cancelled() => return,
+                    () = shutdown.cancelled() => {
+                        keep(slot);
+                        return;
+                    }
+                    received = async { slot_rx.as_mut().expect("guarded").await }, if slot_rx.is_some() => {
+                        slot_rx = None;
+                        match received {
+                            Ok(received) => slot = Some(received),
+                            Err(_) if store.is_none() => return,
+                            Err(_) => {}
+                        }
+                        continue;
+                    }
                     next = tokio::time::timeout(idle, events.next()) => next,
                 };
                 let failure = match next {
                     Ok(Some(Ok(event))) if !event.kind.is_control() => {
                         failures = 0;
                         last = Some(event.id);
-                        if let Err(e) = store.append(&event) {
+                        if let Some(store) = &store
+                            && let Err(e) = store.append(&event)
+                        {
                             tracing::warn!(channel = %channel, error = %e, "event not archived");
                         }
                         if event.kind.closes_stream() {
+                            // The channel is finished: its slot goes back (dropped). `start`
+                            // sends it right after the job is started, so it may still come.
+                            if slot.is_none()
+                                && let Some(rx) = slot_rx.take()
+                            {
+                                drop(rx.await);
+                            }
+                            drop(slot);
                             return;
                         }
                         continue;
                     }
                     Ok(Some(Ok(_control))) => continue,
                     Err(_idle) => {
-                        tracing::warn!(channel = %channel, "archive gave up: no event for the history TTL");
+                        tracing::warn!(channel = %channel, "watcher gave up: no event for the history TTL");
+                        keep(slot);
                         return;
                     }
                     Ok(Some(Err(e))) => e.to_string(),
                     Ok(None) => "the subscription ended".to_owned(),
                 };
-                // Resume after the last archived event: the history replays what the archive
-                // missed while it was away, so nothing is archived twice or lost.
+                // Resume after the last event seen: the history replays what the watcher missed
+                // while it was away, so nothing is archived twice or lost.
                 failures += 1;
                 if failures > 5 {
-                    tracing::warn!(channel = %channel, error = %failure, "archive gave up");
+                    tracing::warn!(channel = %channel, error = %failure, "watcher gave up");
+                    keep(slot);
                     return;
                 }
-                tracing::warn!(channel = %channel, error = %failure, "archive subscription failed; resuming");
+                tracing::warn!(channel = %channel, error = %failure, "watcher subscription failed; resuming");
                 tokio::time::sleep(Duration::from_millis(200) * failures).await;
                 match subscriber.subscribe(&channel, last).await {
                     Ok(resumed) => events = resumed,
-                    Err(e) => tracing::warn!(channel = %channel, error = %e, "archive resume failed"),
+                    Err(e) => tracing::warn!(channel = %channel, error = %e, "watcher resume failed"),
                 }
             }
         });
+        Some(slot_tx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use stream_core::memory::{MemoryBroker, MemoryLeaseStore};
+    use stream_core::{ChannelRegistry, EventSubscriber, RegistryError, SubscribeError, Subscription};
+
+    use super::*;
+
+    /// The memory broker, counting registrations and subscriptions.
+    #[derive(Default)]
+    struct Counting {
+        broker: MemoryBroker,
+        registered: AtomicUsize,
+        subscribed: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl ChannelRegistry for Counting {
+        async fn register(&self, channel: &ChannelId, owner: &UserId, ttl: Duration) -> Result<(), RegistryError> {
+            self.registered.fetch_add(1, Ordering::SeqCst);
+            self.broker.register(channel, owner, ttl).await
+        }
+        async fn owner(&self, channel: &ChannelId) -> Result<Option<UserId>, RegistryError> {
+            self.broker.owner(channel).await
+        }
+    }
+
+    #[async_trait]
+    impl EventSubscriber for Counting {
+        async fn subscribe(&self, channel: &ChannelId, after: Option<EventId>) -> Result<Subscription, SubscribeError> {
+            self.subscribed.fetch_add(1, Ordering::SeqCst);
+            self.broker.subscribe(channel, after).await
+        }
+    }
+
+    /// A memory-mode service: lease limit 1, `channels` live channels per user, jobs of `step`.
+    fn service(channels: usize, step_ms: u64) -> (DemoService, Arc<Counting>, Arc<ChannelCap>) {
+        let config = Config {
+            lease_limit: 1,
+            max_channels_per_user: channels,
+            step_ms,
+            ..Config::default()
+        };
+        let counting = Arc::new(Counting::default());
+        let streaming = Streaming::from_parts(
+            Arc::new(counting.broker.clone()),
+            counting.clone(),
+            counting.clone(),
+            Arc::new(MemoryLeaseStore::new(config.lease_config())),
+            None,
+            config.channel_config(),
+        );
+        let cap = Arc::new(ChannelCap::memory());
+        let backends = Backends {
+            jobs: JobQueue::InProcess {
+                publisher: streaming.publisher.clone(),
+            },
+            streaming,
+            mode: Mode::Memory,
+            archive: None,
+            channel_cap: cap.clone(),
+        };
+        (DemoService::new(config, backends), counting, cap)
+    }
+
+    /// The refusal of a chat that should have been refused.
+    fn chat_refusal(result: Result<(ChatEvents, StreamLease), StreamRefusal>) -> StreamRefusal {
+        match result {
+            Ok(_) => panic!("the chat was not refused"),
+            Err(refusal) => refusal,
+        }
+    }
+
+    fn status(refusal: &StreamRefusal) -> u16 {
+        match refusal {
+            StreamRefusal::Api(e) => e.status,
+            StreamRefusal::Lease(e) => e.status(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_429_from_the_lease_registers_subscribes_and_reserves_nothing() {
+        let (service, counting, cap) = service(5, 1000);
+        let user = UserId::new("u").unwrap();
+        let held = service.lease(&user).await.unwrap();
+        let refused = service.open_deployment(Some(b"u"), b"{}").await.unwrap_err();
+        assert_eq!(status(&refused), 429);
+        let refused = chat_refusal(service.open_chat(Some(b"u"), br#"{"prompt":"hi"}"#).await);
+        assert!(matches!(refused, StreamRefusal::Lease(_)), "{refused:?}");
+        assert_eq!(counting.registered.load(Ordering::SeqCst), 0);
+        assert_eq!(counting.subscribed.load(Ordering::SeqCst), 0);
+        assert_eq!(cap.memory_count(&user), 0);
+        drop(held);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (deployment, _lease) = service.open_deployment(Some(b"u"), b"{}").await.unwrap();
+        assert_eq!(counting.registered.load(Ordering::SeqCst), 1);
+        assert_eq!(counting.subscribed.load(Ordering::SeqCst), 1);
+        assert_eq!(cap.memory_count(&user), 1);
+        // Dropped unstarted (its stream could not be opened, say): the slot comes back.
+        drop(deployment);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(cap.memory_count(&user), 0);
+    }
+
+    #[tokio::test]
+    async fn limits_are_checked_before_the_lease() {
+        let (service, _, _) = service(5, 1000);
+        let big = vec![b' '; service.max_body_bytes() + 1];
+        let refused = chat_refusal(service.open_chat(Some(b"u"), &big).await);
+        assert!(
+            matches!(&refused, StreamRefusal::Api(e) if e.code == "payload_too_large"),
+            "{refused:?}"
+        );
+        let prompt = format!(
+            r#"{{"prompt":"{}"}}"#,
+            "a".repeat(service.config().chat_max_prompt_bytes + 1)
+        );
+        let refused = chat_refusal(service.open_chat(Some(b"u"), prompt.as_bytes()).await);
+        assert!(
+            matches!(&refused, StreamRefusal::Api(e) if e.status == 413 && e.limit == Some(16384)),
+            "{refused:?}"
+        );
+        let e = service.create_deployment(Some(b"u"), &big).await.unwrap_err();
+        assert_eq!((e.status, e.code), (413, "payload_too_large"));
+        let e = service.create_deployment(Some(b"u"), b"{nope").await.unwrap_err();
+        assert_eq!((e.status, e.code), (400, "invalid_body"));
+    }
+
+    #[tokio::test]
+    async fn a_deployment_holds_its_slot_until_done() {
+        let (service, _, cap) = service(1, 5);
+        let user = UserId::new("u").unwrap();
+        let created = service.create_deployment(Some(b"u"), b"{}").await.unwrap();
+        let e = service.create_deployment(Some(b"u"), b"{}").await.unwrap_err();
+        assert_eq!((e.status, e.code, e.limit), (429, "channel_limit_exceeded", Some(1)));
+        assert_eq!(e.body()["limit"], 1);
+        // A chat is a live channel too.
+        let refused = chat_refusal(service.open_chat(Some(b"u"), br#"{"prompt":"hi"}"#).await);
+        assert!(matches!(&refused, StreamRefusal::Api(e) if e.code == "channel_limit_exceeded"));
+        let mut events = service
+            .streaming()
+            .subscriber
+            .subscribe(&created.channel_id, None)
+            .await
+            .unwrap();
+        while let Some(event) = events.next().await {
+            if event.unwrap().kind.closes_stream() {
+                break;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while cap.memory_count(&user) > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the done channel still counts");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        service.create_deployment(Some(b"u"), b"{}").await.unwrap();
     }
 }

@@ -10,10 +10,18 @@ use crate::service::DemoService;
 
 impl DemoService {
     /// The app's service as the environment configures it: [`Config::from_env`], then
-    /// [`app_backends`].
+    /// [`app_backends`]. Connected in Redis mode without `STREAM_TOKEN_SECRET` it logs a warning: stream
+    /// tokens then work only on the instance that made them.
     pub async fn from_env() -> Result<Self, StartError> {
         let config = Config::from_env()?;
         let backends = app_backends(&config).await?;
+        if config.redis_url().is_some() && config.token_secret.is_none() {
+            tracing::warn!(
+                "STREAM_TOKEN_SECRET is unset in Redis mode: stream tokens are signed with a random key of this \
+                 process, so a stream_url works only on the instance that made it (not on another instance, nor \
+                 after a restart); set the same STREAM_TOKEN_SECRET (at least 32 bytes) on every instance"
+            );
+        }
         Ok(Self::new(config, backends))
     }
 }

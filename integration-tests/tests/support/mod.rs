@@ -35,8 +35,9 @@ pub struct Target {
     pub mode: Mode,
 }
 
-/// The shared secret the tests give the apps, so that they can sign their own tokens.
-pub const TOKEN_SECRET: &str = "integration-test-secret";
+/// The shared secret the tests give the apps, so that they can sign their own tokens (at least
+/// 32 bytes: the apps refuse a shorter one).
+pub const TOKEN_SECRET: &str = "integration-test-secret-of-32-bytes-or-more";
 
 pub fn opensearch_url() -> String {
     std::env::var("OPENSEARCH_URL").unwrap_or_else(|_| "http://127.0.0.1:9250".into())
