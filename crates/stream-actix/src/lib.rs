@@ -33,11 +33,12 @@ impl ResponseError for SseError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        let answer = self.0.answer();
         let mut response = HttpResponse::build(self.status_code());
-        for (name, value) in self.0.headers() {
+        for (name, value) in answer.headers {
             response.insert_header((name, value));
         }
-        response.json(self.0.json_body())
+        response.json(answer.body)
     }
 }
 

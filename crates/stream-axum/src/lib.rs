@@ -40,9 +40,10 @@ impl SseError {
 
 impl IntoResponse for SseError {
     fn into_response(self) -> Response {
-        let mut response = (self.status(), axum::Json(self.0.json_body())).into_response();
+        let answer = self.0.answer();
+        let mut response = (self.status(), axum::Json(answer.body)).into_response();
         let headers = response.headers_mut();
-        for (name, value) in self.0.headers() {
+        for (name, value) in answer.headers {
             if let Ok(value) = HeaderValue::try_from(value) {
                 headers.insert(HeaderName::from_static(name), value);
             }

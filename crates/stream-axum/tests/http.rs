@@ -53,5 +53,5 @@ async fn the_error_status_is_stream_cores() {
     let names: Vec<_> = (SseError::from(limit).into_response().headers().keys())
         .map(|name| name.as_str().to_owned())
         .collect();
-    assert_eq!(names, ["content-type", "retry-after", "cache-control"]);
+    assert_eq!(names, ["content-type", "retry-after", "cache-control", "x-request-id"]);
 }

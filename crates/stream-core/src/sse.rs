@@ -34,7 +34,7 @@ use crate::subscribe::{EventCursor, EventSubscriber, SubscribeError};
 mod error;
 
 pub use crate::streaming::SseResponse;
-pub use error::StreamError;
+pub use error::{BACKEND_UNAVAILABLE, ErrorAnswer, ErrorChain, StreamError, new_request_id};
 
 /// The response headers every SSE response carries.
 pub const SSE_HEADERS: [(&str, &str); 3] = [
@@ -145,9 +145,17 @@ pub fn ping_frame() -> Bytes {
 }
 
 /// The frame the pipeline sends before closing on a failure: an `error` event with
-/// `"fatal": true` and no `id:`.
-pub fn fatal_error_frame(message: &str) -> Bytes {
-    control_frame(json!({"type": "error", "message": message, "fatal": true}))
+/// `"fatal": true`, a machine-readable `error` code, a generic `message` and a `request_id`, and
+/// no `id:`. What went wrong inside a backend goes to the log with the same request id, never to
+/// the client.
+pub fn fatal_error_frame(code: &str, message: &str, request_id: &str) -> Bytes {
+    control_frame(json!({
+        "type": "error",
+        "error": code,
+        "message": message,
+        "request_id": request_id,
+        "fatal": true,
+    }))
 }
 
 /// Reads the resume point from the `Last-Event-ID` header or, failing that, the
@@ -356,7 +364,13 @@ where
                     Ok(true) => {}
                     Ok(false) => {
                         self.finished = true;
-                        return Poll::Ready(Some(fatal_error_frame("stream lease expired; reconnect to continue")));
+                        let request_id = new_request_id();
+                        tracing::warn!(request_id = %request_id, "stream lease expired under a live stream");
+                        return Poll::Ready(Some(fatal_error_frame(
+                            "lease_expired",
+                            "stream lease expired; reconnect to continue",
+                            &request_id,
+                        )));
                     }
                     Err(e) => tracing::warn!(error = %e, "stream lease refresh failed; retrying"),
                 }
@@ -385,7 +399,13 @@ where
                 }
                 Some(Err(e)) => {
                     self.finished = true;
-                    return Poll::Ready(Some(fatal_error_frame(&format!("stream interrupted: {e}"))));
+                    let request_id = new_request_id();
+                    tracing::warn!(request_id = %request_id, error = %e, "stream interrupted");
+                    return Poll::Ready(Some(fatal_error_frame(
+                        "stream_unavailable",
+                        "the stream broke off; reconnect to resume",
+                        &request_id,
+                    )));
                 }
                 None => return Poll::Ready(None),
             }

@@ -227,7 +227,10 @@ async fn a_source_error_ends_with_a_fatal_error_frame() {
     let v: Value = serde_json::from_str(&frames[1][0].1).unwrap();
     assert_eq!(v["type"], "error");
     assert_eq!(v["fatal"], true);
-    assert!(v["message"].as_str().unwrap().contains("redis went away"));
+    assert_eq!(v["error"], "stream_unavailable");
+    assert!(v["request_id"].as_str().is_some_and(|id| id.len() == 26), "{v}");
+    // The source's error goes to the log, not to the client.
+    assert!(!text.contains("redis went away"), "{text}");
 }
 
 #[tokio::test(start_paused = true)]

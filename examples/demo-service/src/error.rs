@@ -15,6 +15,8 @@ pub struct ApiError {
     pub message: String,
     /// The limit that was hit (413, 429), sent as `"limit"`.
     pub limit: Option<usize>,
+    /// What failed inside a backend (503): logged with the request id, never sent.
+    pub detail: Option<String>,
 }
 
 impl ApiError {
@@ -24,6 +26,7 @@ impl ApiError {
             code,
             message: message.into(),
             limit: None,
+            detail: None,
         }
     }
 
@@ -71,17 +74,44 @@ impl ApiError {
         }
     }
 
-    /// 503: a backend failed.
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(503, "unavailable", message)
+    /// 503: a backend (`what`) failed with `error`. The client gets a generic message; the error,
+    /// which may name hosts and URLs, goes only to the log (see [`body`](Self::body)).
+    pub fn unavailable(what: &str, error: impl std::fmt::Display) -> Self {
+        Self {
+            detail: Some(format!("{what}: {error}")),
+            ..Self::new(503, "unavailable", stream_core::sse::BACKEND_UNAVAILABLE)
+        }
     }
 
-    /// The JSON body.
+    /// The JSON body, under a fresh request id: `{"error", "message", "request_id"}` (and
+    /// `"limit"`). A backend failure is logged here with the same request id, so that the id a
+    /// client reports finds the cause.
     pub fn body(&self) -> Value {
-        let mut body = json!({"error": self.code, "message": self.message});
+        let request_id = stream_core::sse::new_request_id();
+        if let Some(detail) = &self.detail {
+            tracing::warn!(request_id = %request_id, code = self.code, error = %detail, "request failed");
+        }
+        let mut body = json!({"error": self.code, "message": self.message, "request_id": request_id});
         if let Some(limit) = self.limit {
             body["limit"] = json!(limit);
         }
         body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_failure_keeps_its_details_in_the_log() {
+        let e = ApiError::unavailable("event store", "connect to https://search.internal:9200 refused");
+        let body = e.body();
+        assert_eq!(body["error"], "unavailable");
+        assert_eq!(body["message"], stream_core::sse::BACKEND_UNAVAILABLE);
+        assert!(!body.to_string().contains("search.internal"), "{body}");
+        let id = body["request_id"].as_str().expect("a request id");
+        assert_eq!(id.len(), 26);
+        assert_ne!(e.body()["request_id"], body["request_id"], "one id per answer");
     }
 }

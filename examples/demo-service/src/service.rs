@@ -274,7 +274,7 @@ impl DemoService {
         match cap.reserve(user, channel, ttl, limit).await {
             Ok(true) => Ok(ChannelSlot::new(cap.clone(), user.clone(), channel.clone())),
             Ok(false) => Err(ApiError::channel_limit_exceeded(limit)),
-            Err(e) => Err(ApiError::unavailable(format!("channel limit: {e}"))),
+            Err(e) => Err(ApiError::unavailable("channel limit", e)),
         }
     }
 
@@ -313,7 +313,7 @@ impl DemoService {
             .registry
             .register(&channel, &user, streaming.channel_config.history_ttl)
             .await
-            .map_err(|e| ApiError::unavailable(format!("channel registry: {e}")))?;
+            .map_err(|e| ApiError::unavailable("channel registry", e))?;
         let watcher = self.watch(channel, self.inner.backends.archive.clone()).await;
         Ok(PreparedDeployment {
             ctx,
@@ -354,7 +354,7 @@ impl DemoService {
             .jobs
             .submit(ctx, request, self.config().step())
             .await
-            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            .map_err(|e| ApiError::unavailable("job queue", e))?;
         match watcher {
             // The watcher gives the slot back at `done`.
             Some(watcher) => {
@@ -421,7 +421,7 @@ impl DemoService {
 
     async fn check_owner(&self, channel: &ChannelId, user: &UserId) -> Result<(), ApiError> {
         match self.streaming().registry.owner(channel).await {
-            Err(e) => Err(ApiError::unavailable(format!("channel registry: {e}"))),
+            Err(e) => Err(ApiError::unavailable("channel registry", e)),
             Ok(None) => Err(ApiError::not_found("no such channel")),
             Ok(Some(owner)) if owner != *user => Err(ApiError::forbidden("this channel belongs to another user")),
             Ok(Some(_)) => Ok(()),
@@ -494,11 +494,11 @@ impl DemoService {
             .archive
             .as_ref()
             .or(self.streaming().store.as_ref())
-            .ok_or_else(|| ApiError::unavailable("no event store"))?;
+            .ok_or_else(|| ApiError::unavailable("event store", "none configured"))?;
         store
             .flush()
             .await
-            .map_err(|e| ApiError::unavailable(format!("event store: {e}")))?;
+            .map_err(|e| ApiError::unavailable("event store", e))?;
         let query = EventQuery {
             event_types,
             limit,
@@ -507,7 +507,7 @@ impl DemoService {
         let page = store
             .query(&query)
             .await
-            .map_err(|e| ApiError::unavailable(format!("event store: {e}")))?;
+            .map_err(|e| ApiError::unavailable("event store", e))?;
         Ok(page.events)
     }
 

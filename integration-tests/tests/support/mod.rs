@@ -430,6 +430,8 @@ pub async fn assert_json_error(res: reqwest::Response, status: u16) -> Value {
     assert!(ct.starts_with("application/json"), "content-type {ct}");
     let body: Value = res.json().await.unwrap();
     assert!(body["error"].is_string() && body["message"].is_string(), "{body}");
+    // Every error carries a request id, which the log line of a backend failure carries too.
+    assert!(body["request_id"].as_str().is_some_and(|id| id.len() == 26), "{body}");
     body
 }
 
