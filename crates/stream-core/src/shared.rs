@@ -25,8 +25,10 @@ struct Inner {
     kind: EventType,
     /// `id: <id>\n` (not for control events), `data: <json>\n`, then a blank line.
     frame: Bytes,
-    /// The event JSON, when the event is not decoded yet.
+    /// The event JSON (a slice of `frame` when the event was encoded here).
     json: Bytes,
+    /// The event's `persist` flag, which is not part of the JSON.
+    persist: bool,
     event: OnceLock<Event>,
 }
 
@@ -52,16 +54,29 @@ fn frame(id: EventId, kind: &EventType, json: &[u8]) -> Bytes {
 }
 
 impl SharedEvent {
-    /// Encodes `event` once (one JSON serialization and one frame buffer) and keeps it.
+    /// Encodes `event` once (one JSON serialization and one frame buffer) and keeps only the
+    /// frame: the JSON is the frame's `data:` line, and the event is decoded again from it only
+    /// if [`event`](Self::event) is called. A history of small events then costs little more
+    /// than their frames.
     pub fn from_event(event: Event) -> Self {
         let json = event.to_json();
         let frame = frame(event.id, &event.kind, json.as_bytes());
+        // The frame ends with `data: <json>\n\n`; serde's JSON has no raw line break, so it is
+        // one line, and its bytes are shared rather than kept twice.
+        let start = frame.len().checked_sub(json.len() + 2);
+        let json = match start {
+            Some(start) if frame[start..start + json.len()] == *json.as_bytes() => {
+                frame.slice(start..start + json.len())
+            }
+            _ => Bytes::from(json),
+        };
         Self(Arc::new(Inner {
             id: event.id,
-            kind: event.kind.clone(),
+            kind: event.kind,
             frame,
-            json: Bytes::new(),
-            event: OnceLock::from(event),
+            json,
+            persist: event.persist,
+            event: OnceLock::new(),
         }))
     }
 
@@ -76,6 +91,7 @@ impl SharedEvent {
             kind,
             frame,
             json,
+            persist: false,
             event: OnceLock::new(),
         })))
     }
@@ -104,7 +120,7 @@ impl SharedEvent {
     /// publisher's bytes), the event holds the envelope with an empty payload instead.
     pub fn event(&self) -> &Event {
         self.0.event.get_or_init(|| {
-            Event::from_json(&String::from_utf8_lossy(&self.0.json)).unwrap_or_else(|e| {
+            let mut decoded = Event::from_json(&String::from_utf8_lossy(&self.0.json)).unwrap_or_else(|e| {
                 tracing::warn!(id = %self.0.id, error = %e, "an event's payload does not decode");
                 let mut event = Event::new(
                     crate::ids::ChannelId::generate(),
@@ -114,7 +130,9 @@ impl SharedEvent {
                 .expect("an empty payload has no reserved key");
                 event.id = self.0.id;
                 event
-            })
+            });
+            decoded.persist = self.0.persist;
+            decoded
         })
     }
 }
