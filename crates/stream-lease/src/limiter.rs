@@ -106,9 +106,19 @@ pub struct StreamLeaseLimiterBuilder {
     source: RedisSource,
     config: StreamLeaseConfig,
     response_timeout: Option<Duration>,
+    retry_window: Option<Duration>,
 }
 
 impl StreamLeaseLimiterBuilder {
+    /// How long a lease operation keeps trying while Redis cannot be reached or does not answer
+    /// (default 10 s, [`stream_redis::DEFAULT_RETRY_WINDOW`]); then it fails with
+    /// [`stream_redis::RetriesExhausted`] as the source of its error. A request that needs a
+    /// lease waits at most about this long before its `503`.
+    pub fn retry_window(mut self, window: Duration) -> Self {
+        self.retry_window = Some(window);
+        self
+    }
+
     /// The lease settings (limit, TTL, key namespace); default [`StreamLeaseConfig::default`].
     pub fn config(mut self, config: StreamLeaseConfig) -> Self {
         self.config = config;
@@ -177,6 +187,7 @@ impl StreamLeaseLimiter {
             source: source.into(),
             config: StreamLeaseConfig::default(),
             response_timeout: None,
+            retry_window: None,
         }
     }
 
@@ -195,6 +206,7 @@ impl StreamLeaseLimiter {
             source,
             config,
             response_timeout,
+            retry_window,
         } = builder;
         let target = source.describe();
         let connect_error = |source: stream_core::BoxError| LimiterError::Connect {
@@ -204,6 +216,9 @@ impl StreamLeaseLimiter {
         let conns = source.into_shared().map_err(connect_error)?;
         if let Some(timeout) = response_timeout {
             conns.set_response_timeout(timeout);
+        }
+        if let Some(window) = retry_window {
+            conns.set_retry_window(window);
         }
         let shared = Shared {
             conns,
@@ -241,7 +256,7 @@ impl StreamLeaseLimiter {
     }
 
     /// How long a lease operation waits for its reply before it is resent on a fresh connection
-    /// (default 2 s, [`stream_redis::DEFAULT_RESPONSE_TIMEOUT`]); after three tries it fails. For
+    /// (default 2 s, [`stream_redis::DEFAULT_RESPONSE_TIMEOUT`]); tries go on for the retry window. For
     /// every clone that shares this limiter's connection. A resent acquire is not counted twice:
     /// the lease id is chosen before the first send, and the script adds an id that is already
     /// there without counting it against the limit.

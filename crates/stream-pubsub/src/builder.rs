@@ -35,6 +35,7 @@ pub struct RedisBrokerBuilder {
     subscribe_wait: Option<Duration>,
     health_interval: Option<Duration>,
     response_timeout: Option<Duration>,
+    retry_window: Option<Duration>,
 }
 
 impl std::fmt::Debug for RedisBrokerBuilder {
@@ -87,6 +88,7 @@ impl RedisBrokerBuilder {
             subscribe_wait: None,
             health_interval: None,
             response_timeout: None,
+            retry_window: None,
         }
     }
 
@@ -136,9 +138,19 @@ impl RedisBrokerBuilder {
     /// How long a command (a publish, a history read, a heartbeat) waits for its reply before it
     /// is resent on a fresh connection (default 2 s, [`stream_redis::DEFAULT_RESPONSE_TIMEOUT`]).
     /// A resent publish finds its first run and returns the same ids: an event is never stored
-    /// or delivered twice. After three tries the call fails.
+    /// or delivered twice. Tries go on for the [retry window](Self::retry_window).
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = Some(timeout);
+        self
+    }
+
+    /// How long a command (a publish, a history read, a heartbeat) keeps trying while Redis
+    /// cannot be reached or does not answer (default 10 s, [`stream_redis::DEFAULT_RETRY_WINDOW`]):
+    /// a worker's emits ride out a Redis restart shorter than this, each resent publish stored
+    /// once. After the window the call fails with [`stream_redis::RetriesExhausted`] as the
+    /// source of its error.
+    pub fn retry_window(mut self, window: Duration) -> Self {
+        self.retry_window = Some(window);
         self
     }
 
@@ -244,6 +256,9 @@ impl RedisBrokerBuilder {
         };
         if let Some(timeout) = self.response_timeout {
             commands.set_response_timeout(timeout);
+        }
+        if let Some(window) = self.retry_window {
+            commands.set_retry_window(window);
         }
         let hub = Hub::new(fanout.clone(), hub_rx, conn, client, self.client_name.clone(), health);
         handle.spawn(hub.run());

@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
@@ -15,11 +15,33 @@ use redis::{Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, RedisFuture, S
 
 use crate::BoxError;
 
-/// How many times [`SharedConnection::run`] sends a command at most.
-const ATTEMPTS: u32 = 3;
+/// How many times [`SharedConnection::run`] tries a command at once, before it backs off.
+const QUICK_ATTEMPTS: u32 = 3;
+
+/// The longest pause between tries while Redis is unreachable.
+const MAX_PAUSE: Duration = Duration::from_secs(1);
 
 /// The default response timeout of every command: see [`SharedConnection::set_response_timeout`].
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The default retry window of every command: see [`SharedConnection::set_retry_window`].
+pub const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(10);
+
+/// A command gave up: Redis could not be reached, or did not answer, for the whole retry window.
+/// Its source is the last error.
+#[derive(Debug, thiserror::Error)]
+#[error("redis unreachable: gave up after {tries} tries in {elapsed:?} (retry window {window:?})")]
+pub struct RetriesExhausted {
+    /// How many times the command was tried.
+    pub tries: u32,
+    /// How long it kept trying.
+    pub elapsed: Duration,
+    /// The retry window it was given.
+    pub window: Duration,
+    /// The last error.
+    #[source]
+    pub source: BoxError,
+}
 
 /// The pool a [`SharedConnection`] checks its connection out of.
 pub(crate) enum Pool {
@@ -87,6 +109,8 @@ pub struct SharedConnection {
     kept: Mutex<Kept>,
     /// In microseconds, so that it can be set through a shared reference.
     response_timeout_us: AtomicU64,
+    /// In microseconds, as above.
+    retry_window_us: AtomicU64,
 }
 
 impl SharedConnection {
@@ -95,7 +119,22 @@ impl SharedConnection {
             pool,
             kept: Mutex::default(),
             response_timeout_us: AtomicU64::new(micros(DEFAULT_RESPONSE_TIMEOUT)),
+            retry_window_us: AtomicU64::new(micros(DEFAULT_RETRY_WINDOW)),
         }
+    }
+
+    /// How long a command keeps trying while Redis cannot be reached or does not answer (default
+    /// [`DEFAULT_RETRY_WINDOW`], 10 s): a restart or a failover shorter than this is invisible to
+    /// the caller, apart from the wait. The first tries go at once; then it backs off (50 ms,
+    /// doubling, at most 1 s) until the window has passed, and fails with
+    /// [`RetriesExhausted`]. Zero: three quick tries only.
+    pub fn set_retry_window(&self, window: Duration) {
+        self.retry_window_us.store(micros(window), Ordering::Relaxed);
+    }
+
+    /// The retry window.
+    pub fn retry_window(&self) -> Duration {
+        Duration::from_micros(self.retry_window_us.load(Ordering::Relaxed))
     }
 
     /// How long one send waits for its reply (default [`DEFAULT_RESPONSE_TIMEOUT`], 2 s). A send
@@ -162,10 +201,10 @@ impl SharedConnection {
     ///
     /// When `cmd` is an `EVALSHA` of `script`, a `NOSCRIPT` reply (a restarted or failed-over
     /// server) loads the script and sends again. An error that broke the connection, or no reply
-    /// within the response timeout, checks out a fresh one and sends again. At most three sends,
-    /// so only commands that may safely run twice belong here: a resent command may have reached
-    /// Redis the first time. Commands that must not run twice use
-    /// [`run_resend`](Self::run_resend).
+    /// within the response timeout, checks out a fresh one and sends again, for as long as the
+    /// [retry window](Self::set_retry_window) allows; so only commands that may safely run twice
+    /// belong here: a resent command may have reached Redis the first time. Commands that must
+    /// not run twice use [`run_resend`](Self::run_resend).
     pub async fn run<T: FromRedisValue>(&self, cmd: &Cmd, script: Option<&Script>) -> Result<T, BoxError> {
         self.run_resend(cmd, || cmd.clone(), script).await
     }
@@ -179,12 +218,18 @@ impl SharedConnection {
         resend: impl FnOnce() -> Cmd,
         script: Option<&Script>,
     ) -> Result<T, BoxError> {
-        let (mut generation, mut conn) = self.checkout().await?;
+        let mut retry = Retry::new(self.retry_window());
         let mut resend = Some(resend);
         let mut resent: Option<Cmd> = None;
-        let mut attempt = 0;
         loop {
-            attempt += 1;
+            let (generation, mut conn) = match self.checkout().await {
+                Ok(checked_out) => checked_out,
+                // Nothing was sent: Redis could not be reached.
+                Err(e) => {
+                    retry.pause(e).await?;
+                    continue;
+                }
+            };
             let current = resent.as_ref().unwrap_or(cmd);
             let timeout = self.response_timeout();
             let result: Result<T, RedisError> =
@@ -197,25 +242,72 @@ impl SharedConnection {
                 };
             let err = match result {
                 Ok(value) => return Ok(value),
-                Err(err) if attempt >= ATTEMPTS => return Err(err.into()),
                 Err(err) => err,
             };
             if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
                 && let Some(script) = script
             {
-                // The script did not run: the same form goes again.
-                script.load_async(&mut conn).await?;
-            } else if err.is_unrecoverable_error() || err.is_timeout() {
+                // The script did not run: the same form goes again, once it is loaded.
+                if let Err(e) = script.load_async(&mut conn).await {
+                    self.discard(generation);
+                    retry.pause(e.into()).await?;
+                }
+            } else if err.is_unrecoverable_error() || err.is_timeout() || err.is_connection_refusal() {
                 tracing::debug!(error = %err, "redis connection lost or silent; checking out a fresh one");
                 self.discard(generation);
-                (generation, conn) = self.checkout().await?;
+                // The send's outcome is unknown: from now on the form that finds its first run.
                 if let Some(resend) = resend.take() {
                     resent = Some(resend());
                 }
+                retry.pause(err.into()).await?;
             } else {
                 return Err(err.into());
             }
         }
+    }
+}
+
+/// The tries of one command: a few at once, then with backoff until the window has passed.
+struct Retry {
+    started: Instant,
+    window: Duration,
+    tries: u32,
+    pause: Duration,
+}
+
+impl Retry {
+    fn new(window: Duration) -> Self {
+        Self {
+            started: Instant::now(),
+            window,
+            tries: 0,
+            pause: Duration::from_millis(50),
+        }
+    }
+
+    /// After a failed try: waits before the next one, or gives up with `error` as the source.
+    async fn pause(&mut self, error: BoxError) -> Result<(), BoxError> {
+        self.tries += 1;
+        if self.tries < QUICK_ATTEMPTS {
+            return Ok(());
+        }
+        let elapsed = self.started.elapsed();
+        let left = self.window.saturating_sub(elapsed);
+        if left.is_zero() {
+            tracing::warn!(tries = self.tries, ?elapsed, error = %error, "redis command gave up");
+            return Err(Box::new(RetriesExhausted {
+                tries: self.tries,
+                elapsed,
+                window: self.window,
+                source: error,
+            }));
+        }
+        if self.tries == QUICK_ATTEMPTS {
+            tracing::warn!(error = %error, window = ?self.window, "redis unreachable; retrying");
+        }
+        tokio::time::sleep(self.pause.min(left)).await;
+        self.pause = (self.pause * 2).min(MAX_PAUSE);
+        Ok(())
     }
 }
 

@@ -4,7 +4,7 @@ mod connection;
 mod runtime;
 mod source;
 
-pub use connection::DEFAULT_RESPONSE_TIMEOUT;
+pub use connection::{DEFAULT_RESPONSE_TIMEOUT, DEFAULT_RETRY_WINDOW, RetriesExhausted};
 // For the sibling crates (stream-pubsub, stream-lease, the demo's job queue), not for users.
 #[doc(hidden)]
 pub use connection::{Conn, SharedConnection, evalsha};

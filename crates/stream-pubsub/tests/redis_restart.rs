@@ -1,0 +1,177 @@
+//! Redis SIGKILLed mid-stream and restarted, with persistence on (`appendonly yes`,
+//! `appendfsync everysec`): the publisher keeps emitting through the outage (each publish is
+//! retried for the retry window, and a resent publish is stored once), and a subscriber that was
+//! reading through the kill, like a late one, ends with every event once, in order, and `done`.
+//! Past the retry window, a publish fails with a clear error.
+//!
+//! Each test runs a Redis server of its own (Debian's `redis-server`, as `scripts/redis.sh`
+//! installs it) on a free port, so that killing it touches no other test.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use stream_core::conformance::broker::{numbered, take, take_to_end};
+use stream_core::conformance::unique_channel;
+use stream_core::{ChannelConfig, Event, EventPublisher, EventSubscriber};
+use stream_pubsub::RedisBroker;
+
+/// A Redis server of the test's own, killed with SIGKILL on drop.
+struct OwnRedis {
+    port: u16,
+    dir: PathBuf,
+    child: Child,
+}
+
+impl OwnRedis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!(
+            "stream-pubsub-restart-{port}-{}",
+            stream_core::EventId::generate()
+        ));
+        std::fs::create_dir_all(&dir).expect("a data directory");
+        let child = Self::spawn(port, &dir);
+        Self { port, dir, child }
+    }
+
+    fn spawn(port: u16, dir: &PathBuf) -> Child {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "everysec"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server is required (scripts/redis.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server on port {port} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// SIGKILL: no shutdown, no final fsync.
+    fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL redis-server");
+        self.child.wait().expect("redis-server exits");
+    }
+
+    /// The same port and data directory: it loads its append-only file.
+    fn restart(&mut self) {
+        self.child = Self::spawn(self.port, &self.dir);
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const EVENTS: usize = 150;
+const KILL_AT: usize = 50;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_with_persistence_loses_nothing_and_duplicates_nothing() {
+    let mut redis = OwnRedis::start();
+    let publisher = RedisBroker::connect(redis.url(), ChannelConfig::default())
+        .await
+        .expect("publisher broker");
+    let subscriber = RedisBroker::connect(redis.url(), ChannelConfig::default())
+        .await
+        .expect("subscriber broker");
+    let ch = unique_channel("restart");
+    let mut live = subscriber.subscribe(&ch, None).await.expect("subscribe");
+
+    let mut sent: Vec<Event> = (0..EVENTS).map(|n| numbered(&ch, n)).collect();
+    sent.push(Event::done(ch.clone(), true, serde_json::Map::new()).expect("done"));
+    let mut outage = Duration::ZERO;
+    for (n, event) in sent.iter_mut().enumerate() {
+        if n == KILL_AT {
+            redis.kill();
+            // Emits go on while Redis is down: the next publish waits for it, within the window.
+            let restarter = std::thread::spawn({
+                let (port, dir) = (redis.port, redis.dir.clone());
+                move || {
+                    std::thread::sleep(Duration::from_millis(1500));
+                    OwnRedis::spawn(port, &dir)
+                }
+            });
+            let started = Instant::now();
+            event.id = publisher.publish(event).await.expect("a publish rides out the restart");
+            outage = started.elapsed();
+            redis.child = restarter.join().expect("restarted");
+            continue;
+        }
+        event.id = publisher
+            .publish(event)
+            .await
+            .unwrap_or_else(|e| panic!("publish {n}: {e}"));
+        if n % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    assert!(
+        outage >= Duration::from_secs(1),
+        "the publish waited for the restart ({outage:?})"
+    );
+
+    let ids = |events: &[Event]| events.iter().map(|e| e.id).collect::<Vec<_>>();
+    let got = take(&mut live, sent.len()).await;
+    assert_eq!(ids(&got), ids(&sent), "the live subscriber: every event once, in order");
+    let mut late = subscriber.subscribe(&ch, None).await.expect("a late subscribe");
+    assert_eq!(
+        ids(&take_to_end(&mut late).await),
+        ids(&sent),
+        "the history after the restart"
+    );
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_retry_window_a_publish_fails_with_a_clear_error() {
+    let mut redis = OwnRedis::start();
+    let publisher = RedisBroker::builder(redis.url())
+        .retry_window(Duration::from_secs(1))
+        .connect()
+        .await
+        .expect("publisher broker");
+    let ch = unique_channel("gone");
+    publisher
+        .publish(&numbered(&ch, 0))
+        .await
+        .expect("a publish while Redis is up");
+    redis.kill();
+    let started = Instant::now();
+    let err = publisher
+        .publish(&numbered(&ch, 1))
+        .await
+        .expect_err("Redis stays down");
+    let took = started.elapsed();
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(e) = source {
+        chain.push_str(&format!(": {e}"));
+        source = e.source();
+    }
+    assert!(chain.contains("gave up after"), "{chain}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "kept trying for the window ({took:?})"
+    );
+    assert!(took < Duration::from_secs(8), "and then gave up ({took:?})");
+}
