@@ -35,3 +35,17 @@ bench:
 # A 1-minute subset of the benchmark (the project's server and baselines, 1 run each), into .bench/quick/.
 bench-quick:
     scripts/bench.sh quick
+
+# Fuzz each target (fuzz/fuzz_targets) for `seconds` (60 by default): `just fuzz 600` runs longer.
+# Needs nightly; installs cargo-fuzz when missing. Crashes land in fuzz/artifacts/; docs/fuzzing.md.
+fuzz seconds="60":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+    cd fuzz
+    for t in sse_frame event_from_json context_from_json token_verify last_event_id; do
+        echo "== fuzz $t for {{seconds}} s"
+        mkdir -p "work/$t"
+        cargo +nightly fuzz run "$t" "work/$t" "corpus/$t" -- -max_total_time={{seconds}}
+    done

@@ -350,6 +350,22 @@ mod tests {
     }
 
     #[test]
+    fn floats_round_trip_exactly() {
+        // Without serde_json's `float_roundtrip` this read back one ULP off (tests/properties.rs).
+        let ch = ChannelId::new("a").unwrap();
+        for f in [
+            -1.5406959933012634e-156,
+            -9.06339803050115e-273,
+            0.1,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+        ] {
+            let ev = Event::data(ch.clone(), "x", f).unwrap();
+            assert_eq!(Event::from_json(&ev.to_json()).unwrap(), ev, "{f:e}");
+        }
+    }
+
+    #[test]
     fn reserved_keys_are_refused() {
         let ch = ChannelId::new("c1").unwrap();
         let err = Event::data(ch, "type", "x").unwrap_err();

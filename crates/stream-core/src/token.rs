@@ -161,6 +161,11 @@ impl StreamTokenSigner {
         ) else {
             return Err(TokenError::Malformed);
         };
+        // Only the decimal form the signer writes: `u64::from_str` would also take `+123` and
+        // `0123`, and a token must verify only as it was made.
+        if !expiry.bytes().all(|b| b.is_ascii_digit()) || (expiry.len() > 1 && expiry.starts_with('0')) {
+            return Err(TokenError::Malformed);
+        }
         let expiry: u64 = expiry.parse().map_err(|_| TokenError::Malformed)?;
         let user = URL_SAFE_NO_PAD.decode(user).map_err(|_| TokenError::Malformed)?;
         let user = String::from_utf8(user).map_err(|_| TokenError::Malformed)?;
@@ -217,6 +222,19 @@ mod tests {
         assert_eq!(signer.verify(&later, &channel), Err(TokenError::BadSignature));
         for junk in ["", "v1", "v2.k1.1.YQ.YQ", "v1.k1.x.YQ.YQ", "v1.k1.1.YQ.YQ.extra"] {
             assert_eq!(signer.verify(junk, &channel), Err(TokenError::Malformed), "{junk}");
+        }
+        // Another spelling of the same expiry is not the token the signer made.
+        for expiry in [
+            format!("+{}", parts[2]),
+            format!("0{}", parts[2]),
+            format!("00{}", parts[2]),
+        ] {
+            let respelled = format!("v1.{}.{}.{}.{}", parts[1], expiry, parts[3], parts[4]);
+            assert_eq!(
+                signer.verify(&respelled, &channel),
+                Err(TokenError::Malformed),
+                "{respelled}"
+            );
         }
         let stranger = StreamTokenSigner::new(b"other".to_vec());
         assert_eq!(stranger.verify(&token, &channel), Err(TokenError::BadSignature));
