@@ -40,6 +40,7 @@ impl OwnRedis {
         Self { port, dir, child }
     }
 
+    /// A server on `port` with its data in `dir`: on a restart, it loads its append-only file.
     fn spawn(port: u16, dir: &PathBuf) -> Child {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
@@ -66,11 +67,6 @@ impl OwnRedis {
     fn kill(&mut self) {
         self.child.kill().expect("SIGKILL redis-server");
         self.child.wait().expect("redis-server exits");
-    }
-
-    /// The same port and data directory: it loads its append-only file.
-    fn restart(&mut self) {
-        self.child = Self::spawn(self.port, &self.dir);
     }
 }
 
