@@ -3,7 +3,8 @@
 #   - installs and starts Redis (standalone + 3-node cluster) from Debian's redis-server,
 #   - builds and starts a real OpenSearch node from Maven Central jars,
 #   - installs Debian's chromium for the browser test,
-#   - then checks formatting, lints and API docs and runs every test (unit, integration, doc).
+#   - then checks formatting, lints, API docs and the dependency policy (cargo deny, deny.toml) and
+#     runs every test (unit, integration, doc).
 # Services are stopped on exit. A missing service fails the tests; nothing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +52,14 @@ mkdir -p .services
 scripts/opensearch.sh start >.services/opensearch-start.log 2>&1 &
 opensearch_pid=$!
 
+# cargo-deny is not on a fresh machine; it builds from crates.io while the workspace does.
+deny_pid=
+if ! command -v cargo-deny >/dev/null; then
+  step "install cargo-deny in the background"
+  cargo install cargo-deny --locked --quiet >.services/cargo-deny-install.log 2>&1 &
+  deny_pid=$!
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -62,6 +71,14 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
 step "cargo build"
 cargo build --workspace --all-targets
+
+step "cargo deny: licences, bans, sources (advisories need GitHub: see deny.toml)"
+if [ -n "$deny_pid" ] && ! wait "$deny_pid"; then
+  cat .services/cargo-deny-install.log >&2
+  echo "cargo-deny did not install" >&2
+  exit 1
+fi
+cargo deny check licenses bans sources
 
 step "wait for OpenSearch"
 if ! wait "$opensearch_pid"; then
