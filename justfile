@@ -35,3 +35,9 @@ bench:
 # A 1-minute subset of the benchmark (the project's server and baselines, 1 run each), into .bench/quick/.
 bench-quick:
     scripts/bench.sh quick
+
+# The soak run: 10,000 SSE streams on one axum-app in Redis mode, one event per stream every 5 s,
+# for 5 minutes; RSS, fds and Redis connections over time, and exact delivery (~6 min + build).
+# Shorter: SOAK_STREAMS=2000 SOAK_DURATION=60 SOAK_SAMPLES="20 60" just soak
+soak:
+    scripts/soak.sh
