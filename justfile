@@ -49,3 +49,9 @@ fuzz seconds="60":
         mkdir -p "work/$t"
         cargo +nightly fuzz run "$t" "work/$t" "corpus/$t" -- -max_total_time={{seconds}}
     done
+
+# The soak run: 10,000 SSE streams on one axum-app in Redis mode, one event per stream every 5 s,
+# for 5 minutes; RSS, fds and Redis connections over time, and exact delivery (~6 min + build).
+# Shorter: SOAK_STREAMS=2000 SOAK_DURATION=60 SOAK_SAMPLES="20 60" just soak
+soak:
+    scripts/soak.sh

@@ -4,6 +4,8 @@
 //!   K keep-alive connections, publish-to-receive latency in an HdrHistogram, loss, duplicate
 //!   and order checks per subscription, CPU and memory of named processes.
 //! - [`baseline`]: the same work with no HTTP, on bare redis-rs and on the project's crates.
+//! - [`soak`]: the soak run of issue 14: many long-lived streams against one demo app, with
+//!   exact per-stream delivery checks and the app's memory, fds and Redis connections over time.
 //! - [`report`]: `docs/benchmarks.md` and its SVG charts from the runs' JSON.
 //!
 //! `scripts/bench.sh` drives it all; see `docs/benchmarks.md`.
@@ -15,3 +17,4 @@ pub mod message;
 pub mod procstat;
 pub mod record;
 pub mod report;
+pub mod soak;

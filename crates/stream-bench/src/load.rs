@@ -184,19 +184,24 @@ async fn publish_one(
 
 /// A subscription being opened: it holds a connect slot until it is open or has failed, and
 /// then says which.
-struct Opening {
+pub(crate) struct Opening {
     done: mpsc::UnboundedSender<Result<(), String>>,
     _slot: OwnedSemaphorePermit,
 }
 
 impl Opening {
+    /// Reports to `done`, holding `slot` until then.
+    pub(crate) fn new(done: mpsc::UnboundedSender<Result<(), String>>, slot: OwnedSemaphorePermit) -> Self {
+        Self { done, _slot: slot }
+    }
+
     fn finish(self, outcome: Result<(), String>) {
         let _ = self.done.send(outcome);
     }
 }
 
 /// Reads one SSE subscription until `stop`, checking every message.
-async fn subscriber(
+pub(crate) async fn subscriber(
     request: RequestBuilder,
     open_on_first_event: bool,
     workers: usize,

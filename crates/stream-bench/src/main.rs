@@ -8,9 +8,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use stream_bench::baseline::{self, FanoutConfig};
 use stream_bench::load::{self, LoadConfig, Target};
-use stream_bench::procstat::NamedPids;
+use stream_bench::procstat::{self, NamedPids};
 use stream_bench::record::{Measurement, Record, read_records, write_records};
 use stream_bench::report::{self, ReportMeta};
+use stream_bench::soak::{self, SoakConfig};
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -164,6 +165,47 @@ enum Command {
         #[command(flatten)]
         output: Output,
     },
+    /// The soak run (issue 14): long-lived streams, one channel and one user each, against one
+    /// demo app in Redis mode; one event per stream per period, published through Redis. Prints
+    /// the report and fails when any stream did not get exactly its channel's events.
+    Soak {
+        /// The app's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:3000")]
+        url: String,
+        /// The Redis the app runs on.
+        #[arg(long, default_value = "redis://127.0.0.1:6399/")]
+        redis: String,
+        /// Concurrent streams.
+        #[arg(long, default_value_t = 10_000)]
+        streams: usize,
+        /// Seconds between a stream's events.
+        #[arg(long, default_value_t = 5.0)]
+        period: f64,
+        /// Seconds of publishing.
+        #[arg(long, default_value_t = 300.0)]
+        duration: f64,
+        /// When to take the app's figures, seconds after publishing began (repeat).
+        #[arg(long = "sample", default_values_t = [60.0, 180.0, 300.0])]
+        samples: Vec<f64>,
+        /// The app's process id (for RSS, fds and Redis connections).
+        #[arg(long)]
+        app_pid: Option<u32>,
+        /// Publishing tasks.
+        #[arg(long, default_value_t = 32)]
+        publishers: usize,
+        /// Streams opened at once.
+        #[arg(long, default_value_t = 256)]
+        connect_concurrency: usize,
+        /// Seconds to wait for deliveries after publishing.
+        #[arg(long, default_value_t = 10.0)]
+        drain: f64,
+        /// How far from the baseline the app's fds may be after the clients closed.
+        #[arg(long, default_value_t = 10)]
+        fd_tolerance: usize,
+        /// Also write the report (JSON) to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Writes the Markdown report and its SVG charts from the records in a directory.
     Report {
         /// Directory of record files (`*.json`).
@@ -210,6 +252,49 @@ fn record(output: &Output, default_scenario: &str, server: &str, measurement: Me
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     match cli.command {
+        Command::Soak {
+            url,
+            redis,
+            streams,
+            period,
+            duration,
+            samples,
+            app_pid,
+            publishers,
+            connect_concurrency,
+            drain,
+            fd_tolerance,
+            out,
+        } => {
+            // Both ends of every stream are sockets of some process: this one needs one per stream.
+            let want = u64::try_from(streams).unwrap_or(u64::MAX).saturating_add(1024);
+            procstat::raise_fd_limit(want)?;
+            let config = SoakConfig {
+                base_url: url,
+                redis_url: redis,
+                streams,
+                period: secs(period),
+                duration: secs(duration),
+                samples: samples.into_iter().map(secs).collect(),
+                app_pid,
+                publishers,
+                connect_concurrency,
+                drain: secs(drain),
+                fd_tolerance,
+                ..SoakConfig::default()
+            };
+            let report = soak::run(config).await?;
+            print!("{}", report.to_text());
+            if let Some(path) = &out {
+                std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+            }
+            let failures = report.delivery_failures();
+            if failures.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("soak failed: {}", failures.join("; ")).into())
+            }
+        }
         Command::Load {
             url,
             target,

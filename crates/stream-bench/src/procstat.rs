@@ -103,6 +103,35 @@ pub fn rss_bytes(pid: u32) -> io::Result<u64> {
     Ok(pages * rustix::param::page_size() as u64)
 }
 
+/// Number of open file descriptors of a process: the entries of `/proc/<pid>/fd`.
+pub fn open_fds(pid: u32) -> io::Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
+/// Raises this process's soft limit on open files (`RLIMIT_NOFILE`) to at least `want`, up to
+/// the hard limit; child processes started afterwards inherit it. Returns the soft limit now in
+/// force, or an error saying why it stays below `want` (the hard limit is lower).
+pub fn raise_fd_limit(want: u64) -> Result<u64, String> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let current = limit.current.unwrap_or(u64::MAX);
+    if current >= want {
+        return Ok(current);
+    }
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    if hard < want {
+        return Err(format!(
+            "the open-file limit is {current} (hard limit {hard}), and {want} are needed: raise the hard limit (ulimit -Hn, /etc/security/limits.conf or the container's nofile)"
+        ));
+    }
+    let raised = rustix::process::Rlimit {
+        current: Some(want),
+        maximum: limit.maximum,
+    };
+    setrlimit(Resource::Nofile, raised).map_err(|e| format!("raising the open-file limit to {want}: {e}"))?;
+    Ok(want)
+}
+
 /// Socket inodes of established TCP connections whose remote port is `port`, from
 /// `/proc/net/tcp` and `/proc/net/tcp6`.
 fn established_inodes_to(port: u16) -> io::Result<Vec<u64>> {
@@ -251,5 +280,8 @@ mod tests {
         let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let _accepted = listener.accept().unwrap();
         assert_eq!(tcp_connections_to(me, port).unwrap(), 1);
+        // At least stdin/out/err, the listener and both ends of the connection.
+        assert!(open_fds(me).unwrap() >= 3);
+        assert!(raise_fd_limit(16).unwrap() >= 16);
     }
 }
