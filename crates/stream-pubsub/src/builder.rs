@@ -137,6 +137,8 @@ impl RedisBrokerBuilder {
 
     /// How long a command (a publish, a history read, a heartbeat) waits for its reply before it
     /// is resent on a fresh connection (default 2 s, [`stream_redis::DEFAULT_RESPONSE_TIMEOUT`]).
+    /// The subscriber connection's (un)subscribes and health checks wait as long; past it, the
+    /// connection is reconnected.
     /// A resent publish finds its first run and returns the same ids: an event is never stored
     /// or delivered twice. Tries go on for the [retry window](Self::retry_window).
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
@@ -208,6 +210,8 @@ impl RedisBrokerBuilder {
             target: target.clone(),
             source,
         };
+        // The subscriber connection's (un)subscribes and health checks wait this long too.
+        let response_timeout = self.response_timeout.unwrap_or(stream_redis::DEFAULT_RESPONSE_TIMEOUT);
         let (commands, conn, client, cluster) = match &self.source {
             RedisSource::Url(url) => {
                 let info = url.as_str().into_connection_info().map_err(|e| fail(e.into()))?;
@@ -221,7 +225,7 @@ impl RedisBrokerBuilder {
                 commands.checkout().await.map_err(fail)?;
                 let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
                 let client = Client::open(info.set_redis_settings(resp3)).map_err(|e| fail(e.into()))?;
-                let conn = hub::connect_standalone(&client, &fanout, &self.client_name)
+                let conn = hub::connect_standalone(&client, &fanout, &self.client_name, response_timeout)
                     .await
                     .map_err(|e| fail(e.into()))?;
                 (commands, SubscriberConn::Standalone(conn), Some(client), false)
@@ -239,6 +243,7 @@ impl RedisBrokerBuilder {
                 let sender = fanout.clone();
                 let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
                     .use_protocol(ProtocolVersion::RESP3)
+                    .response_timeout(response_timeout)
                     .push_sender(move |push: PushInfo| {
                         sender.on_push(generation, push);
                         Ok::<(), Infallible>(())
@@ -260,7 +265,15 @@ impl RedisBrokerBuilder {
         if let Some(window) = self.retry_window {
             commands.set_retry_window(window);
         }
-        let hub = Hub::new(fanout.clone(), hub_rx, conn, client, self.client_name.clone(), health);
+        let hub = Hub::new(
+            fanout.clone(),
+            hub_rx,
+            conn,
+            client,
+            self.client_name.clone(),
+            health,
+            response_timeout,
+        );
         handle.spawn(hub.run());
         let subscribe_wait = self.subscribe_wait.unwrap_or(self.config.subscribe_timeout);
         let ttl_ms = u64::try_from(self.config.history_ttl.as_millis())

@@ -91,17 +91,24 @@ impl SubscriberConn {
 /// Opens a standalone subscriber connection of a new generation and names it.
 ///
 /// `client` must use RESP3 (pushes on a multiplexed connection).
+///
+/// `response_timeout` bounds each (un)subscribe and health `PING`: the client's own default
+/// (500 ms) was too short for the acknowledgements of hundreds of channels on a busy server, and
+/// a mass close then cost a needless reconnect.
 pub(crate) async fn connect_standalone(
     client: &Client,
     fanout: &Arc<Fanout>,
     name: &str,
+    response_timeout: Duration,
 ) -> RedisResult<MultiplexedConnection> {
     let generation = fanout.next_generation();
     let sender = fanout.clone();
-    let config = AsyncConnectionConfig::new().set_push_sender(move |push: PushInfo| {
-        sender.on_push(generation, push);
-        Ok::<(), Infallible>(())
-    });
+    let config = AsyncConnectionConfig::new()
+        .set_response_timeout(Some(response_timeout))
+        .set_push_sender(move |push: PushInfo| {
+            sender.on_push(generation, push);
+            Ok::<(), Infallible>(())
+        });
     let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
     redis::cmd("CLIENT")
         .arg("SETNAME")
@@ -126,6 +133,7 @@ pub(crate) struct Hub {
     name: String,
     subscribed: HashSet<Box<str>>,
     health_interval: Duration,
+    response_timeout: Duration,
 }
 
 impl Hub {
@@ -136,6 +144,7 @@ impl Hub {
         client: Option<Client>,
         name: String,
         health_interval: Duration,
+        response_timeout: Duration,
     ) -> Self {
         Self {
             fanout,
@@ -145,6 +154,7 @@ impl Hub {
             name,
             subscribed: HashSet::new(),
             health_interval: health_interval.max(Duration::from_millis(100)),
+            response_timeout,
         }
     }
 
@@ -257,7 +267,9 @@ impl Hub {
         if let Some(client) = &self.client {
             // A new generation: pushes (and the disconnect notice) of the old connection are
             // ignored, and the old connection's subscriptions are gone with it.
-            self.conn = SubscriberConn::Standalone(connect_standalone(client, &self.fanout, &self.name).await?);
+            self.conn = SubscriberConn::Standalone(
+                connect_standalone(client, &self.fanout, &self.name, self.response_timeout).await?,
+            );
             stale.clear();
         }
         let wanted = self.fanout.channel_names();
