@@ -22,11 +22,13 @@ use stream_pubsub::RedisBroker;
 struct OwnRedis {
     port: u16,
     dir: PathBuf,
+    persist: bool,
     child: Child,
 }
 
 impl OwnRedis {
-    fn start() -> Self {
+    /// With persistence on (`appendonly yes`, `appendfsync everysec`) or off.
+    fn start(persist: bool) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -36,15 +38,21 @@ impl OwnRedis {
             stream_core::EventId::generate()
         ));
         std::fs::create_dir_all(&dir).expect("a data directory");
-        let child = Self::spawn(port, &dir);
-        Self { port, dir, child }
+        let child = Self::spawn(port, &dir, persist);
+        Self {
+            port,
+            dir,
+            persist,
+            child,
+        }
     }
 
     /// A server on `port` with its data in `dir`: on a restart, it loads its append-only file.
-    fn spawn(port: u16, dir: &PathBuf) -> Child {
+    fn spawn(port: u16, dir: &PathBuf, persist: bool) -> Child {
+        let appendonly = if persist { "yes" } else { "no" };
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "everysec"])
+            .args(["--appendonly", appendonly, "--appendfsync", "everysec"])
             .arg("--dir")
             .arg(dir)
             .stdout(Stdio::null())
@@ -83,7 +91,7 @@ const KILL_AT: usize = 50;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_with_persistence_loses_nothing_and_duplicates_nothing() {
-    let mut redis = OwnRedis::start();
+    let mut redis = OwnRedis::start(true);
     let publisher = RedisBroker::connect(redis.url(), ChannelConfig::default())
         .await
         .expect("publisher broker");
@@ -101,10 +109,10 @@ async fn a_redis_restart_with_persistence_loses_nothing_and_duplicates_nothing()
             redis.kill();
             // Emits go on while Redis is down: the next publish waits for it, within the window.
             let restarter = std::thread::spawn({
-                let (port, dir) = (redis.port, redis.dir.clone());
+                let (port, dir, persist) = (redis.port, redis.dir.clone(), redis.persist);
                 move || {
                     std::thread::sleep(Duration::from_millis(1500));
-                    OwnRedis::spawn(port, &dir)
+                    OwnRedis::spawn(port, &dir, persist)
                 }
             });
             let started = Instant::now();
@@ -140,7 +148,7 @@ async fn a_redis_restart_with_persistence_loses_nothing_and_duplicates_nothing()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_retry_window_a_publish_fails_with_a_clear_error() {
-    let mut redis = OwnRedis::start();
+    let mut redis = OwnRedis::start(true);
     let publisher = RedisBroker::builder(redis.url())
         .retry_window(Duration::from_secs(1))
         .connect()
@@ -170,4 +178,43 @@ async fn past_the_retry_window_a_publish_fails_with_a_clear_error() {
         "kept trying for the window ({took:?})"
     );
     assert!(took < Duration::from_secs(8), "and then gave up ({took:?})");
+}
+
+/// Persistence off: the restart loses the channel's history and its sequence. A client that
+/// resumes from before the kill is told with a `gap` (never a silent one), then gets every event
+/// published after the restart, in order, and `done`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_without_persistence_is_announced_with_a_gap() {
+    let mut redis = OwnRedis::start(false);
+    let broker = RedisBroker::connect(redis.url(), ChannelConfig::default())
+        .await
+        .expect("broker");
+    let ch = unique_channel("amnesia");
+    let mut before: Vec<Event> = (0..40).map(|n| numbered(&ch, n)).collect();
+    for event in &mut before {
+        event.id = broker.publish(event).await.expect("publish before the kill");
+    }
+    // The client has read the first 20 and gone away.
+    let resume_from = before[19].id;
+
+    redis.kill();
+    let (port, dir) = (redis.port, redis.dir.clone());
+    redis.child = std::thread::spawn(move || OwnRedis::spawn(port, &dir, false))
+        .join()
+        .expect("restarted");
+    let mut after: Vec<Event> = (40..60).map(|n| numbered(&ch, n)).collect();
+    after.push(Event::done(ch.clone(), true, serde_json::Map::new()).expect("done"));
+    for event in &mut after {
+        event.id = broker.publish(event).await.expect("publish after the restart");
+    }
+
+    let mut resumed = broker.subscribe(&ch, Some(resume_from)).await.expect("resume");
+    let got = take_to_end(&mut resumed).await;
+    assert_eq!(got[0].kind, stream_core::EventType::Gap, "a gap first: {:?}", got[0]);
+    let ids = |events: &[Event]| events.iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(&got[1..]),
+        ids(&after),
+        "then every event since the restart, in order"
+    );
 }
