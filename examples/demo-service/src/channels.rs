@@ -39,8 +39,17 @@ pub struct ChannelCap {
     inner: Inner,
 }
 
+/// Every this many reservations, the memory cap forgets the users whose slots all expired.
+const SWEEP_EVERY: u64 = 1024;
+
+#[derive(Default)]
+struct MemorySlots {
+    users: HashMap<UserId, HashMap<ChannelId, Instant>>,
+    reservations: u64,
+}
+
 enum Inner {
-    Memory(Mutex<HashMap<UserId, HashMap<ChannelId, Instant>>>),
+    Memory(Mutex<MemorySlots>),
     Redis {
         connection: Arc<SharedConnection>,
         reserve: redis::Script,
@@ -60,7 +69,7 @@ impl ChannelCap {
     /// Slots in this process.
     pub fn memory() -> Self {
         Self {
-            inner: Inner::Memory(Mutex::new(HashMap::new())),
+            inner: Inner::Memory(Mutex::new(MemorySlots::default())),
         }
     }
 
@@ -87,15 +96,20 @@ impl ChannelCap {
         limit: usize,
     ) -> Result<bool, BoxError> {
         match &self.inner {
-            Inner::Memory(users) => {
+            Inner::Memory(memory) => {
                 let now = Instant::now();
-                let mut users = users.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                // Forget the users whose slots all expired, so the map does not grow forever.
-                users.retain(|_, slots| {
-                    slots.retain(|_, expiry| *expiry > now);
-                    !slots.is_empty()
-                });
-                let slots = users.entry(user.clone()).or_default();
+                let mut memory = memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                memory.reservations += 1;
+                if memory.reservations.is_multiple_of(SWEEP_EVERY) {
+                    // Now and then, forget the users whose slots all expired, so that the map
+                    // does not grow forever; each reservation only prunes its own user's slots.
+                    memory.users.retain(|_, slots| {
+                        slots.retain(|_, expiry| *expiry > now);
+                        !slots.is_empty()
+                    });
+                }
+                let slots = memory.users.entry(user.clone()).or_default();
+                slots.retain(|_, expiry| *expiry > now);
                 if slots.contains_key(channel) {
                     return Ok(true);
                 }
@@ -119,12 +133,12 @@ impl ChannelCap {
     /// Gives the slot of `user` for `channel` back (nothing when it has none).
     pub(crate) async fn release(&self, user: &UserId, channel: &ChannelId) -> Result<(), BoxError> {
         match &self.inner {
-            Inner::Memory(users) => {
-                let mut users = users.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Some(slots) = users.get_mut(user) {
+            Inner::Memory(memory) => {
+                let mut memory = memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(slots) = memory.users.get_mut(user) {
                     slots.remove(channel);
                     if slots.is_empty() {
-                        users.remove(user);
+                        memory.users.remove(user);
                     }
                 }
                 Ok(())
@@ -144,8 +158,9 @@ impl ChannelCap {
         match &self.inner {
             Inner::Memory(users) => {
                 let now = Instant::now();
-                let users = users.lock().unwrap();
-                users
+                let memory = users.lock().unwrap();
+                memory
+                    .users
                     .get(user)
                     .map_or(0, |slots| slots.values().filter(|e| **e > now).count())
             }
