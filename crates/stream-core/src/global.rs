@@ -22,19 +22,16 @@ tokio::task_local! {
     static SCOPED: Streaming;
 }
 
-/// The process-wide slot and which of its parts were set explicitly (each may be set once).
+/// The process-wide slot and which of its parts were set explicitly (each may be set once),
+/// indexed by [`Part`].
 struct Slot {
     streaming: Option<Streaming>,
-    whole: bool,
-    leases: bool,
-    store: bool,
+    installed: [bool; 3],
 }
 
 static SLOT: RwLock<Slot> = RwLock::new(Slot {
     streaming: None,
-    whole: false,
-    leases: false,
-    store: false,
+    installed: [false; 3],
 });
 
 /// What a second installation of the process-wide backends fails with: the first one stays.
@@ -86,50 +83,39 @@ fn embedded() -> Streaming {
 /// Until it is called, [`get_default`] gives the embedded in-memory backends; streams that were
 /// opened on them keep them.
 pub fn set_global_default(streaming: Streaming) -> Result<(), SetGlobalDefaultError> {
-    let mut slot = write();
-    let taken = [
-        (slot.whole, Part::Whole),
-        (slot.leases, Part::Leases),
-        (slot.store, Part::Store),
-    ];
-    if let Some((_, part)) = taken.into_iter().find(|(set, _)| *set) {
-        return Err(SetGlobalDefaultError { part });
-    }
-    slot.streaming = Some(streaming);
-    slot.whole = true;
-    Ok(())
+    install(Part::Whole, |_| streaming)
 }
 
 /// Installs only the lease store, once, keeping the other parts. For `compat`.
 pub(crate) fn set_lease_store(leases: Arc<dyn LeaseStore>) -> Result<(), SetGlobalDefaultError> {
-    set_part(Part::Leases, |mut s| {
-        s.leases = leases;
-        s
+    install(Part::Leases, |current| {
+        let mut streaming = current.unwrap_or_else(embedded);
+        streaming.leases = leases;
+        streaming
     })
 }
 
 /// Installs only the event store, once, keeping the other parts. For `compat`.
 pub(crate) fn set_event_store(store: Arc<dyn EventStore>) -> Result<(), SetGlobalDefaultError> {
-    set_part(Part::Store, |s| s.with_store(Some(store)))
+    install(Part::Store, |current| {
+        current.unwrap_or_else(embedded).with_store(Some(store))
+    })
 }
 
-fn set_part(part: Part, update: impl FnOnce(Streaming) -> Streaming) -> Result<(), SetGlobalDefaultError> {
+/// Installs `part` (the whole, or one part on top of what is there), unless it, or anything it
+/// would overwrite, was installed already.
+fn install(part: Part, update: impl FnOnce(Option<Streaming>) -> Streaming) -> Result<(), SetGlobalDefaultError> {
     let mut slot = write();
-    let set = match part {
-        Part::Leases => slot.leases,
-        Part::Store => slot.store,
-        Part::Whole => unreachable!("the whole is set by set_global_default"),
+    let overwritten: &[Part] = match part {
+        Part::Whole => &[Part::Whole, Part::Leases, Part::Store],
+        _ => &[Part::Whole, part],
     };
-    if slot.whole || set {
-        let part = if slot.whole { Part::Whole } else { part };
+    if let Some(&part) = overwritten.iter().find(|p| slot.installed[**p as usize]) {
         return Err(SetGlobalDefaultError { part });
     }
-    let current = slot.streaming.take().unwrap_or_else(embedded);
+    let current = slot.streaming.take();
     slot.streaming = Some(update(current));
-    match part {
-        Part::Leases => slot.leases = true,
-        _ => slot.store = true,
-    }
+    slot.installed[part as usize] = true;
     Ok(())
 }
 

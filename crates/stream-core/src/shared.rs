@@ -1,6 +1,7 @@
 //! [`SharedEvent`]: an event as a broker delivers it, encoded once per process.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -40,17 +41,20 @@ struct Envelope {
     kind: EventType,
 }
 
-/// The SSE frame of an event whose JSON is `json`: one buffer.
-fn frame(id: EventId, kind: &EventType, json: &[u8]) -> Bytes {
+/// The SSE frame of an event whose JSON is `json`: one buffer. Also where in it the JSON stands
+/// whole, when it went out as one `data:` line (always for serde's JSON, which has no raw line
+/// break; push_field still splits any that another publisher's bytes might carry, so no payload
+/// can end the frame early).
+fn frame(id: EventId, kind: &EventType, json: &str) -> (Bytes, Option<Range<usize>>) {
     let mut buf = Vec::with_capacity(json.len() + 40);
     if !kind.is_control() {
         push_field(&mut buf, "id", &id.to_string());
     }
-    // JSON from serde has no raw line breaks; push_field still splits any that another
-    // publisher's bytes might carry, so no payload can end the frame early.
-    push_field(&mut buf, "data", &String::from_utf8_lossy(json));
+    let start = buf.len() + "data: ".len();
+    push_field(&mut buf, "data", json);
+    let one_line = buf.len() == start + json.len() + 1;
     buf.push(b'\n');
-    Bytes::from(buf)
+    (Bytes::from(buf), one_line.then(|| start..start + json.len()))
 }
 
 impl SharedEvent {
@@ -60,15 +64,11 @@ impl SharedEvent {
     /// than their frames.
     pub fn from_event(event: Event) -> Self {
         let json = event.to_json();
-        let frame = frame(event.id, &event.kind, json.as_bytes());
-        // The frame ends with `data: <json>\n\n`; serde's JSON has no raw line break, so it is
-        // one line, and its bytes are shared rather than kept twice.
-        let start = frame.len().checked_sub(json.len() + 2);
-        let json = match start {
-            Some(start) if frame[start..start + json.len()] == *json.as_bytes() => {
-                frame.slice(start..start + json.len())
-            }
-            _ => Bytes::from(json),
+        let (frame, at) = frame(event.id, &event.kind, &json);
+        // The JSON's bytes are shared with the frame rather than kept twice.
+        let json = match at {
+            Some(at) => frame.slice(at),
+            None => Bytes::from(json),
         };
         Self(Arc::new(Inner {
             id: event.id,
@@ -85,7 +85,7 @@ impl SharedEvent {
     /// called. Fails when the JSON is not an event envelope.
     pub fn from_json(json: Bytes) -> Result<Self, serde_json::Error> {
         let Envelope { id, kind } = serde_json::from_slice(&json)?;
-        let frame = frame(id, &kind, &json);
+        let (frame, _) = frame(id, &kind, &String::from_utf8_lossy(&json));
         Ok(Self(Arc::new(Inner {
             id,
             kind,

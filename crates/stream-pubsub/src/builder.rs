@@ -184,14 +184,8 @@ impl RedisBrokerBuilder {
             (RedisSource::Cluster(nodes), None, _) if nodes.is_empty() => {
                 invalid("a cluster needs at least one node URL".into())
             }
-            (RedisSource::Cluster(_), None, _) => Ok(()),
-            (RedisSource::Pool(_) | RedisSource::ClusterPool(_), _, _) => invalid(format!(
-                "the broker opens its subscriber connection from URLs, and {} has none: pass the \
-                 URL(s) to RedisBroker::builder and the pool to .pool() or .cluster_pool()",
-                self.source.describe()
-            )),
-            // RedisSource is non_exhaustive; a kind this builder does not know is refused.
-            _ => invalid(format!("{} is not a source the broker can use", self.source.describe())),
+            // A source without URLs is refused where the connections are opened.
+            _ => Ok(()),
         }
     }
 
@@ -256,8 +250,15 @@ impl RedisBrokerBuilder {
                     .map_err(|e| fail(e.into()))?;
                 (commands, SubscriberConn::Cluster(conn), None, true)
             }
-            // `check` refused the pool-only sources.
-            _ => unreachable!("a pool-only source passed check"),
+            // A pool (or a kind of source this builder does not know) has no URL to open the
+            // subscriber connection from.
+            other => {
+                return Err(ConnectError::InvalidConfig(format!(
+                    "the broker opens its subscriber connection from URLs, and {} has none: pass the \
+                     URL(s) to RedisBroker::builder and the pool to .pool() or .cluster_pool()",
+                    other.describe()
+                )));
+            }
         };
         if let Some(timeout) = self.response_timeout {
             commands.set_response_timeout(timeout);

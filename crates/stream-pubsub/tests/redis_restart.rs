@@ -166,12 +166,7 @@ async fn past_the_retry_window_a_publish_fails_with_a_clear_error() {
         .await
         .expect_err("Redis stays down");
     let took = started.elapsed();
-    let mut chain = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(e) = source {
-        chain.push_str(&format!(": {e}"));
-        source = e.source();
-    }
+    let chain = stream_core::sse::ErrorChain(&err).to_string();
     assert!(chain.contains("gave up after"), "{chain}");
     assert!(
         took >= Duration::from_millis(900),

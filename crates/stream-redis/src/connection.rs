@@ -18,6 +18,9 @@ use crate::BoxError;
 /// How many times [`SharedConnection::run`] tries a command at once, before it backs off.
 const QUICK_ATTEMPTS: u32 = 3;
 
+/// The first pause between tries once the quick ones failed.
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+
 /// The longest pause between tries while Redis is unreachable.
 const MAX_PAUSE: Duration = Duration::from_secs(1);
 
@@ -218,7 +221,7 @@ impl SharedConnection {
         resend: impl FnOnce() -> Cmd,
         script: Option<&Script>,
     ) -> Result<T, BoxError> {
-        let mut retry = Retry::new(self.retry_window());
+        let mut retry = Retry::default();
         let mut resend = Some(resend);
         let mut resent: Option<Cmd> = None;
         loop {
@@ -226,7 +229,7 @@ impl SharedConnection {
                 Ok(checked_out) => checked_out,
                 // Nothing was sent: Redis could not be reached.
                 Err(e) => {
-                    retry.pause(e).await?;
+                    retry.pause(self, e).await?;
                     continue;
                 }
             };
@@ -250,7 +253,7 @@ impl SharedConnection {
                 // The script did not run: the same form goes again, once it is loaded.
                 if let Err(e) = script.load_async(&mut conn).await {
                     self.discard(generation);
-                    retry.pause(e.into()).await?;
+                    retry.pause(self, e.into()).await?;
                 }
             } else if err.is_unrecoverable_error() || err.is_timeout() || err.is_connection_refusal() {
                 tracing::debug!(error = %err, "redis connection lost or silent; checking out a fresh one");
@@ -259,7 +262,7 @@ impl SharedConnection {
                 if let Some(resend) = resend.take() {
                     resent = Some(resend());
                 }
-                retry.pause(err.into()).await?;
+                retry.pause(self, err.into()).await?;
             } else {
                 return Err(err.into());
             }
@@ -267,46 +270,44 @@ impl SharedConnection {
     }
 }
 
-/// The tries of one command: a few at once, then with backoff until the window has passed.
+/// The failed tries of one command: a few resent at once, then with backoff until the retry
+/// window has passed. Nothing is read (no clock, no setting) until a try fails, so a command that
+/// succeeds at once pays nothing for it.
+#[derive(Default)]
 struct Retry {
-    started: Instant,
-    window: Duration,
+    /// When the first try failed, and the window then in force.
+    since: Option<(Instant, Duration)>,
     tries: u32,
     pause: Duration,
 }
 
 impl Retry {
-    fn new(window: Duration) -> Self {
-        Self {
-            started: Instant::now(),
-            window,
-            tries: 0,
-            pause: Duration::from_millis(50),
-        }
-    }
-
     /// After a failed try: waits before the next one, or gives up with `error` as the source.
-    async fn pause(&mut self, error: BoxError) -> Result<(), BoxError> {
+    async fn pause(&mut self, connection: &SharedConnection, error: BoxError) -> Result<(), BoxError> {
+        let (started, window) = *self
+            .since
+            .get_or_insert_with(|| (Instant::now(), connection.retry_window()));
         self.tries += 1;
         if self.tries < QUICK_ATTEMPTS {
             return Ok(());
         }
-        let elapsed = self.started.elapsed();
-        let left = self.window.saturating_sub(elapsed);
+        let elapsed = started.elapsed();
+        let left = window.saturating_sub(elapsed);
         if left.is_zero() {
             tracing::warn!(tries = self.tries, ?elapsed, error = %error, "redis command gave up");
             return Err(Box::new(RetriesExhausted {
                 tries: self.tries,
                 elapsed,
-                window: self.window,
+                window,
                 source: error,
             }));
         }
         if self.tries == QUICK_ATTEMPTS {
-            tracing::warn!(error = %error, window = ?self.window, "redis unreachable; retrying");
+            tracing::warn!(error = %error, ?window, "redis unreachable; retrying");
         }
-        tokio::time::sleep(self.pause.min(left)).await;
-        self.pause = (self.pause * 2).min(MAX_PAUSE);
+        let pause = if self.pause.is_zero() { FIRST_PAUSE } else { self.pause };
+        tokio::time::sleep(pause.min(left)).await;
+        self.pause = (pause * 2).min(MAX_PAUSE);
         Ok(())
     }
 }
