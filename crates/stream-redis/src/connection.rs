@@ -126,7 +126,8 @@ impl SharedConnection {
         }
     }
 
-    /// How long a command keeps trying while Redis cannot be reached or does not answer (default
+    /// How long a command keeps trying, from its first failed try, while Redis cannot be reached
+    /// or does not answer (default
     /// [`DEFAULT_RETRY_WINDOW`], 10 s): a restart or a failover shorter than this is invisible to
     /// the caller, apart from the wait. The first tries go at once; then it backs off (50 ms,
     /// doubling, at most 1 s) until the window has passed, and fails with
