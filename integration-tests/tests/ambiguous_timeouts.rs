@@ -171,6 +171,7 @@ async fn a_job_push_resent_after_a_timeout_queues_the_job_once() {
     queue
         .submit(
             StreamContext::builder().build(),
+            None,
             request.clone(),
             Duration::from_millis(1),
         )
@@ -178,7 +179,12 @@ async fn a_job_push_resent_after_a_timeout_queues_the_job_once() {
         .expect("push");
     proxy.arm();
     queue
-        .submit(StreamContext::builder().build(), request, Duration::from_millis(1))
+        .submit(
+            StreamContext::builder().build(),
+            None,
+            request,
+            Duration::from_millis(1),
+        )
         .await
         .expect("the resent push succeeds");
     assert!(proxy.held(), "the proxy held a reply back");
@@ -210,7 +216,7 @@ async fn a_job_taken_but_not_finished_runs_when_its_worker_restarts() {
         service: "api".into(),
     };
     queue
-        .submit(ctx, request, Duration::from_millis(1))
+        .submit(ctx, None, request, Duration::from_millis(1))
         .await
         .expect("push");
     // A previous run of this worker took the job (its BLMOVE went through) and then died.
@@ -236,6 +242,7 @@ async fn a_job_taken_but_not_finished_runs_when_its_worker_restarts() {
         worker: worker.clone(),
         grace: Duration::from_secs(5),
         heartbeat: Duration::from_secs(5),
+        owners: None,
     };
     let (url, key, stop) = (redis_url(), queue_key.clone(), shutdown.clone());
     let publisher = Arc::new(broker.clone());

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::event::{DebugContext, Event, EventId, EventType, ReservedKey};
-use crate::ids::ChannelId;
+use crate::ids::{ChannelId, UserId};
 use crate::publish::{EventPublisher, PublishError};
+use crate::registry::ChannelRegistry;
 
 /// Serializable context for emitting events from background workers.
 ///
@@ -293,8 +294,41 @@ pub struct Emitter {
     publisher: Arc<dyn EventPublisher>,
     closed: AtomicBool,
     heartbeat: Option<Duration>,
+    owner: Option<OwnerRecord>,
     beat: Mutex<Option<Beat>>,
     batch: Mutex<Batch>,
+}
+
+/// A channel's owner record, which an [`Emitter`] renews with each heartbeat
+/// ([`Emitter::with_owner`]): it re-creates the record if the registry lost it (a Redis restart
+/// without persistence), so that the owner can still read and resume the channel. Renewing never
+/// takes a channel from another owner: [`ChannelRegistry::register`] refuses that.
+#[derive(Clone)]
+pub struct OwnerRecord {
+    /// Where the record lives (the app's registry; the Redis broker is one).
+    pub registry: Arc<dyn ChannelRegistry>,
+    /// The channel's owner.
+    pub owner: UserId,
+    /// The record's lifetime from each renewal: the channel's history TTL.
+    pub ttl: Duration,
+}
+
+impl std::fmt::Debug for OwnerRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnerRecord")
+            .field("owner", &self.owner)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OwnerRecord {
+    /// Renews the record; a failure is logged (the next heartbeat tries again).
+    async fn renew(&self, channel: &ChannelId) {
+        if let Err(e) = self.registry.register(channel, &self.owner, self.ttl).await {
+            tracing::debug!(channel = %channel, error = %e, "owner record renewal failed");
+        }
+    }
 }
 
 /// Events waiting to be published together (group commit): while one publish of this emitter is
@@ -340,7 +374,12 @@ enum BeatStop {
 }
 
 impl Beat {
-    fn start(publisher: Arc<dyn EventPublisher>, channel: ChannelId, every: Duration) -> Self {
+    fn start(
+        publisher: Arc<dyn EventPublisher>,
+        owner: Option<OwnerRecord>,
+        channel: ChannelId,
+        every: Duration,
+    ) -> Self {
         let withdraw = Arc::new(AtomicBool::new(true));
         let ttl = every * 3;
         let stop = match tokio::runtime::Handle::try_current() {
@@ -357,6 +396,9 @@ impl Beat {
                         }
                         if let Err(e) = publisher.heartbeat(&channel, Some(ttl)).await {
                             tracing::debug!(channel = %channel, error = %e, "heartbeat failed");
+                        }
+                        if let Some(owner) = &owner {
+                            owner.renew(&channel).await;
                         }
                         sent = true;
                         wait = every;
@@ -376,6 +418,9 @@ impl Beat {
                     while matches!(rx.recv_timeout(wait), Err(std::sync::mpsc::RecvTimeoutError::Timeout)) {
                         if let Err(e) = futures_executor::block_on(publisher.heartbeat(&channel, Some(ttl))) {
                             tracing::debug!(channel = %channel, error = %e, "heartbeat failed");
+                        }
+                        if let Some(owner) = &owner {
+                            futures_executor::block_on(owner.renew(&channel));
                         }
                         sent = true;
                         wait = every;
@@ -437,6 +482,7 @@ impl Emitter {
             publisher,
             closed: AtomicBool::new(false),
             heartbeat: Some(Self::DEFAULT_HEARTBEAT),
+            owner: None,
             beat: Mutex::new(None),
             batch: Mutex::new(Batch::default()),
         }
@@ -453,6 +499,16 @@ impl Emitter {
         self
     }
 
+    /// Renews the channel's owner record with each heartbeat, so that a registry that lost it (a
+    /// Redis restart without persistence) has it again within one heartbeat interval and the
+    /// owner can resume the channel. Without a heartbeat ([`with_heartbeat(None)`](Self::with_heartbeat))
+    /// nothing is renewed. A producer that runs apart from the app that registered the channel (a
+    /// worker) sets this; see [`OwnerRecord`].
+    pub fn with_owner(mut self, owner: OwnerRecord) -> Self {
+        self.owner = Some(owner);
+        self
+    }
+
     fn beat(&self) -> std::sync::MutexGuard<'_, Option<Beat>> {
         self.beat.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -462,7 +518,12 @@ impl Emitter {
         let Some(every) = self.heartbeat else { return };
         let mut beat = self.beat();
         if beat.is_none() && !self.is_closed() {
-            *beat = Some(Beat::start(self.publisher.clone(), self.ctx.channel_id.clone(), every));
+            *beat = Some(Beat::start(
+                self.publisher.clone(),
+                self.owner.clone(),
+                self.ctx.channel_id.clone(),
+                every,
+            ));
         }
     }
 
@@ -703,6 +764,12 @@ impl BlockingEmitter {
     pub fn with_heartbeat(self, every: Option<Duration>) -> Self {
         Self {
             inner: self.inner.with_heartbeat(every),
+        }
+    }
+    /// See [`Emitter::with_owner`].
+    pub fn with_owner(self, owner: OwnerRecord) -> Self {
+        Self {
+            inner: self.inner.with_owner(owner),
         }
     }
     /// See [`Emitter::emit`].

@@ -24,7 +24,8 @@ pub mod token;
 
 pub use config::ChannelConfig;
 pub use context::{
-    BlockingEmitter, EmitError, Emitter, InvalidContext, LogLevel, SseEmitter, StreamContext, StreamContextBuilder,
+    BlockingEmitter, EmitError, Emitter, InvalidContext, LogLevel, OwnerRecord, SseEmitter, StreamContext,
+    StreamContextBuilder,
 };
 pub use error::BoxError;
 pub use event::{

@@ -1,12 +1,15 @@
 //! StreamContext: serialization, emitting, closing, and the blocking form.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use stream_core::conformance::broker::take;
 use stream_core::memory::MemoryBroker;
-use stream_core::{EmitError, EventSubscriber, EventType, LogLevel, SseEmitter, StreamContext};
+use stream_core::{
+    ChannelRegistry, EmitError, EventSubscriber, EventType, LogLevel, OwnerRecord, SseEmitter, StreamContext, UserId,
+};
 
 fn extra() -> Map<String, Value> {
     let v = json!({"ticket": "OPS-7", "attempt": 2, "tags": ["a", "b"], "nested": {"x": null, "y": 1.5}});
@@ -409,4 +412,58 @@ async fn an_emit_whose_publishing_task_is_dropped_fails_instead_of_waiting() {
     assert!(matches!(second, Err(EmitError::Publish(_))), "{second:?}");
     // The emitter still works.
     em.log("third", LogLevel::Info).await.unwrap();
+}
+
+/// An emitter with an owner record renews it with each heartbeat: a registry that lost the record
+/// (here: a second registry that never had it, standing for a Redis restart without persistence)
+/// has it again after one beat, and a record of another owner is never taken over.
+#[tokio::test(start_paused = true)]
+async fn an_emitter_renews_its_channels_owner_record_with_each_heartbeat() {
+    let broker = Arc::new(MemoryBroker::default());
+    let registry = Arc::new(MemoryBroker::default());
+    let owner = UserId::new("alice").unwrap();
+    let ctx = StreamContext::builder().project("p").build();
+    let channel = ctx.channel_id().clone();
+    let em = ctx
+        .bind(broker.clone())
+        .with_heartbeat(Some(Duration::from_secs(5)))
+        .with_owner(OwnerRecord {
+            registry: registry.clone(),
+            owner: owner.clone(),
+            ttl: Duration::from_secs(3600),
+        });
+    em.log("first", LogLevel::Info).await.unwrap();
+    assert_eq!(
+        registry.owner(&channel).await.unwrap(),
+        None,
+        "not before the first beat"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        registry.owner(&channel).await.unwrap(),
+        Some(owner.clone()),
+        "after the first beat"
+    );
+
+    // Another owner's record stays: the renewal is refused, and the emitter goes on.
+    let other = StreamContext::builder().project("p").build();
+    let other_channel = other.channel_id().clone();
+    let mallory = UserId::new("mallory").unwrap();
+    registry
+        .register(&other_channel, &mallory, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let em2 = other
+        .bind(broker.clone())
+        .with_heartbeat(Some(Duration::from_secs(5)))
+        .with_owner(OwnerRecord {
+            registry: registry.clone(),
+            owner,
+            ttl: Duration::from_secs(3600),
+        });
+    em2.log("first", LogLevel::Info).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(registry.owner(&other_channel).await.unwrap(), Some(mallory));
+    em2.log("still emitting", LogLevel::Info).await.unwrap();
+    drop((em, em2));
 }

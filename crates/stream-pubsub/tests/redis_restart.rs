@@ -8,97 +8,56 @@
 //! installs it) on a free port, so that killing it touches no other test.
 
 mod common;
+#[path = "common/own_redis.rs"]
+mod own_redis;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use own_redis::{OwnCluster, OwnRedis};
 use stream_core::conformance::broker::{numbered, take, take_to_end};
 use stream_core::conformance::unique_channel;
-use stream_core::{ChannelConfig, Event, EventPublisher, EventSubscriber};
-use stream_pubsub::RedisBroker;
-
-/// A Redis server of the test's own, killed with SIGKILL on drop.
-struct OwnRedis {
-    port: u16,
-    dir: PathBuf,
-    persist: bool,
-    child: Child,
-}
-
-impl OwnRedis {
-    /// With persistence on (`appendonly yes`, `appendfsync everysec`) or off.
-    fn start(persist: bool) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = std::env::temp_dir().join(format!(
-            "stream-pubsub-restart-{port}-{}",
-            stream_core::EventId::generate()
-        ));
-        std::fs::create_dir_all(&dir).expect("a data directory");
-        let child = Self::spawn(port, &dir, persist);
-        Self {
-            port,
-            dir,
-            persist,
-            child,
-        }
-    }
-
-    /// A server on `port` with its data in `dir`: on a restart, it loads its append-only file.
-    fn spawn(port: u16, dir: &PathBuf, persist: bool) -> Child {
-        let appendonly = if persist { "yes" } else { "no" };
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", appendonly, "--appendfsync", "everysec"])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("redis-server is required (scripts/redis.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server on port {port} did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// SIGKILL: no shutdown, no final fsync.
-    fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL redis-server");
-        self.child.wait().expect("redis-server exits");
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use stream_core::{ChannelConfig, ChannelId, Event, EventPublisher, EventSubscriber};
+use stream_pubsub::{RedisBroker, RedisSource};
 
 const EVENTS: usize = 150;
 const KILL_AT: usize = 50;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_restart_with_persistence_loses_nothing_and_duplicates_nothing() {
-    let mut redis = OwnRedis::start(true);
-    let publisher = RedisBroker::connect(redis.url(), ChannelConfig::default())
-        .await
-        .expect("publisher broker");
-    let subscriber = RedisBroker::connect(redis.url(), ChannelConfig::default())
-        .await
-        .expect("subscriber broker");
-    let ch = unique_channel("restart");
+/// A server (or a cluster node) that the test kills and starts again.
+trait Restartable {
+    fn kill(&mut self);
+    fn restart(&mut self);
+}
+
+impl Restartable for OwnRedis {
+    fn kill(&mut self) {
+        OwnRedis::kill(self);
+    }
+    fn restart(&mut self) {
+        OwnRedis::restart(self);
+    }
+}
+
+/// One node of a cluster.
+struct Node<'a>(&'a mut OwnCluster, usize);
+
+impl Restartable for Node<'_> {
+    fn kill(&mut self) {
+        self.0.kill(self.1);
+    }
+    fn restart(&mut self) {
+        self.0.restart(self.1);
+    }
+}
+
+/// Publishes `EVENTS` events and `done` on `ch`, SIGKILLs `server` before event `KILL_AT` and
+/// starts it again 1.5 s later, while that publish waits. Then checks that a subscriber that read
+/// through it all, and a late one, both got every event once, in order.
+async fn publish_through_a_restart(
+    publisher: &RedisBroker,
+    subscriber: &RedisBroker,
+    ch: ChannelId,
+    server: &mut impl Restartable,
+) {
     let mut live = subscriber.subscribe(&ch, None).await.expect("subscribe");
 
     let mut sent: Vec<Event> = (0..EVENTS).map(|n| numbered(&ch, n)).collect();
@@ -106,19 +65,16 @@ async fn a_redis_restart_with_persistence_loses_nothing_and_duplicates_nothing()
     let mut outage = Duration::ZERO;
     for (n, event) in sent.iter_mut().enumerate() {
         if n == KILL_AT {
-            redis.kill();
+            server.kill();
             // Emits go on while Redis is down: the next publish waits for it, within the window.
-            let restarter = std::thread::spawn({
-                let (port, dir, persist) = (redis.port, redis.dir.clone(), redis.persist);
-                move || {
-                    std::thread::sleep(Duration::from_millis(1500));
-                    OwnRedis::spawn(port, &dir, persist)
-                }
-            });
             let started = Instant::now();
-            event.id = publisher.publish(event).await.expect("a publish rides out the restart");
+            let restart = async {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                server.restart();
+            };
+            let (published, ()) = tokio::join!(publisher.publish(event), restart);
+            event.id = published.expect("a publish rides out the restart");
             outage = started.elapsed();
-            redis.child = restarter.join().expect("restarted");
             continue;
         }
         event.id = publisher
@@ -143,7 +99,31 @@ async fn a_redis_restart_with_persistence_loses_nothing_and_duplicates_nothing()
         ids(&sent),
         "the history after the restart"
     );
-    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_with_persistence_loses_nothing_and_duplicates_nothing() {
+    let mut redis = OwnRedis::start(true);
+    let publisher = RedisBroker::connect(redis.url(), ChannelConfig::default())
+        .await
+        .expect("publisher broker");
+    let subscriber = RedisBroker::connect(redis.url(), ChannelConfig::default())
+        .await
+        .expect("subscriber broker");
+    publish_through_a_restart(&publisher, &subscriber, unique_channel("restart"), &mut redis).await;
+}
+
+/// The same on a 3-node cluster: the node that owns the channel's slot is SIGKILLed and started
+/// again (with its append-only file and `nodes.conf`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_node_restart_with_persistence_loses_nothing_and_duplicates_nothing() {
+    let mut cluster = OwnCluster::start();
+    let connect = || RedisBroker::connect(RedisSource::cluster(cluster.urls()), ChannelConfig::default());
+    let publisher = connect().await.expect("publisher broker");
+    let subscriber = connect().await.expect("subscriber broker");
+    let ch = unique_channel("restart");
+    let owner = cluster.node_of(ch.as_str());
+    publish_through_a_restart(&publisher, &subscriber, ch, &mut Node(&mut cluster, owner)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

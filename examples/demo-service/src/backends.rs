@@ -95,11 +95,17 @@ pub async fn app_backends(config: &Config) -> Result<Backends, StartError> {
         }
         Some(url) => {
             let broker = Arc::new(
-                RedisBroker::connect(url, channel_config.clone())
+                RedisBroker::builder(url)
+                    .config(channel_config.clone())
+                    .retry_window(config.worker.redis_retry_window())
+                    .connect()
                     .await
                     .map_err(StartError::Broker)?,
             );
-            let leases = StreamLeaseLimiter::connect(url, config.lease_config())
+            let leases = StreamLeaseLimiter::builder(url)
+                .config(config.lease_config())
+                .retry_window(config.worker.redis_retry_window())
+                .connect()
                 .await
                 .map_err(StartError::Leases)?;
             let archive = opensearch.unwrap_or_else(|| Arc::new(MemoryEventStore::default()));

@@ -345,14 +345,14 @@ impl DemoService {
         let PreparedDeployment {
             ctx,
             request,
+            user: owner,
             slot,
             watcher,
-            ..
         } = deployment;
         self.inner
             .backends
             .jobs
-            .submit(ctx, request, self.config().step())
+            .submit(ctx, Some(&owner), request, self.config().step())
             .await
             .map_err(|e| ApiError::unavailable("job queue", e))?;
         match watcher {
@@ -387,6 +387,11 @@ impl DemoService {
     /// 404; a token must be valid for this channel (403), else the header must name a user; then
     /// the channel's owner must be that user (404 unknown, 403 someone else's). One registry round
     /// trip.
+    ///
+    /// A valid token is itself the owner's grant: when the registry has no owner record (a Redis
+    /// restart without persistence lost it), a token holder may still resume, and learns of what
+    /// the restart lost from a `gap` event. A header alone then gets 404 until the job's worker
+    /// has renewed the record (one heartbeat).
     pub async fn authorize_stream(
         &self,
         channel: &str,
@@ -407,21 +412,27 @@ impl DemoService {
             ),
         };
         let channel = ChannelId::new(channel).map_err(|_| ApiError::not_found("no such channel"))?;
-        let user = match credential {
-            Credential::Header(user) => user,
-            Credential::Token(token) => self
-                .inner
-                .signer
-                .verify(&token, &channel)
-                .map_err(|e| ApiError::forbidden(e.to_string()))?,
+        let (user, granted) = match credential {
+            Credential::Header(user) => (user, false),
+            Credential::Token(token) => {
+                let user = self
+                    .inner
+                    .signer
+                    .verify(&token, &channel)
+                    .map_err(|e| ApiError::forbidden(e.to_string()))?;
+                (user, true)
+            }
         };
-        self.check_owner(&channel, &user).await?;
+        self.check_owner(&channel, &user, granted).await?;
         Ok((channel, user))
     }
 
-    async fn check_owner(&self, channel: &ChannelId, user: &UserId) -> Result<(), ApiError> {
+    /// Checks that `user` owns `channel`. `granted`: the user holds a valid token for it, which
+    /// stands in for a missing owner record.
+    async fn check_owner(&self, channel: &ChannelId, user: &UserId, granted: bool) -> Result<(), ApiError> {
         match self.streaming().registry.owner(channel).await {
             Err(e) => Err(ApiError::unavailable("channel registry", e)),
+            Ok(None) if granted => Ok(()),
             Ok(None) => Err(ApiError::not_found("no such channel")),
             Ok(Some(owner)) if owner != *user => Err(ApiError::forbidden("this channel belongs to another user")),
             Ok(Some(_)) => Ok(()),
@@ -487,7 +498,7 @@ impl DemoService {
                     ApiError::bad_request("invalid_limit", format!("limit must be 1 to {MAX_EVENTS_LIMIT}"))
                 })?,
         };
-        self.check_owner(&channel, &user).await?;
+        self.check_owner(&channel, &user, false).await?;
         let store = self
             .inner
             .backends

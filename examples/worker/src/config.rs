@@ -95,6 +95,10 @@ pub struct WorkerConfig {
     /// `STREAM_HISTORY_MAX_LEN` (default 5000): events kept per channel for late and resuming
     /// clients; a client that needs older ones is told with a `gap` event.
     pub history_max_len: usize,
+    /// `STREAM_REDIS_RETRY_SECS` (default 10): how long a Redis command (an emit, a lease call)
+    /// is retried with backoff through an outage, counted from its first failed try, before it
+    /// fails with a clear error.
+    pub redis_retry_secs: u64,
 }
 
 impl Default for WorkerConfig {
@@ -107,6 +111,7 @@ impl Default for WorkerConfig {
             heartbeat_ms: 5000,
             history_ttl_secs: 3600,
             history_max_len: 5000,
+            redis_retry_secs: 10,
         }
     }
 }
@@ -138,12 +143,18 @@ impl WorkerConfig {
             history_max_len: vars
                 .positive("STREAM_HISTORY_MAX_LEN")?
                 .map_or(d.history_max_len, |n| n as usize),
+            redis_retry_secs: vars.positive("STREAM_REDIS_RETRY_SECS")?.unwrap_or(d.redis_retry_secs),
         })
     }
 
     /// The heartbeat interval of job emitters and of the producer check.
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms)
+    }
+
+    /// How long a Redis command is retried through an outage ([`Self::redis_retry_secs`]).
+    pub fn redis_retry_window(&self) -> Duration {
+        Duration::from_secs(self.redis_retry_secs)
     }
 
     /// The channel and pipeline settings: the defaults with these intervals and history limits.
@@ -179,6 +190,7 @@ mod tests {
         assert_eq!(c.heartbeat(), Duration::from_secs(5));
         assert_eq!(c.history_ttl_secs, 3600);
         assert_eq!(c.history_max_len, 5000);
+        assert_eq!(c.redis_retry_window(), Duration::from_secs(10));
     }
 
     #[test]
@@ -191,6 +203,7 @@ mod tests {
             ("STREAM_HEARTBEAT_MS", " 250 "),
             ("STREAM_HISTORY_TTL_SECS", "60"),
             ("STREAM_HISTORY_MAX_LEN", "10"),
+            ("STREAM_REDIS_RETRY_SECS", "3"),
         ])
         .unwrap();
         assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6399/"));
@@ -201,6 +214,7 @@ mod tests {
         assert_eq!(channel.heartbeat_interval, Some(Duration::from_millis(250)));
         assert_eq!(channel.history_ttl, Duration::from_secs(60));
         assert_eq!(channel.history_max_len, 10);
+        assert_eq!(c.redis_retry_window(), Duration::from_secs(3));
         let named = from(&[("DEMO_WORKER_ID", "w-7"), ("HOSTNAME", "host-1")]).unwrap();
         assert_eq!(named.worker_id, "w-7");
     }

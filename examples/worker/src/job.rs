@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use stream_core::{EmitError, Emitter, InvalidContext, LogLevel, StreamContext};
+use stream_core::{EmitError, Emitter, InvalidContext, LogLevel, StreamContext, UserId};
 
 /// The body of `POST /deployments` and `POST /deploy`. Missing fields take the defaults
 /// (`demo`, `dev`, `api`).
@@ -51,6 +51,11 @@ pub struct DeployJob {
     pub config: DeployRequest,
     /// The delay between steps, in milliseconds.
     pub step_ms: u64,
+    /// The channel's owner, as the app registered it: the worker renews that owner record with
+    /// each heartbeat, so that a registry that lost it (a Redis restart without persistence) has it
+    /// again and the owner can resume the stream. Absent in jobs of older apps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// A job message that could not be read.
@@ -65,13 +70,19 @@ pub enum InvalidJob {
 }
 
 impl DeployJob {
-    /// A job for `ctx`.
-    pub fn new(ctx: &StreamContext, config: DeployRequest, step: Duration) -> Self {
+    /// A job for `ctx`, whose channel `owner` registered (if known).
+    pub fn new(ctx: &StreamContext, owner: Option<&UserId>, config: DeployRequest, step: Duration) -> Self {
         Self {
             stream_ctx: ctx.to_dict(),
             config,
             step_ms: step.as_millis() as u64,
+            owner: owner.map(|o| o.as_str().to_owned()),
         }
+    }
+
+    /// The channel's owner, when the job names a valid one.
+    pub fn owner(&self) -> Option<UserId> {
+        self.owner.as_deref().and_then(|o| UserId::new(o).ok())
     }
 
     /// The JSON that goes on the queue.

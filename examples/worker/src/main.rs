@@ -22,8 +22,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let Some(redis_url) = config.redis_url.as_deref() else {
         return Err("REDIS_URL is not set: in memory mode the app runs jobs in-process".into());
     };
-    let broker = RedisBroker::connect(redis_url, config.channel_config())
+    let broker = RedisBroker::builder(redis_url)
+        .config(config.channel_config())
+        .retry_window(config.redis_retry_window())
+        .connect()
         .await
+        .map(Arc::new)
         .map_err(|e| format!("Redis broker: {e}"))?;
     let shutdown = CancellationToken::new();
     cancel_on_signal(&shutdown);
@@ -33,7 +37,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         worker: config.worker_id.clone(),
         grace: Duration::from_secs(10),
         heartbeat: config.heartbeat(),
+        owners: Some((broker.clone(), config.channel_config().history_ttl)),
     };
-    run_worker(redis_url, &config.job_queue, options, Arc::new(broker), shutdown).await?;
+    run_worker(redis_url, &config.job_queue, options, broker, shutdown).await?;
     Ok(())
 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use stream_core::{CancellationToken, EventPublisher, StreamContext};
+#[cfg(doc)]
+use stream_core::Emitter;
+use stream_core::{CancellationToken, ChannelRegistry, EventPublisher, OwnerRecord, StreamContext, UserId};
 use stream_pubsub::stream_redis;
 
 use crate::job::{DeployJob, DeployRequest, run_deploy_job};
@@ -92,11 +94,18 @@ impl JobQueue {
         })
     }
 
-    /// Starts the deploy job for `ctx`: spawns it, or pushes it onto the list (one round trip).
+    /// Starts the deploy job for `ctx`, whose channel `owner` registered: spawns it, or pushes it
+    /// onto the list (one round trip).
     ///
     /// The push is idempotent: it is keyed by the job's channel, so a push whose reply was lost (a
     /// timeout, a dropped connection) is sent again and the job is still queued exactly once.
-    pub async fn submit(&self, ctx: StreamContext, request: DeployRequest, step: Duration) -> Result<(), QueueError> {
+    pub async fn submit(
+        &self,
+        ctx: StreamContext,
+        owner: Option<&UserId>,
+        request: DeployRequest,
+        step: Duration,
+    ) -> Result<(), QueueError> {
         match self {
             Self::InProcess { publisher } => {
                 let emitter = ctx.bind(publisher.clone());
@@ -112,7 +121,7 @@ impl JobQueue {
                 script,
                 key,
             } => {
-                let job = DeployJob::new(&ctx, request, step).to_json();
+                let job = DeployJob::new(&ctx, owner, request, step).to_json();
                 let marker = format!("{key}:pushed:{}", ctx.channel_id());
                 let mut cmd = stream_redis::evalsha(script, &[key, &marker]);
                 cmd.arg(job).arg(PUSH_MARKER_TTL_SECS);
@@ -126,7 +135,7 @@ impl JobQueue {
 }
 
 /// How a worker runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WorkerOptions {
     /// The worker's stable name (see [`run_worker`]).
     pub worker: String,
@@ -134,6 +143,21 @@ pub struct WorkerOptions {
     pub grace: Duration,
     /// The job emitters' heartbeat interval.
     pub heartbeat: Duration,
+    /// Where the apps register channel owners, and for how long (the history TTL): each job's
+    /// emitter renews its channel's owner record with its heartbeat ([`Emitter::with_owner`]).
+    /// `None` renews nothing.
+    pub owners: Option<(Arc<dyn ChannelRegistry>, Duration)>,
+}
+
+impl std::fmt::Debug for WorkerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerOptions")
+            .field("worker", &self.worker)
+            .field("grace", &self.grace)
+            .field("heartbeat", &self.heartbeat)
+            .field("owner_ttl", &self.owners.as_ref().map(|(_, ttl)| ttl))
+            .finish()
+    }
 }
 
 /// The list that holds the jobs a worker has taken and not finished: `<queue>:processing:<worker>`.
@@ -161,6 +185,7 @@ pub async fn run_worker(
         worker,
         grace,
         heartbeat,
+        owners,
     } = options;
     let worker = worker.as_str();
     let client = redis::Client::open(redis_url)?;
@@ -212,7 +237,14 @@ pub async fn run_worker(
             }
         };
         tracing::info!(channel = %ctx.channel_id(), "job taken");
-        let emitter = ctx.bind(publisher.clone()).with_heartbeat(Some(heartbeat));
+        let mut emitter = ctx.bind(publisher.clone()).with_heartbeat(Some(heartbeat));
+        if let (Some((registry, ttl)), Some(owner)) = (&owners, job.owner()) {
+            emitter = emitter.with_owner(OwnerRecord {
+                registry: registry.clone(),
+                owner,
+                ttl: *ttl,
+            });
+        }
         let (mut done_conn, processing) = (connection.clone(), processing.clone());
         running.spawn(async move {
             match run_deploy_job(&emitter, &job.config, job.step()).await {

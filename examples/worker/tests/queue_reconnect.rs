@@ -23,7 +23,7 @@ async fn run_one(queue: &JobQueue, broker: &Arc<MemoryBroker>) {
     let request = DeployRequest::default();
     let deadline = Instant::now() + Duration::from_secs(20);
     while let Err(e) = queue
-        .submit(ctx.clone(), request.clone(), Duration::from_millis(1))
+        .submit(ctx.clone(), None, request.clone(), Duration::from_millis(1))
         .await
     {
         assert!(Instant::now() < deadline, "the queue did not reconnect: {e}");
@@ -55,6 +55,7 @@ async fn pushes_and_pops_work_again_after_redis_drops_every_connection() {
             worker: format!("{key}-worker"),
             grace: Duration::from_secs(5),
             heartbeat: Duration::from_secs(5),
+            owners: None,
         };
         async move { run_worker(&url, &key, options, broker, shutdown).await }
     });
