@@ -228,8 +228,9 @@ impl Running {
 
     /// Stops it as Ctrl-C in a terminal would (SIGINT), then waits for it.
     fn interrupt(self) -> Finished {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        // The shell's own `kill`: no procps needed.
+        let kill = format!("kill -INT {}", self.child.id());
+        let sent = Command::new("sh").args(["-c", &kill]).status().unwrap();
         assert!(sent.success());
         self.finish()
     }
