@@ -6,6 +6,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -201,6 +203,10 @@ pub struct Settings {
     pub opensearch_prefix: Option<String>,
     /// More environment variables for the app and its worker.
     pub env: Vec<(String, String)>,
+    /// The app's `REDIS_URL` in Redis mode (default [`redis_url`]): a fault-injection proxy's,
+    /// say. The worker gets the same unless the test changes [`App::env`] before
+    /// [`App::start_worker`].
+    pub redis_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -212,6 +218,7 @@ impl Default for Settings {
             start_worker: true,
             opensearch_prefix: None,
             env: Vec::new(),
+            redis_url: None,
         }
     }
 }
@@ -250,7 +257,7 @@ impl App {
         match target.mode {
             Mode::Memory => remove.push("REDIS_URL"),
             Mode::Redis => {
-                env.push(("REDIS_URL".into(), redis_url()));
+                env.push(("REDIS_URL".into(), settings.redis_url.clone().unwrap_or_else(redis_url)));
                 // A queue of its own, so that parallel tests never take each other's jobs.
                 env.push(("DEMO_JOB_QUEUE".into(), unique("demo-test-jobs")));
                 env.push(("DEMO_WORKER_ID".into(), unique("demo-test-worker")));
@@ -353,6 +360,16 @@ impl SseReader {
 
     /// The next frame, `None` when the body ends. Fails after `limit` without one.
     pub async fn next_within(&mut self, limit: Duration) -> Option<Frame> {
+        match self.try_next_within(limit).await {
+            Ok(frame) => frame,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The next frame, `None` when the body ends cleanly; an error when no frame comes within
+    /// `limit`, when the body fails, or when it ends mid-frame: for a client that reconnects
+    /// then.
+    pub async fn try_next_within(&mut self, limit: Duration) -> Result<Option<Frame>, String> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             if let Some(end) = self.buf.find("\n\n") {
@@ -370,18 +387,16 @@ impl SseReader {
                     continue; // a retry: line or a comment
                 }
                 let data = serde_json::from_str(&data.join("\n")).expect("data is JSON");
-                return Some(Frame { id, data });
+                return Ok(Some(Frame { id, data }));
             }
             let chunk = tokio::time::timeout_at(deadline, self.res.chunk())
                 .await
-                .unwrap_or_else(|_| panic!("no SSE frame within {limit:?}; so far: {:?}", self.buf))
-                .expect("the body reads");
+                .map_err(|_| format!("no SSE frame within {limit:?}; so far: {:?}", self.buf))?
+                .map_err(|e| format!("the body failed: {e}"))?;
             match chunk {
                 Some(bytes) => self.buf.push_str(std::str::from_utf8(&bytes).expect("UTF-8")),
-                None => {
-                    assert!(self.buf.trim().is_empty(), "the body ended mid-frame: {:?}", self.buf);
-                    return None;
-                }
+                None if self.buf.trim().is_empty() => return Ok(None),
+                None => return Err(format!("the body ended mid-frame: {:?}", self.buf)),
             }
         }
     }
