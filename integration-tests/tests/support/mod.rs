@@ -6,6 +6,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -201,7 +203,9 @@ pub struct Settings {
     pub opensearch_prefix: Option<String>,
     /// More environment variables for the app and its worker.
     pub env: Vec<(String, String)>,
-    /// Redis mode: the server (default: [`redis_url`]).
+    /// The app's `REDIS_URL` in Redis mode (default [`redis_url`]): a fault-injection proxy's,
+    /// say. The worker gets the same unless the test changes [`App::env`] before
+    /// [`App::start_worker`].
     pub redis_url: Option<String>,
 }
 
@@ -253,8 +257,7 @@ impl App {
         match target.mode {
             Mode::Memory => remove.push("REDIS_URL"),
             Mode::Redis => {
-                let url = settings.redis_url.clone().unwrap_or_else(redis_url);
-                env.push(("REDIS_URL".into(), url));
+                env.push(("REDIS_URL".into(), settings.redis_url.clone().unwrap_or_else(redis_url)));
                 // A queue of its own, so that parallel tests never take each other's jobs.
                 env.push(("DEMO_JOB_QUEUE".into(), unique("demo-test-jobs")));
                 env.push(("DEMO_WORKER_ID".into(), unique("demo-test-worker")));
@@ -357,11 +360,15 @@ impl SseReader {
 
     /// The next frame, `None` when the body ends. Fails after `limit` without one.
     pub async fn next_within(&mut self, limit: Duration) -> Option<Frame> {
-        self.try_next_within(limit).await.unwrap_or_else(|e| panic!("{e}"))
+        match self.try_next_within(limit).await {
+            Ok(frame) => frame,
+            Err(e) => panic!("{e}"),
+        }
     }
 
-    /// The next frame, `Ok(None)` when the body ends cleanly; an error when no frame comes
-    /// within `limit`, the body fails, or it ends mid-frame.
+    /// The next frame, `None` when the body ends cleanly; an error when no frame comes within
+    /// `limit`, when the body fails, or when it ends mid-frame: for a client that reconnects
+    /// then.
     pub async fn try_next_within(&mut self, limit: Duration) -> Result<Option<Frame>, String> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
