@@ -11,6 +11,7 @@ pub mod fanout;
 mod global;
 mod ids;
 mod lease;
+pub mod metrics;
 pub mod memory;
 mod publish;
 mod registry;
