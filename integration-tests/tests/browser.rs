@@ -128,6 +128,18 @@ fn page_shows_a_finished_deployment(target: Target) {
     assert!(reply.starts_with("You asked:"), "chat reply: {reply:?}");
     assert_eq!(text(&dom, "chat-status"), "done");
     assert_eq!(text(&dom, "user"), user);
+    // The status line reads GET /metrics: by now the deployment's and the chat's events went out.
+    let server = text(&dom, "server");
+    let delivered: u64 = server
+        .rsplit(", ")
+        .next()
+        .and_then(|d| d.strip_suffix(" delivered"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("status line: {server:?}"));
+    assert!(
+        server.contains("open streams") && server.contains("events/s") && delivered >= 11,
+        "status line: {server:?}"
+    );
 }
 
 #[test]

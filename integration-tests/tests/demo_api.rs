@@ -555,6 +555,141 @@ async fn the_live_channel_cap_is_per_user_and_frees_at_done(target: Target) {
 }
 
 /// Runs the suite against one app in one mode.
+/// One sample line of the Prometheus text format: its name, labels and value.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: Vec<(String, String)>,
+    value: f64,
+}
+
+/// Parses the Prometheus text exposition format (version 0.0.4) strictly: `# HELP`/`# TYPE`
+/// lines, and samples `name{label="value",…} value`. Panics on a line that is neither.
+fn parse_prometheus(text: &str) -> Vec<Sample> {
+    let is_name = |s: &str| {
+        let mut chars = s.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    let mut samples = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (kind, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            assert!(
+                matches!(kind, "HELP" | "TYPE") && is_name(name),
+                "bad comment line: {line}"
+            );
+            if kind == "TYPE" {
+                let ty = parts.next().unwrap_or("");
+                assert!(
+                    matches!(ty, "counter" | "gauge" | "histogram" | "summary" | "untyped"),
+                    "bad type: {line}"
+                );
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample: {line}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value: {line}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            None => (series, Vec::new()),
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').unwrap_or_else(|| panic!("bad labels: {line}"));
+                let labels = body
+                    .split("\",")
+                    .filter(|p| !p.is_empty())
+                    .map(|pair| {
+                        let (k, v) = pair.split_once("=\"").unwrap_or_else(|| panic!("bad label: {line}"));
+                        assert!(is_name(k), "bad label name: {line}");
+                        (k.to_owned(), v.trim_end_matches('"').to_owned())
+                    })
+                    .collect();
+                (name, labels)
+            }
+        };
+        assert!(is_name(name), "bad metric name: {line}");
+        samples.push(Sample {
+            name: name.to_owned(),
+            labels,
+            value,
+        });
+    }
+    samples
+}
+
+/// `GET /metrics` is Prometheus text holding the crates' metrics, and they moved: a finished
+/// stream (opened 200, events delivered, closed for `done`), a 204, a 404 and a 429.
+async fn metrics_are_prometheus_text(target: Target) {
+    let app = App::start_with(
+        target,
+        Settings {
+            step_ms: 10,
+            lease_limit: 1,
+            ..Settings::default()
+        },
+    );
+    let user = unique("metrics");
+    let (channel, stream_url) = app.deploy(&user).await;
+    let frames = open(&app, &stream_url, None).await.until_done().await;
+    let done_id = frames.last().unwrap().id.clone().unwrap();
+    let res = app
+        .get(&format!("/streams/{channel}"), Some(&user), Some(&done_id))
+        .await;
+    assert_eq!(res.status(), 204);
+    let unknown = stream_core::ChannelId::generate();
+    assert_json_error(app.get(&format!("/streams/{unknown}"), Some(&user), None).await, 404).await;
+    let (other, _) = app.deploy(&user).await;
+    let held = app.get(&format!("/streams/{other}"), Some(&user), None).await;
+    assert_eq!(held.status(), 200);
+    assert_json_error(app.get(&format!("/streams/{other}"), Some(&user), None).await, 429).await;
+
+    let res = app.get("/metrics", None, None).await;
+    assert_eq!(res.status(), 200);
+    let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(ct.starts_with("text/plain"), "{ct}");
+    let samples = parse_prometheus(&res.text().await.unwrap());
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        samples
+            .iter()
+            .filter(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
+            })
+            .map(|s| s.value)
+            .sum()
+    };
+    use stream_core::metrics as m;
+    assert!(value(m::OPENS, &[(m::ANSWER, "200")]) >= 2.0);
+    assert!(value(m::OPENS, &[(m::ANSWER, "204")]) >= 1.0);
+    assert!(value(m::OPENS, &[(m::ANSWER, "4xx")]) >= 1.0);
+    assert!(value(m::OPENS, &[(m::ANSWER, "429")]) >= 1.0);
+    assert!(value(m::EVENTS_DELIVERED, &[]) >= 11.0);
+    assert!(value(m::CLOSES, &[(m::REASON, "done")]) >= 1.0);
+    assert_eq!(value(m::OPEN_STREAMS, &[]), 1.0, "the held stream");
+    assert!(value(m::LEASES_ACQUIRED, &[]) >= 2.0);
+    let bucket = format!("{}_bucket", m::PUBLISH_TO_DELIVER);
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.name == bucket && s.labels.iter().any(|(k, _)| k == "le")),
+        "the latency is a histogram with buckets"
+    );
+    if target.mode == Mode::Redis {
+        assert!(value(m::REDIS_SCRIPT_CALLS, &[]) >= 1.0);
+    } else {
+        assert!(value(m::EVENTS_PUBLISHED, &[(m::BACKEND, "memory")]) >= 11.0);
+    }
+    drop(held);
+}
+
 macro_rules! suite {
     ($module:ident, $app:literal, $mode:expr) => {
         mod $module {
@@ -607,6 +742,10 @@ macro_rules! suite {
             #[tokio::test]
             async fn the_live_channel_cap_is_per_user_and_frees_at_done() {
                 super::the_live_channel_cap_is_per_user_and_frees_at_done(TARGET).await;
+            }
+            #[tokio::test]
+            async fn metrics_are_prometheus_text() {
+                super::metrics_are_prometheus_text(TARGET).await;
             }
         }
     };

@@ -14,7 +14,7 @@
 //! | `stream_gaps_total` | counter | | `gap` notices sent to subscribers |
 //! | `stream_resyncs_total` | counter | | slow subscribers refilled from the history |
 //! | `stream_open_streams` | gauge | | SSE streams open now |
-//! | `stream_opens_total` | counter | `answer` | stream requests by answer: `200`, `204`, `4xx`, `429`, `503` |
+//! | `stream_opens_total` | counter | `answer` | stream requests by answer: `200`, `204`, `4xx`, `429`, `503` (and `5xx` for any other server error) |
 //! | `stream_closes_total` | counter | `reason` | streams ended: `done`, `client_gone`, `idle`, `lease_lost`, `producer_lost`, `shutdown`, `error` |
 //! | `stream_publish_to_deliver_seconds` | histogram | | an event's timestamp to its frame's hand-over to the body |
 //! | `stream_leases_acquired_total` | counter | `backend` | leases granted |
@@ -102,12 +102,32 @@ pub const SCRIPT: &str = "script";
 /// The label of [`OPENSEARCH_BATCHES`]: `ok`, `partial`, `failed`.
 pub const OUTCOME: &str = "outcome";
 
+/// Counts a stream request answered without a stream, by its HTTP `status`: `204`, `429`, `503`,
+/// any other `4xx`, or any other `5xx`. [`SseResponse`](crate::sse::SseResponse) counts its own
+/// answers (and every stream it opens as `200`); an app counts the refusals it makes before it
+/// gets there (401, 403, 404, 413, ...) with this.
+pub fn record_refused(status: u16) {
+    let answer = match status {
+        200 => "200",
+        204 => "204",
+        429 => "429",
+        503 => "503",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::counter!(OPENS, ANSWER => answer).increment(1);
+}
+
 /// Registers the unit and help text of every metric above with the installed recorder (a
 /// Prometheus exporter prints them as `# HELP` lines). Harmless without a recorder.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(EVENTS_PUBLISHED, Unit::Count, "Events a broker accepted.");
-    describe_counter!(EVENTS_DELIVERED, Unit::Count, "Event frames handed to SSE response bodies.");
+    describe_counter!(
+        EVENTS_DELIVERED,
+        Unit::Count,
+        "Event frames handed to SSE response bodies."
+    );
     describe_counter!(DUPLICATES_DROPPED, Unit::Count, "Events dropped as already seen.");
     describe_counter!(GAPS, Unit::Count, "Gap notices sent to subscribers.");
     describe_counter!(RESYNCS, Unit::Count, "Slow subscribers refilled from the history.");
@@ -138,10 +158,18 @@ pub fn describe() {
     describe_counter!(REDIS_SCRIPT_CALLS, Unit::Count, "Lua script calls by script.");
     describe_counter!(REDIS_TIMEOUTS, Unit::Count, "Redis commands without a reply in time.");
     describe_counter!(REDIS_RETRIES, Unit::Count, "Redis commands sent again after a failure.");
-    describe_gauge!(OPENSEARCH_QUEUE_DEPTH, Unit::Count, "Events waiting for the bulk writer.");
+    describe_gauge!(
+        OPENSEARCH_QUEUE_DEPTH,
+        Unit::Count,
+        "Events waiting for the bulk writer."
+    );
     describe_counter!(OPENSEARCH_BATCHES, Unit::Count, "OpenSearch bulk requests by outcome.");
     describe_counter!(OPENSEARCH_EVENTS_WRITTEN, Unit::Count, "Events indexed in OpenSearch.");
-    describe_counter!(OPENSEARCH_EVENTS_DROPPED, Unit::Count, "Events not archived, by reason.");
+    describe_counter!(
+        OPENSEARCH_EVENTS_DROPPED,
+        Unit::Count,
+        "Events not archived, by reason."
+    );
     describe_counter!(
         OPENSEARCH_EVENTS_RETRIED,
         Unit::Count,

@@ -141,6 +141,7 @@ pub fn producer_lost_events(channel: &ChannelId) -> [Event; 2] {
 
 /// A `gap` notice: `{"reason", "missed"?}`.
 fn gap(channel: &ChannelId, missed: Option<u64>, reason: &str) -> SharedEvent {
+    metrics::counter!(crate::metrics::GAPS).increment(1);
     let mut payload = Map::new();
     payload.insert("reason".into(), json!(reason));
     if let Some(missed) = missed {
@@ -221,6 +222,7 @@ impl<L: ChannelLog, F: LiveFeed> Replay<L, F> {
     /// Yields `event` if the cursor takes it, and moves the expected sequence number past it.
     fn accept(&mut self, event: SharedEvent) -> Option<SharedEvent> {
         if !self.cursor.admit(event.id(), event.kind()) {
+            metrics::counter!(crate::metrics::DUPLICATES_DROPPED).increment(1);
             return None;
         }
         if !event.kind().is_control() {
@@ -240,6 +242,10 @@ impl<L: ChannelLog, F: LiveFeed> Replay<L, F> {
     /// events.
     fn absorb(&mut self, page: HistoryPage) {
         let last = self.cursor.last_id();
+        let seen = page.events.iter().filter(|e| last.is_some_and(|l| e.id() <= l)).count();
+        if seen > 0 {
+            metrics::counter!(crate::metrics::DUPLICATES_DROPPED).increment(seen as u64);
+        }
         let mut events = page
             .events
             .into_iter()
@@ -426,6 +432,7 @@ impl<L: ChannelLog, F: LiveFeed> Stream for Replay<L, F> {
                     continue;
                 }
                 Poll::Ready(Some(Live::Lagged)) => {
+                    metrics::counter!(crate::metrics::RESYNCS).increment(1);
                     this.start_read();
                     continue;
                 }

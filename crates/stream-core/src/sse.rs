@@ -281,9 +281,65 @@ struct Pipeline<S> {
     shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     retry: Option<Duration>,
     finished: bool,
+    /// Why the stream ended, once it has; `None` when the body is dropped first (the client went).
+    close: Option<&'static str>,
+    /// Whether a `producer_lost` error went out: the `done` after it closes for that reason.
+    producer_lost: bool,
+    /// Event frames written.
+    delivered: u64,
+    /// The metric handles, registered once per stream.
+    metrics: StreamMetrics,
+    /// The stream's span (channel, user, lease, resume point), entered when it closes.
+    span: tracing::Span,
+}
+
+/// A stream's metric handles ([`crate::metrics`]): registered when it opens, so that a frame
+/// costs an atomic add and a histogram record, never a registry lookup.
+struct StreamMetrics {
+    delivered: metrics::Counter,
+    latency: metrics::Histogram,
+}
+
+impl StreamMetrics {
+    fn open() -> Self {
+        use crate::metrics as m;
+        metrics::gauge!(m::OPEN_STREAMS).increment(1.0);
+        metrics::counter!(m::OPENS, m::ANSWER => "200").increment(1);
+        Self {
+            delivered: metrics::counter!(m::EVENTS_DELIVERED),
+            latency: metrics::histogram!(m::PUBLISH_TO_DELIVER),
+        }
+    }
+
+    /// One event frame handed to the body: the publish→deliver latency from the id's time (the
+    /// broker's clock when it accepted the event).
+    fn delivered(&self, id: EventId) {
+        self.delivered.increment(1);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.latency.record(now_ms.saturating_sub(id.unix_ms()) as f64 / 1000.0);
+    }
+}
+
+impl<S> Drop for Pipeline<S> {
+    fn drop(&mut self) {
+        use crate::metrics as m;
+        let reason = self.close.unwrap_or("client_gone");
+        metrics::gauge!(m::OPEN_STREAMS).decrement(1.0);
+        metrics::counter!(m::CLOSES, m::REASON => reason).increment(1);
+        let _entered = self.span.enter();
+        tracing::debug!(reason, events = self.delivered, "stream closed");
+    }
 }
 
 impl<S> Pipeline<S> {
+    /// Ends the stream for `reason`.
+    fn close(&mut self, reason: &'static str) {
+        self.finished = true;
+        self.close.get_or_insert(reason);
+    }
+
     /// The earliest deadline the timer must wake for.
     fn next_deadline(&self) -> Instant {
         let mut at = self.next_ping.min(self.idle_deadline);
@@ -355,6 +411,7 @@ where
             if let Some(shutdown) = &mut self.shutdown
                 && shutdown.as_mut().poll(cx).is_ready()
             {
+                self.close("shutdown");
                 return Poll::Ready(None);
             }
             if let Some(refresh) = &mut self.refreshing {
@@ -363,7 +420,7 @@ where
                 match result {
                     Ok(true) => {}
                     Ok(false) => {
-                        self.finished = true;
+                        self.close("lease_lost");
                         let request_id = new_request_id();
                         tracing::warn!(request_id = %request_id, "stream lease expired under a live stream");
                         return Poll::Ready(Some(fatal_error_frame(
@@ -382,23 +439,38 @@ where
                     }
                     continue;
                 }
-                Some(Due::Idle) => return Poll::Ready(None),
+                Some(Due::Idle) => {
+                    self.close("idle");
+                    return Poll::Ready(None);
+                }
                 Some(Due::Ping) => return Poll::Ready(Some(ping_frame())),
                 None => {}
             }
             match ready!(self.events.as_mut().poll_next(cx)) {
                 Some(Ok(event)) => {
                     if !self.cursor.admit(event.id(), event.kind()) {
+                        metrics::counter!(crate::metrics::DUPLICATES_DROPPED).increment(1);
                         continue;
                     }
-                    if !event.kind().is_control() {
+                    let kind = event.kind();
+                    let is_error = *kind == EventType::Error;
+                    if !kind.is_control() {
                         self.idle_deadline = Instant::now() + self.max_idle;
+                        self.delivered += 1;
+                        self.metrics.delivered(event.id());
                     }
-                    self.finished = self.cursor.is_ended();
-                    return Poll::Ready(Some(event.into_frame()));
+                    if self.cursor.is_ended() {
+                        self.close(if self.producer_lost { "producer_lost" } else { "done" });
+                    }
+                    let frame = event.into_frame();
+                    // Rare: only an error event is looked into.
+                    if is_error && memchr_producer_lost(&frame) {
+                        self.producer_lost = true;
+                    }
+                    return Poll::Ready(Some(frame));
                 }
                 Some(Err(e)) => {
-                    self.finished = true;
+                    self.close("error");
                     let request_id = new_request_id();
                     tracing::warn!(request_id = %request_id, error = %e, "stream interrupted");
                     return Poll::Ready(Some(fatal_error_frame(
@@ -407,10 +479,19 @@ where
                         &request_id,
                     )));
                 }
-                None => return Poll::Ready(None),
+                None => {
+                    self.close("done");
+                    return Poll::Ready(None);
+                }
             }
         }
     }
+}
+
+/// Whether an error frame is the `producer_lost` one ([`producer_lost_events`](crate::replay::producer_lost_events)).
+fn memchr_producer_lost(frame: &[u8]) -> bool {
+    const NEEDLE: &[u8] = br#""reason":"producer_lost""#;
+    frame.windows(NEEDLE.len()).any(|w| w == NEEDLE)
 }
 
 impl<S, T, E> Stream for Pipeline<S>
@@ -438,6 +519,30 @@ where
     T: IntoFrame,
     E: Display + Send + 'static,
 {
+    let span = stream_span(None, &options);
+    sse_stream_in(events, options, span)
+}
+
+/// The span of one stream's life: its channel (when it has one), the lease's user and id, and
+/// the resume point. DEBUG level: nothing per event, one line when it closes.
+fn stream_span(channel: Option<&ChannelId>, options: &SseOptions) -> tracing::Span {
+    let lease = options.lease.as_ref();
+    tracing::debug_span!(
+        "sse_stream",
+        channel = channel.map(ChannelId::as_str),
+        user = lease.map(|l| l.user_id().as_str()),
+        lease = lease.map(|l| l.lease_id().as_str()),
+        resume = options.last_event_id.map(tracing::field::display),
+    )
+}
+
+/// [`sse_stream`] in `span`.
+fn sse_stream_in<S, T, E>(events: S, options: SseOptions, span: tracing::Span) -> SseBody
+where
+    S: Stream<Item = Result<T, E>> + Send + 'static,
+    T: IntoFrame,
+    E: Display + Send + 'static,
+{
     let now = Instant::now();
     let refresh_every = options
         .lease
@@ -458,7 +563,13 @@ where
         shutdown: options.shutdown.map(|token| Box::pin(token.cancelled_owned())),
         retry: options.retry,
         finished: false,
+        close: None,
+        producer_lost: false,
+        delivered: 0,
+        metrics: StreamMetrics::open(),
+        span,
     };
+    pipeline.span.in_scope(|| tracing::debug!("stream opened"));
     let first = pipeline.next_deadline();
     pipeline.timer.as_mut().reset(first);
     Box::pin(pipeline)
@@ -498,7 +609,8 @@ pub(crate) async fn channel_stream(
     if subscription.is_finished() {
         return Ok(SseReply::Finished);
     }
-    Ok(SseReply::Stream(sse_stream(subscription.shared(), options)))
+    let span = stream_span(Some(channel), &options);
+    Ok(SseReply::Stream(sse_stream_in(subscription.shared(), options, span)))
 }
 
 /// [`channel_stream`] under a lease of `user`, held for the stream's lifetime (the seed's
@@ -520,10 +632,9 @@ pub(crate) async fn channel_stream_with_lease(
         return Ok(SseReply::Finished);
     }
     let lease = StreamLease::acquire(leases, user).await?;
-    Ok(SseReply::Stream(sse_stream(
-        subscription.shared(),
-        options.lease(lease),
-    )))
+    let options = options.lease(lease);
+    let span = stream_span(Some(channel), &options);
+    Ok(SseReply::Stream(sse_stream_in(subscription.shared(), options, span)))
 }
 
 /// Runs the pipeline over a direct generator, under a lease of `user` when one is given (the

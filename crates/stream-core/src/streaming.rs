@@ -313,8 +313,20 @@ impl SseResponse {
         self
     }
 
-    /// Subscribes (or starts the direct stream) and takes the lease: the reply to convert.
+    /// Subscribes (or starts the direct stream) and takes the lease: the reply to convert. Counts
+    /// the answer in [`crate::metrics::OPENS`].
     pub async fn reply(self) -> Result<SseReply, StreamError> {
+        let reply = self.reply_uncounted().await;
+        match &reply {
+            // The pipeline counted the stream when it opened.
+            Ok(SseReply::Stream(_)) => {}
+            Ok(SseReply::Finished) => crate::metrics::record_refused(204),
+            Err(e) => crate::metrics::record_refused(e.status()),
+        }
+        reply
+    }
+
+    async fn reply_uncounted(self) -> Result<SseReply, StreamError> {
         let Self {
             streaming,
             source,

@@ -202,6 +202,9 @@ impl Inner {
             }
         })?
         .map_err(PublishError::Backend)?;
+        let accepted = replies.iter().map(|(members, _)| members.len() as u64).sum();
+        metrics::counter!(stream_core::metrics::EVENTS_PUBLISHED, stream_core::metrics::BACKEND => "redis")
+            .increment(accepted);
         for (members, (ms, first)) in replies {
             for (offset, index) in members.into_iter().enumerate() {
                 ids[index] = EventId::from_parts(ms, first + offset as u64);

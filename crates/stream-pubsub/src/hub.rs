@@ -226,7 +226,10 @@ impl Hub {
             }
         }
         if !add.is_empty() {
+            let started = std::time::Instant::now();
             self.conn.subscribe(&add, in_turn).await?;
+            metrics::histogram!(stream_core::metrics::REDIS_SUBSCRIBE_CONFIRM_SECONDS)
+                .record(started.elapsed().as_secs_f64());
             self.subscribed.extend(add);
         }
         self.fanout
@@ -245,6 +248,7 @@ impl Hub {
         loop {
             match self.restore(&mut stale).await {
                 Ok(()) => {
+                    metrics::counter!(stream_core::metrics::REDIS_SUBSCRIBER_RECONNECTS).increment(1);
                     tracing::info!(channels = self.subscribed.len(), "redis subscriber connection restored");
                     return true;
                 }

@@ -105,6 +105,12 @@ async fn healthz(service: Data<DemoService>) -> HttpResponse {
     HttpResponse::Ok().json(service.health())
 }
 
+async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(demo_service::metrics::METRICS_CONTENT_TYPE)
+        .body(demo_service::metrics::render())
+}
+
 async fn create_deployment(service: Data<DemoService>, req: HttpRequest, bytes: Body) -> Reply {
     let bytes = body(&service, bytes)?;
     let created = service.create_deployment(user_header(&req), &bytes).await?;
@@ -173,6 +179,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             .app_data(web::PayloadConfig::new(body_limit))
             .route("/", web::get().to(index))
             .route("/healthz", web::get().to(healthz))
+            .route("/metrics", web::get().to(metrics))
             .route("/deployments", web::post().to(create_deployment))
             .route("/deploy", web::post().to(deploy))
             .route("/streams/{channel_id}", web::get().to(stream))

@@ -87,6 +87,16 @@ async fn healthz(State(service): State<DemoService>) -> Json<serde_json::Value> 
     Json(service.health())
 }
 
+async fn metrics() -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            demo_service::metrics::METRICS_CONTENT_TYPE,
+        )],
+        demo_service::metrics::render(),
+    )
+}
+
 async fn create_deployment(State(service): State<DemoService>, headers: HeaderMap, bytes: Body) -> Reply {
     let bytes = body(&service, bytes)?;
     let created = service.create_deployment(user_header(&headers), &bytes).await?;
@@ -144,6 +154,7 @@ fn router(service: DemoService) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/deployments", post(create_deployment))
         .route("/deploy", post(deploy))
         .route("/streams/{channel_id}", get(stream))

@@ -12,6 +12,7 @@ mod channels;
 mod chat;
 mod config;
 mod error;
+pub mod metrics;
 mod service;
 mod startup;
 

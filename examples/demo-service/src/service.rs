@@ -79,6 +79,21 @@ pub enum StreamRefusal {
     Lease(StreamError),
 }
 
+impl StreamRefusal {
+    /// The HTTP status of the answer.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Api(e) => e.status,
+            Self::Lease(e) => e.status(),
+        }
+    }
+
+    /// Counts the refusal in the stream opens metric ([`stream_core::metrics::OPENS`]).
+    fn count(&self) {
+        stream_core::metrics::record_refused(self.status());
+    }
+}
+
 impl From<ApiError> for StreamRefusal {
     fn from(e: ApiError) -> Self {
         Self::Api(e)
@@ -333,6 +348,16 @@ impl DemoService {
         user_header: Option<&[u8]>,
         body: &[u8],
     ) -> Result<(PreparedDeployment, StreamLease), StreamRefusal> {
+        self.open_deployment_uncounted(user_header, body)
+            .await
+            .inspect_err(StreamRefusal::count)
+    }
+
+    async fn open_deployment_uncounted(
+        &self,
+        user_header: Option<&[u8]>,
+        body: &[u8],
+    ) -> Result<(PreparedDeployment, StreamLease), StreamRefusal> {
         let (user, request) = self.deployment_request(user_header, body)?;
         let lease = self.lease(&user).await?;
         let deployment = self.prepare_deployment(user, request).await?;
@@ -398,6 +423,17 @@ impl DemoService {
         user_header: Option<&[u8]>,
         query: Option<&str>,
     ) -> Result<(ChannelId, UserId), ApiError> {
+        self.authorize_stream_uncounted(channel, user_header, query)
+            .await
+            .inspect_err(|e| stream_core::metrics::record_refused(e.status))
+    }
+
+    async fn authorize_stream_uncounted(
+        &self,
+        channel: &str,
+        user_header: Option<&[u8]>,
+        query: Option<&str>,
+    ) -> Result<(ChannelId, UserId), ApiError> {
         // Who is asking comes first, so that a request without credentials learns nothing about
         // the channel.
         enum Credential {
@@ -446,6 +482,16 @@ impl DemoService {
     /// LLM's events, made as they are polled (the slot is given back with `done`, or when the
     /// client goes), and the lease: the app serves them with `SseResponse::direct` under it.
     pub async fn open_chat(
+        &self,
+        user_header: Option<&[u8]>,
+        body: &[u8],
+    ) -> Result<(ChatEvents, StreamLease), StreamRefusal> {
+        self.open_chat_uncounted(user_header, body)
+            .await
+            .inspect_err(StreamRefusal::count)
+    }
+
+    async fn open_chat_uncounted(
         &self,
         user_header: Option<&[u8]>,
         body: &[u8],
@@ -701,10 +747,7 @@ mod tests {
     }
 
     fn status(refusal: &StreamRefusal) -> u16 {
-        match refusal {
-            StreamRefusal::Api(e) => e.status,
-            StreamRefusal::Lease(e) => e.status(),
-        }
+        refusal.status()
     }
 
     #[tokio::test]

@@ -9,10 +9,12 @@ use crate::config::Config;
 use crate::service::DemoService;
 
 impl DemoService {
-    /// The app's service as the environment configures it: [`Config::from_env`], then
-    /// [`app_backends`]. Connected in Redis mode without `STREAM_TOKEN_SECRET` it logs a warning: stream
+    /// The app's service as the environment configures it: installs the Prometheus recorder
+    /// ([`crate::metrics::install`]), then [`Config::from_env`], then [`app_backends`]. Connected in Redis mode without `STREAM_TOKEN_SECRET` it logs a warning: stream
     /// tokens then work only on the instance that made them.
     pub async fn from_env() -> Result<Self, StartError> {
+        // First, so that every metric the backends register from here on is recorded.
+        crate::metrics::install();
         let config = Config::from_env()?;
         let backends = app_backends(&config).await?;
         if config.redis_url().is_some() && config.token_secret.is_none() {

@@ -139,6 +139,7 @@ impl Shared {
         if event.kind.is_control() {
             return event.id;
         }
+        metrics::counter!(crate::metrics::EVENTS_PUBLISHED, crate::metrics::BACKEND => "memory").increment(1);
         let now = Instant::now();
         self.sweep(state, now);
         let ttl = self.config.history_ttl;
