@@ -155,7 +155,14 @@ impl Inner {
 
     /// Publishes `events`: one `EVALSHA` per channel, sent together over the multiplexed
     /// connection (one round trip; on a cluster, one per node, in parallel). Returns the ids the
-    /// scripts gave, in the order of `events` (a control event keeps its own).
+    /// scripts gave, in the order of `events` (a control event keeps its own). Runs in a TRACE
+    /// span (`publish`, with the first event's channel and the batch size).
+    #[tracing::instrument(
+        name = "publish",
+        level = "trace",
+        skip_all,
+        fields(channel = events.first().map(|e| e.channel_id.as_str()), events = events.len())
+    )]
     async fn publish(self: &Arc<Self>, events: &[Event]) -> Result<Vec<EventId>, PublishError> {
         let mut groups: Vec<(ChannelId, Vec<usize>)> = Vec::with_capacity(1);
         for (index, event) in events.iter().enumerate().filter(|(_, e)| !e.kind.is_control()) {
