@@ -3,10 +3,12 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use metrics::{Counter, Histogram};
 use redis::{Cmd, FromRedisValue, Script};
+use stream_core::metrics as names;
 use stream_core::{LeaseError, LeaseId, LeaseInfo, LeaseStore, StreamLeaseConfig, UserId};
 use tokio::runtime::Handle;
 
@@ -48,7 +50,35 @@ struct Shared {
     scripts: Scripts,
     runtime: Handle,
     target: String,
+    metrics: LeaseMetrics,
     _owned_runtime: Option<OwnedRuntime>,
+}
+
+/// The `backend` label of the limiter's lease metrics.
+const BACKEND: &str = "redis";
+
+/// The lease metrics (names in [`stream_core::metrics`]), labelled `backend="redis"`: handles
+/// registered once per limiter (with the recorder installed then), not per call.
+struct LeaseMetrics {
+    acquired: Counter,
+    denied: Counter,
+    refreshed: Counter,
+    lost: Counter,
+    released: Counter,
+    acquire_seconds: Histogram,
+}
+
+impl LeaseMetrics {
+    fn new() -> Self {
+        Self {
+            acquired: metrics::counter!(names::LEASES_ACQUIRED, names::BACKEND => BACKEND),
+            denied: metrics::counter!(names::LEASES_DENIED, names::BACKEND => BACKEND),
+            refreshed: metrics::counter!(names::LEASES_REFRESHED, names::BACKEND => BACKEND),
+            lost: metrics::counter!(names::LEASES_LOST, names::BACKEND => BACKEND),
+            released: metrics::counter!(names::LEASES_RELEASED, names::BACKEND => BACKEND),
+            acquire_seconds: metrics::histogram!(names::LEASE_ACQUIRE_SECONDS, names::BACKEND => BACKEND),
+        }
+    }
 }
 
 /// The runtime of a limiter built with [`StreamLeaseLimiterBuilder::connect_blocking`]. Shut down in the
@@ -213,7 +243,11 @@ impl StreamLeaseLimiter {
             target: target.clone(),
             source,
         };
-        let conns = source.into_shared().map_err(connect_error)?;
+        let mut conns = source.into_shared().map_err(connect_error)?;
+        let scripts = Scripts::new();
+        for (script, name) in scripts.named() {
+            conns.name_script(script, name);
+        }
         if let Some(timeout) = response_timeout {
             conns.set_response_timeout(timeout);
         }
@@ -222,9 +256,10 @@ impl StreamLeaseLimiter {
         }
         let shared = Shared {
             conns,
-            scripts: Scripts::new(),
+            scripts,
             runtime,
             target: target.clone(),
+            metrics: LeaseMetrics::new(),
             _owned_runtime: owned,
         };
         // Connect now, so that a missing Redis fails here and not at the first stream.
@@ -354,14 +389,25 @@ impl StreamLeaseLimiter {
             .arg(self.ttl_ms)
             .arg(self.grace_ms);
         let expires: u64 = self.run(&cmd, script).await?;
-        Ok((expires > 0).then_some(lease))
+        let metrics = &self.shared.metrics;
+        if expires > 0 {
+            metrics.acquired.increment(1);
+            Ok(Some(lease))
+        } else {
+            metrics.denied.increment(1);
+            Ok(None)
+        }
     }
 
     async fn do_release(&self, user: &UserId, lease: &LeaseId) -> Result<(), LeaseError> {
         let script = &self.shared.scripts.release;
         let mut cmd = self.script_call(script, user);
         cmd.arg(lease.as_str());
-        let _removed: u64 = self.run(&cmd, script).await?;
+        let removed: u64 = self.run(&cmd, script).await?;
+        // Only a lease that was there counts: releasing an expired or unknown one is a no-op.
+        if removed > 0 {
+            self.shared.metrics.released.increment(1);
+        }
         Ok(())
     }
 
@@ -370,6 +416,12 @@ impl StreamLeaseLimiter {
         let mut cmd = self.script_call(script, user);
         cmd.arg(lease.as_str()).arg(self.ttl_ms).arg(self.grace_ms);
         let expires: u64 = self.run(&cmd, script).await?;
+        let metrics = &self.shared.metrics;
+        if expires > 0 {
+            metrics.refreshed.increment(1);
+        } else {
+            metrics.lost.increment(1);
+        }
         Ok(expires > 0)
     }
 
@@ -404,14 +456,22 @@ impl LeaseStore for StreamLeaseLimiter {
         &self.config
     }
 
+    /// Counted in `stream_leases_acquired_total` or `stream_leases_denied_total`, and timed in
+    /// `stream_lease_acquire_seconds` (whatever the outcome, errors included), all with
+    /// `backend="redis"`.
     async fn acquire(&self, user: &UserId) -> Result<Option<LeaseId>, LeaseError> {
-        if Handle::try_current().is_ok() {
-            return self.do_acquire(user).await;
-        }
-        let (this, user) = (self.clone(), user.clone());
-        self.on_runtime(async move { this.do_acquire(&user).await }).await
+        let started = Instant::now();
+        let got = if Handle::try_current().is_ok() {
+            self.do_acquire(user).await
+        } else {
+            let (this, user) = (self.clone(), user.clone());
+            self.on_runtime(async move { this.do_acquire(&user).await }).await
+        };
+        self.shared.metrics.acquire_seconds.record(started.elapsed());
+        got
     }
 
+    /// Counted in `stream_leases_released_total{backend="redis"}` when the lease was there.
     async fn release(&self, user: &UserId, lease: &LeaseId) -> Result<(), LeaseError> {
         if Handle::try_current().is_ok() {
             return self.do_release(user, lease).await;
@@ -421,6 +481,8 @@ impl LeaseStore for StreamLeaseLimiter {
             .await
     }
 
+    /// Counted in `stream_leases_refreshed_total` (found) or `stream_leases_lost_total` (gone),
+    /// with `backend="redis"`.
     async fn refresh(&self, user: &UserId, lease: &LeaseId) -> Result<bool, LeaseError> {
         if Handle::try_current().is_ok() {
             return self.do_refresh(user, lease).await;

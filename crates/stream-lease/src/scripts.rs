@@ -99,4 +99,15 @@ impl Scripts {
     pub(crate) fn all(&self) -> [&redis::Script; 5] {
         [&self.acquire, &self.refresh, &self.release, &self.count, &self.list]
     }
+
+    /// Each script with its name in `stream_redis_script_calls_total{script}`.
+    pub(crate) fn named(&self) -> [(&redis::Script, &'static str); 5] {
+        [
+            (&self.acquire, "acquire"),
+            (&self.refresh, "refresh"),
+            (&self.release, "release"),
+            (&self.count, "count"),
+            (&self.list, "list"),
+        ]
+    }
 }

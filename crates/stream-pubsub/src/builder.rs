@@ -206,7 +206,7 @@ impl RedisBrokerBuilder {
         };
         // The subscriber connection's (un)subscribes and health checks wait this long too.
         let response_timeout = self.response_timeout.unwrap_or(stream_redis::DEFAULT_RESPONSE_TIMEOUT);
-        let (commands, conn, client, cluster) = match &self.source {
+        let (mut commands, conn, client, cluster) = match &self.source {
             RedisSource::Url(url) => {
                 let info = url.as_str().into_connection_info().map_err(|e| fail(e.into()))?;
                 let pool = match self.pool {
@@ -260,6 +260,10 @@ impl RedisBrokerBuilder {
                 )));
             }
         };
+        let scripts = Scripts::new();
+        for (script, name) in scripts.named() {
+            commands.name_script(script, name);
+        }
         if let Some(timeout) = self.response_timeout {
             commands.set_response_timeout(timeout);
         }
@@ -288,7 +292,7 @@ impl RedisBrokerBuilder {
                 handle,
                 commands,
                 fanout,
-                scripts: Scripts::new(),
+                scripts,
                 cluster,
                 client_name: self.client_name,
                 subscribe_wait,

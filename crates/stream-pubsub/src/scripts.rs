@@ -218,4 +218,15 @@ impl Scripts {
             register: Script::new(REGISTER),
         }
     }
+
+    /// Each script with its name in `stream_redis_script_calls_total{script}`.
+    pub(crate) fn named(&self) -> [(&Script, &'static str); 5] {
+        [
+            (&self.publish, "publish"),
+            (&self.heartbeat, "heartbeat"),
+            (&self.check, "check"),
+            (&self.read, "read"),
+            (&self.register, "register"),
+        ]
+    }
 }

@@ -4,14 +4,22 @@
 //! the round trips of every command. Its connections are multiplexed, so a [`SharedConnection`]
 //! checks one out once, keeps it, and sends every command over clones of it. The kept connection
 //! is dropped after an error that breaks it, and the next command checks out a fresh one.
+//!
+//! Metrics (names in `stream_core::metrics`): every script call counts in
+//! `stream_redis_script_calls_total{script}`, by the name given to
+//! [`SharedConnection::name_script`] (`other` for a script without one); every send without a
+//! reply within the response timeout in `stream_redis_timeouts_total`; every send again after a
+//! failure, within the retry window, in `stream_redis_retries_total`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use metrics::Counter;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, RedisFuture, Script, ServerErrorKind, Value};
+use stream_core::metrics as names;
 
 use crate::BoxError;
 
@@ -114,7 +122,22 @@ pub struct SharedConnection {
     response_timeout_us: AtomicU64,
     /// In microseconds, as above.
     retry_window_us: AtomicU64,
+    metrics: Metrics,
 }
+
+/// The metric handles of one [`SharedConnection`], registered once when it is built (so with
+/// the recorder installed then).
+struct Metrics {
+    /// `stream_redis_script_calls_total` of each named script, by the script's SHA1.
+    scripts: Vec<(String, Counter)>,
+    /// `stream_redis_script_calls_total{script="other"}`: scripts without a name.
+    other_scripts: Counter,
+    timeouts: Counter,
+    retries: Counter,
+}
+
+/// The `script` label of a script call whose script was not named.
+const OTHER_SCRIPT: &str = "other";
 
 impl SharedConnection {
     pub(crate) fn new(pool: Pool) -> Self {
@@ -123,7 +146,37 @@ impl SharedConnection {
             kept: Mutex::default(),
             response_timeout_us: AtomicU64::new(micros(DEFAULT_RESPONSE_TIMEOUT)),
             retry_window_us: AtomicU64::new(micros(DEFAULT_RETRY_WINDOW)),
+            metrics: Metrics {
+                scripts: Vec::new(),
+                other_scripts: metrics::counter!(names::REDIS_SCRIPT_CALLS, names::SCRIPT => OTHER_SCRIPT),
+                timeouts: metrics::counter!(names::REDIS_TIMEOUTS),
+                retries: metrics::counter!(names::REDIS_RETRIES),
+            },
         }
+    }
+
+    /// Names `script` for the metrics: its calls through [`run`](Self::run) and
+    /// [`run_resend`](Self::run_resend) count in `stream_redis_script_calls_total` with the label
+    /// `script="<name>"` (calls of scripts without a name count as `script="other"`). Give each
+    /// script a short fixed name (`"acquire"`, `"publish"`), never one made from data, so that
+    /// the number of series stays bounded. Naming a script again replaces its name.
+    pub fn name_script(&mut self, script: &Script, name: &'static str) {
+        let counter = metrics::counter!(names::REDIS_SCRIPT_CALLS, names::SCRIPT => name);
+        let sha = script.get_hash();
+        match self.metrics.scripts.iter_mut().find(|(s, _)| s == sha) {
+            Some((_, existing)) => *existing = counter,
+            None => self.metrics.scripts.push((sha.to_owned(), counter)),
+        }
+    }
+
+    /// The call counter of `script`: a scan of the few named scripts, no allocation.
+    fn script_calls(&self, script: &Script) -> &Counter {
+        let sha = script.get_hash();
+        self.metrics
+            .scripts
+            .iter()
+            .find(|(s, _)| s == sha)
+            .map_or(&self.metrics.other_scripts, |(_, counter)| counter)
     }
 
     /// How long a command keeps trying, from its first failed try, while Redis cannot be reached
@@ -209,6 +262,9 @@ impl SharedConnection {
     /// [retry window](Self::set_retry_window) allows; so only commands that may safely run twice
     /// belong here: a resent command may have reached Redis the first time. Commands that must
     /// not run twice use [`run_resend`](Self::run_resend).
+    ///
+    /// A script call counts once in `stream_redis_script_calls_total`, however often it is sent
+    /// (see [`name_script`](Self::name_script)).
     pub async fn run<T: FromRedisValue>(&self, cmd: &Cmd, script: Option<&Script>) -> Result<T, BoxError> {
         self.run_resend(cmd, || cmd.clone(), script).await
     }
@@ -222,6 +278,9 @@ impl SharedConnection {
         resend: impl FnOnce() -> Cmd,
         script: Option<&Script>,
     ) -> Result<T, BoxError> {
+        if let Some(script) = script {
+            self.script_calls(script).increment(1);
+        }
         let mut retry = Retry::default();
         let mut resend = Some(resend);
         let mut resent: Option<Cmd> = None;
@@ -239,10 +298,13 @@ impl SharedConnection {
             let result: Result<T, RedisError> =
                 match tokio::time::timeout(timeout, current.query_async(&mut conn)).await {
                     Ok(result) => result,
-                    Err(_) => Err(RedisError::from(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no reply from redis within {timeout:?}"),
-                    ))),
+                    Err(_) => {
+                        self.metrics.timeouts.increment(1);
+                        Err(RedisError::from(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no reply from redis within {timeout:?}"),
+                        )))
+                    }
                 };
             let err = match result {
                 Ok(value) => return Ok(value),
@@ -283,13 +345,15 @@ struct Retry {
 }
 
 impl Retry {
-    /// After a failed try: waits before the next one, or gives up with `error` as the source.
+    /// After a failed try: waits before the next one (counted in `stream_redis_retries_total`),
+    /// or gives up with `error` as the source.
     async fn pause(&mut self, connection: &SharedConnection, error: BoxError) -> Result<(), BoxError> {
         let (started, window) = *self
             .since
             .get_or_insert_with(|| (Instant::now(), connection.retry_window()));
         self.tries += 1;
         if self.tries < QUICK_ATTEMPTS {
+            connection.metrics.retries.increment(1);
             return Ok(());
         }
         let elapsed = started.elapsed();
@@ -309,6 +373,7 @@ impl Retry {
         let pause = if self.pause.is_zero() { FIRST_PAUSE } else { self.pause };
         tokio::time::sleep(pause.min(left)).await;
         self.pause = (pause * 2).min(MAX_PAUSE);
+        connection.metrics.retries.increment(1);
         Ok(())
     }
 }

@@ -170,7 +170,10 @@ impl OpenSearchEventStore {
             },
         };
         if result.is_err() {
+            // What is still queued is lost with the writer.
+            self.counters.metrics.dropped_closed.increment(self.queued() as u64);
             handle.abort();
+            self.counters.metrics.queue_depth.set(0.0);
         }
         result
     }
@@ -209,10 +212,12 @@ impl EventStore for OpenSearchEventStore {
     /// full the event is dropped and counted before any serialization.
     fn append(&self, event: &Event) -> Result<(), AppendError> {
         if self.closed.load(Ordering::Relaxed) {
+            self.counters.metrics.dropped_closed.increment(1);
             return Err(AppendError::Closed);
         }
         if self.tx.capacity() == 0 {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            self.counters.metrics.dropped_queue_full.increment(1);
             return Err(AppendError::QueueFull);
         }
         let doc = bulk_lines(
@@ -230,9 +235,13 @@ impl EventStore for OpenSearchEventStore {
                 match e {
                     mpsc::error::TrySendError::Full(_) => {
                         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        self.counters.metrics.dropped_queue_full.increment(1);
                         Err(AppendError::QueueFull)
                     }
-                    mpsc::error::TrySendError::Closed(_) => Err(AppendError::Closed),
+                    mpsc::error::TrySendError::Closed(_) => {
+                        self.counters.metrics.dropped_closed.increment(1);
+                        Err(AppendError::Closed)
+                    }
                 }
             }
         }

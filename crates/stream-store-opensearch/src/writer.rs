@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
+use metrics::{Counter, Gauge, Histogram};
 use opensearch::OpenSearch;
 use opensearch::http::Method;
 use opensearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
+use stream_core::metrics as names;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -41,6 +43,69 @@ pub(crate) struct Counters {
     pub(crate) accepted: AtomicU64,
     pub(crate) written: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    pub(crate) metrics: Metrics,
+}
+
+/// The store's metrics (names in [`stream_core::metrics`]): handles registered once per store,
+/// when it connects (so with the recorder installed then), and shared by the store and its
+/// writer.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    /// Events waiting in the queue, set by the writer before each `_bulk` request and after each
+    /// batch (not on every append).
+    pub(crate) queue_depth: Gauge,
+    /// `_bulk` requests in which every event was indexed.
+    batches_ok: Counter,
+    /// `_bulk` requests in which some events were indexed and others refused or left to retry.
+    batches_partial: Counter,
+    /// `_bulk` requests in which no event was indexed: the request failed (connection error,
+    /// timeout, an answer other than 2xx, an unreadable answer) or every item did.
+    batches_failed: Counter,
+    written: Counter,
+    /// The queue was full.
+    pub(crate) dropped_queue_full: Counter,
+    /// OpenSearch refused the event (an item or a whole request answered with a 4xx other than
+    /// 429): retrying would not help.
+    dropped_rejected: Counter,
+    /// Still failing after `max_retries` retries.
+    dropped_retries_exhausted: Counter,
+    /// Appended after [`shutdown`](crate::OpenSearchEventStore::shutdown), or still queued when
+    /// a shutdown timed out and aborted the writer.
+    pub(crate) dropped_closed: Counter,
+    retried: Counter,
+    bulk_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let batches = |outcome: &'static str| metrics::counter!(names::OPENSEARCH_BATCHES, names::OUTCOME => outcome);
+        let dropped =
+            |reason: &'static str| metrics::counter!(names::OPENSEARCH_EVENTS_DROPPED, names::REASON => reason);
+        Self {
+            queue_depth: metrics::gauge!(names::OPENSEARCH_QUEUE_DEPTH),
+            batches_ok: batches("ok"),
+            batches_partial: batches("partial"),
+            batches_failed: batches("failed"),
+            written: metrics::counter!(names::OPENSEARCH_EVENTS_WRITTEN),
+            dropped_queue_full: dropped("queue_full"),
+            dropped_rejected: dropped("rejected"),
+            dropped_retries_exhausted: dropped("retries_exhausted"),
+            dropped_closed: dropped("closed"),
+            retried: metrics::counter!(names::OPENSEARCH_EVENTS_RETRIED),
+            bulk_seconds: metrics::histogram!(names::OPENSEARCH_BULK_SECONDS),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one `_bulk` request by how many of its `sent` events were indexed.
+    fn batch(&self, sent: usize, written: u64) {
+        match written {
+            0 => self.batches_failed.increment(1),
+            n if n >= sent as u64 => self.batches_ok.increment(1),
+            _ => self.batches_partial.increment(1),
+        }
+    }
 }
 
 /// Only what the writer needs from a `_bulk` answer.
@@ -80,6 +145,10 @@ struct ItemError {
     #[serde(default)]
     reason: Option<String>,
 }
+
+/// What [`Writer::settle_items`] found in a `_bulk` answer: the events to retry, why, and how
+/// many were written.
+type Settled = (Vec<Range<usize>>, Option<OpenSearchError>, u64);
 
 /// How one `_bulk` attempt went.
 enum Attempt {
@@ -284,6 +353,11 @@ impl Writer {
         let next = self.new_batch();
         let Batch { body, docs } = std::mem::replace(batch, next);
         self.send_with_retries(body.freeze(), docs).await;
+        self.set_queue_depth();
+    }
+
+    fn set_queue_depth(&self) {
+        self.counters.metrics.queue_depth.set(self.rx.len() as f64);
     }
 
     fn backoff(&mut self, attempt: u32) -> std::time::Duration {
@@ -299,11 +373,22 @@ impl Writer {
     async fn send_with_retries(&mut self, original: Bytes, mut docs: Vec<Range<usize>>) {
         let mut body = original.clone();
         let mut attempt = 0u32;
+        // One clone per batch, so that the handles stay at hand while `self` changes (the rng).
+        let counters = self.counters.clone();
+        let metrics = &counters.metrics;
         loop {
             let count = docs.len() as u64;
-            let (retry, reason) = match self.bulk(body.clone()).await {
+            self.set_queue_depth();
+            let started = std::time::Instant::now();
+            let attempt_result = self.bulk(body.clone()).await;
+            metrics.bulk_seconds.record(started.elapsed());
+            let mut written = 0;
+            let (retry, reason) = match attempt_result {
                 Attempt::Items(answer) => match self.settle_items(&answer, &docs) {
-                    Ok((retry, reason)) => (retry, reason),
+                    Ok((retry, reason, indexed)) => {
+                        written = indexed;
+                        (retry, reason)
+                    }
                     Err(e) => {
                         // A 200 we cannot read: the events may or may not be stored. Retrying is
                         // safe (each event has its own `_id`), so treat it like a failed request.
@@ -312,17 +397,21 @@ impl Writer {
                 },
                 Attempt::Retry(e) => (docs.clone(), Some(e)),
                 Attempt::GiveUp(e) => {
+                    metrics.batch(docs.len(), 0);
                     self.counters.dropped.fetch_add(count, Ordering::Relaxed);
+                    metrics.dropped_rejected.increment(count);
                     tracing::error!(events = count, error = %e, "opensearch refused a _bulk request; events dropped");
                     return;
                 }
             };
+            metrics.batch(docs.len(), written);
             if retry.is_empty() {
                 return;
             }
             let reason = reason.map_or_else(|| "unknown".to_owned(), |e| e.to_string());
             if attempt >= self.config.max_retries {
                 self.counters.dropped.fetch_add(retry.len() as u64, Ordering::Relaxed);
+                metrics.dropped_retries_exhausted.increment(retry.len() as u64);
                 tracing::warn!(
                     events = retry.len(),
                     retries = attempt,
@@ -335,6 +424,7 @@ impl Writer {
             tracing::debug!(events = retry.len(), attempt, ?delay, reason = %reason, "retrying opensearch _bulk");
             tokio::time::sleep(delay).await;
             attempt += 1;
+            metrics.retried.increment(retry.len() as u64);
             // `retry` keeps the order of `docs`: the same length means the same events.
             if retry.len() != docs.len() {
                 body = subset(&original, &retry);
@@ -343,17 +433,16 @@ impl Writer {
         }
     }
 
-    /// Counts written and refused items; returns the ones to retry (429, 5xx) and why.
-    fn settle_items(
-        &self,
-        answer: &[u8],
-        docs: &[Range<usize>],
-    ) -> Result<(Vec<Range<usize>>, Option<OpenSearchError>), OpenSearchError> {
+    /// Counts written and refused items; returns the ones to retry (429, 5xx), why, and how many
+    /// were written.
+    fn settle_items(&self, answer: &[u8], docs: &[Range<usize>]) -> Result<Settled, OpenSearchError> {
         let head: BulkHead = serde_json::from_slice(answer)
             .map_err(|e| OpenSearchError::new(None, format!("unreadable _bulk response: {e}")))?;
         if !head.errors {
-            self.counters.written.fetch_add(docs.len() as u64, Ordering::Relaxed);
-            return Ok((Vec::new(), None));
+            let written = docs.len() as u64;
+            self.counters.written.fetch_add(written, Ordering::Relaxed);
+            self.counters.metrics.written.increment(written);
+            return Ok((Vec::new(), None, written));
         }
         let response: BulkResponse = serde_json::from_slice(answer)
             .map_err(|e| OpenSearchError::new(None, format!("unreadable _bulk response: {e}")))?;
@@ -400,7 +489,10 @@ impl Writer {
         }
         self.counters.written.fetch_add(written, Ordering::Relaxed);
         self.counters.dropped.fetch_add(refused, Ordering::Relaxed);
-        Ok((retry, retry_reason))
+        let metrics = &self.counters.metrics;
+        metrics.written.increment(written);
+        metrics.dropped_rejected.increment(refused);
+        Ok((retry, retry_reason, written))
     }
 
     async fn bulk(&self, body: Bytes) -> Attempt {

@@ -3,16 +3,50 @@ use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
+use metrics::{Counter, Histogram};
 
 use crate::ids::{LeaseId, UserId};
 use crate::lease::{LeaseError, LeaseInfo, LeaseStore, StreamLeaseConfig};
+use crate::metrics as names;
 
 /// An in-process lease store with TTL expiry: the embedded default. Same semantics as the Redis
 /// limiter; the clock is this process's monotonic clock.
+///
+/// It records the lease metrics of [`crate::metrics`] (acquired, denied, refreshed, lost,
+/// released, acquire latency) with `backend="memory"`, through handles registered when the store
+/// is built.
 #[derive(Debug, Default)]
 pub struct MemoryLeaseStore {
     config: StreamLeaseConfig,
     users: Mutex<HashMap<UserId, HashMap<LeaseId, Instant>>>,
+    metrics: LeaseMetrics,
+}
+
+/// The lease metrics with `backend="memory"`, registered once per store.
+#[derive(Debug)]
+struct LeaseMetrics {
+    acquired: Counter,
+    denied: Counter,
+    refreshed: Counter,
+    lost: Counter,
+    released: Counter,
+    acquire_seconds: Histogram,
+}
+
+/// The `backend` label of the store's lease metrics.
+const BACKEND: &str = "memory";
+
+impl Default for LeaseMetrics {
+    fn default() -> Self {
+        Self {
+            acquired: metrics::counter!(names::LEASES_ACQUIRED, names::BACKEND => BACKEND),
+            denied: metrics::counter!(names::LEASES_DENIED, names::BACKEND => BACKEND),
+            refreshed: metrics::counter!(names::LEASES_REFRESHED, names::BACKEND => BACKEND),
+            lost: metrics::counter!(names::LEASES_LOST, names::BACKEND => BACKEND),
+            released: metrics::counter!(names::LEASES_RELEASED, names::BACKEND => BACKEND),
+            acquire_seconds: metrics::histogram!(names::LEASE_ACQUIRE_SECONDS, names::BACKEND => BACKEND),
+        }
+    }
 }
 
 impl MemoryLeaseStore {
@@ -21,6 +55,7 @@ impl MemoryLeaseStore {
         Self {
             config,
             users: Mutex::default(),
+            metrics: LeaseMetrics::default(),
         }
     }
 
@@ -45,28 +80,45 @@ impl LeaseStore for MemoryLeaseStore {
     }
 
     async fn acquire(&self, user: &UserId) -> Result<Option<LeaseId>, LeaseError> {
-        Ok(self.with_user(user, |leases, now| {
+        let started = Instant::now();
+        let got = self.with_user(user, |leases, now| {
             (leases.len() < self.config.limit).then(|| {
                 let id = LeaseId::generate();
                 leases.insert(id.clone(), now + self.config.ttl());
                 id
             })
-        }))
+        });
+        let metrics = &self.metrics;
+        metrics.acquire_seconds.record(started.elapsed());
+        match got {
+            Some(_) => metrics.acquired.increment(1),
+            None => metrics.denied.increment(1),
+        }
+        Ok(got)
     }
 
     async fn release(&self, user: &UserId, lease: &LeaseId) -> Result<(), LeaseError> {
-        self.with_user(user, |leases, _| leases.remove(lease));
+        // Only a lease that was there counts, as in the Redis limiter.
+        if self.with_user(user, |leases, _| leases.remove(lease)).is_some() {
+            self.metrics.released.increment(1);
+        }
         Ok(())
     }
 
     async fn refresh(&self, user: &UserId, lease: &LeaseId) -> Result<bool, LeaseError> {
-        Ok(self.with_user(user, |leases, now| match leases.get_mut(lease) {
+        let found = self.with_user(user, |leases, now| match leases.get_mut(lease) {
             Some(expires) => {
                 *expires = now + self.config.ttl();
                 true
             }
             None => false,
-        }))
+        });
+        if found {
+            self.metrics.refreshed.increment(1);
+        } else {
+            self.metrics.lost.increment(1);
+        }
+        Ok(found)
     }
 
     async fn active_count(&self, user: &UserId) -> Result<usize, LeaseError> {
