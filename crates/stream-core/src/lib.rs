@@ -17,6 +17,7 @@ mod publish;
 mod registry;
 pub mod replay;
 mod shared;
+pub mod spawn;
 pub mod sse;
 mod store;
 mod streaming;
@@ -35,7 +36,7 @@ pub use event::{
 pub use global::{SetGlobalDefaultError, get_default, set_global_default, with_default};
 pub use ids::{ChannelId, InvalidId, LeaseId, UserId};
 pub use lease::{AcquireError, LeaseError, LeaseInfo, LeaseStore, StreamLease, StreamLeaseConfig, StreamLimitExceeded};
-pub use publish::{EventPublisher, PersistingPublisher, PublishError};
+pub use publish::{CancelOutcome, EventPublisher, PersistingPublisher, PublishError};
 pub use registry::{ChannelRegistry, RegistryError};
 pub use shared::SharedEvent;
 pub use store::{AppendError, EventPage, EventQuery, EventStore, PageCursor, SortOrder, StoreError, StoreStats};

@@ -22,6 +22,16 @@ pub enum PublishError {
     Closed,
 }
 
+/// What a cancel request ([`EventPublisher::request_cancel`]) found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The request is recorded (or already was: a cancel is idempotent). The channel's producer
+    /// stops within its cancel poll interval.
+    Requested,
+    /// The channel already has its `done`: nothing to cancel, nothing changed.
+    AlreadyDone,
+}
+
 /// Publishes events to their channel.
 ///
 /// A publish both keeps the event in the channel's history (so late and reconnecting subscribers
@@ -62,6 +72,27 @@ pub trait EventPublisher: Send + Sync + 'static {
         let _ = (channel, ttl);
         Ok(())
     }
+
+    /// Asks the producer of `channel` to stop: records a cancel request that
+    /// [`cancel_requested`](Self::cancel_requested) reports, on any instance that shares the
+    /// backend, for the channel's history TTL. Idempotent; a channel that already has its `done` is
+    /// left as it is ([`CancelOutcome::AlreadyDone`]). A spawned stream
+    /// ([`SseResponse::spawn`](crate::sse::SseResponse::spawn)) polls for it and ends with `done`
+    /// `{"success": false, "cancelled": true}`. Backends without cancel support keep the default,
+    /// which fails.
+    async fn request_cancel(&self, channel: &ChannelId) -> Result<CancelOutcome, PublishError> {
+        let _ = channel;
+        Err(PublishError::Backend(
+            "this publisher does not support cancel requests".into(),
+        ))
+    }
+
+    /// Whether a cancel of `channel` was requested ([`request_cancel`](Self::request_cancel)). One
+    /// small read. The default (no cancel support) is `false`.
+    async fn cancel_requested(&self, channel: &ChannelId) -> Result<bool, PublishError> {
+        let _ = channel;
+        Ok(false)
+    }
 }
 
 #[async_trait]
@@ -74,6 +105,12 @@ impl<T: EventPublisher + ?Sized> EventPublisher for Arc<T> {
     }
     async fn heartbeat(&self, channel: &ChannelId, ttl: Option<Duration>) -> Result<(), PublishError> {
         (**self).heartbeat(channel, ttl).await
+    }
+    async fn request_cancel(&self, channel: &ChannelId) -> Result<CancelOutcome, PublishError> {
+        (**self).request_cancel(channel).await
+    }
+    async fn cancel_requested(&self, channel: &ChannelId) -> Result<bool, PublishError> {
+        (**self).cancel_requested(channel).await
     }
 }
 
@@ -127,5 +164,13 @@ impl EventPublisher for PersistingPublisher {
 
     async fn heartbeat(&self, channel: &ChannelId, ttl: Option<Duration>) -> Result<(), PublishError> {
         self.inner.heartbeat(channel, ttl).await
+    }
+
+    async fn request_cancel(&self, channel: &ChannelId) -> Result<CancelOutcome, PublishError> {
+        self.inner.request_cancel(channel).await
+    }
+
+    async fn cancel_requested(&self, channel: &ChannelId) -> Result<bool, PublishError> {
+        self.inner.cancel_requested(channel).await
     }
 }

@@ -637,6 +637,13 @@ pub(crate) async fn channel_stream_with_lease(
     Ok(SseReply::Stream(sse_stream_in(subscription.shared(), options, span)))
 }
 
+/// The answer of a spawned producer: the pipeline over `subscription` (from the channel's start),
+/// without a lease of its own (the producer holds it).
+pub(crate) fn spawned_stream(subscription: crate::Subscription, channel: &ChannelId, options: SseOptions) -> SseBody {
+    let span = stream_span(Some(channel), &options);
+    sse_stream_in(subscription.shared(), options, span)
+}
+
 /// Runs the pipeline over a direct generator, under a lease of `user` when one is given (the
 /// seed's `direct_sse_response`).
 pub(crate) async fn direct_stream<S, E>(

@@ -4,6 +4,7 @@
 use std::fmt::Display;
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_core::Stream;
 use serde_json::{Map, Value};
@@ -12,11 +13,14 @@ use crate::config::ChannelConfig;
 use crate::context::{EmitError, Emitter, StreamContext};
 use crate::event::{Event, EventId, EventType};
 use crate::ids::{ChannelId, UserId};
-use crate::lease::{LeaseStore, StreamLeaseConfig};
+use crate::lease::{LeaseStore, StreamLease, StreamLeaseConfig};
 use crate::memory::{MemoryBroker, MemoryEventStore, MemoryLeaseStore};
 use crate::publish::{EventPublisher, PersistingPublisher};
 use crate::registry::ChannelRegistry;
-use crate::sse::{SseOptions, SseReply, StreamError, channel_stream, channel_stream_with_lease, direct_stream};
+use crate::spawn::Spawn;
+use crate::sse::{
+    SseOptions, SseReply, StreamError, channel_stream, channel_stream_with_lease, direct_stream, spawned_stream,
+};
 use crate::store::EventStore;
 use crate::subscribe::EventSubscriber;
 use tokio_util::sync::CancellationToken;
@@ -238,6 +242,7 @@ pub struct SseResponse {
 enum Source {
     Channel(ChannelId),
     Direct(BoxedEvents),
+    Spawn(Spawn),
 }
 
 /// A direct stream's events, boxed, with errors as text.
@@ -249,6 +254,9 @@ impl std::fmt::Debug for SseResponse {
         match &self.source {
             Source::Channel(channel) => d.field("channel", channel),
             Source::Direct(_) => d.field("direct", &true),
+            Source::Spawn(spawn) => d
+                .field("spawn", spawn.ctx.channel_id())
+                .field("max_run_time", &spawn.max_run_time),
         };
         d.field("lease", &self.lease).field("options", &self.options).finish()
     }
@@ -273,6 +281,50 @@ impl SseResponse {
         use futures_util::StreamExt;
         let events = events.map(|item| item.map_err(|e| e.to_string()));
         Self::new(streaming, Source::Direct(Box::pin(events)))
+    }
+
+    /// Runs `producer` detached from the request, on a task of its own, and answers with the
+    /// stream of its context's channel (from the start). The producer gets the channel's
+    /// [`Emitter`] and emits as any producer does.
+    ///
+    /// - It keeps running when the client disconnects: anyone allowed to read the channel
+    ///   follows it with [`channel`](Self::channel), on any instance, with resume, while it runs
+    ///   and after it ends.
+    /// - With [`lease`](Self::lease), the **producer** holds one lease of that user until it ends
+    ///   (taken first: a user at the cap gets `429` and nothing starts); so does a lease already
+    ///   held in the [`options`](Self::options). The answering stream takes none of its own.
+    /// - It ends when its future does (a `done` is emitted for it if it did not emit one), when
+    ///   the [`max_run_time`](Self::max_run_time) is up (default
+    ///   [`DEFAULT_MAX_RUN_TIME`](crate::spawn::DEFAULT_MAX_RUN_TIME), 10 minutes: `done` with
+    ///   `"reason": "timeout"`), or on a cancel request from any instance
+    ///   ([`EventPublisher::request_cancel`]): its future is dropped within
+    ///   [`CANCEL_POLL_INTERVAL`](crate::spawn::CANCEL_POLL_INTERVAL) and the channel gets `done`
+    ///   with `"success": false, "cancelled": true`.
+    ///
+    /// Needs a tokio runtime. The channel should be registered to its owner first
+    /// ([`ChannelRegistry::register`]), so that followers can be authorized.
+    pub fn spawn<F, Fut, E>(streaming: &Streaming, ctx: StreamContext, producer: F) -> Self
+    where
+        F: FnOnce(Arc<Emitter>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Display + Send + 'static,
+    {
+        Self::new(
+            streaming,
+            Source::Spawn(Spawn {
+                ctx,
+                producer: crate::spawn::boxed(producer),
+                max_run_time: crate::spawn::DEFAULT_MAX_RUN_TIME,
+            }),
+        )
+    }
+
+    /// The longest a [`spawn`](Self::spawn)ed producer may run; ignored by the other sources.
+    pub fn max_run_time(mut self, limit: Duration) -> Self {
+        if let Source::Spawn(spawn) = &mut self.source {
+            spawn.max_run_time = limit;
+        }
+        self
     }
 
     fn new(streaming: &Streaming, source: Source) -> Self {
@@ -342,6 +394,21 @@ impl SseResponse {
                 None => Ok(channel_stream(streaming.subscriber.as_ref(), &channel, options).await?),
             },
             Source::Direct(events) => Ok(SseReply::Stream(direct_stream(events, lease, options).await?)),
+            Source::Spawn(spawn) => {
+                // The producer's lease: one already held in the options, else taken now, first,
+                // so that a 429 starts nothing. The answering stream holds none.
+                let mut options = options;
+                let lease = match (options.lease.take(), lease) {
+                    (Some(held), _) => Some(held.auto_refresh()),
+                    (None, Some((store, user))) => Some(StreamLease::acquire(store, user).await?.auto_refresh()),
+                    (None, None) => None,
+                };
+                let channel = spawn.ctx.channel_id().clone();
+                // Subscribed before the producer starts; from the start of the channel either way.
+                let subscription = streaming.subscriber.subscribe(&channel, None).await?;
+                crate::spawn::start(streaming.publisher.clone(), spawn, lease);
+                Ok(SseReply::Stream(spawned_stream(subscription, &channel, options)))
+            }
         }
     }
 }

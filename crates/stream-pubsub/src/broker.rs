@@ -9,15 +9,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use stream_core::replay::{self, ChannelLog, HistoryPage, Live, LiveFeed, Liveness, ReplayOptions};
 use stream_core::{
-    BoxError, ChannelConfig, ChannelId, ChannelRegistry, Event, EventId, EventPublisher, EventSubscriber, PublishError,
-    RegistryError, SharedEvent, SubscribeError, Subscription, UserId,
+    BoxError, CancelOutcome, ChannelConfig, ChannelId, ChannelRegistry, Event, EventId, EventPublisher,
+    EventSubscriber, PublishError, RegistryError, SharedEvent, SubscribeError, Subscription, UserId,
 };
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
 use crate::fanout::{Fanout, HubMsg, Registration};
 use crate::history::{HistoryRead, start_after};
-use crate::keys::{ACCEPT_SUFFIXES, ChannelKeys, KeyArg, owner_key};
+use crate::keys::{ACCEPT_SUFFIXES, ChannelKeys, KeyArg, cancel_key, owner_key};
 use crate::scripts::Scripts;
 use stream_redis::{SharedConnection, evalsha, on_runtime};
 
@@ -410,6 +410,35 @@ impl EventPublisher for RedisBroker {
         self.inner.publish(events).await
     }
 
+    /// One `EVALSHA` round trip: records the request for the history TTL, unless the channel's
+    /// `done` is known (one script, so a cancel and a `done` never both win).
+    async fn request_cancel(&self, channel: &ChannelId) -> Result<CancelOutcome, PublishError> {
+        let config = &self.inner.config;
+        let keys = ChannelKeys::new(&config.key_prefix, channel);
+        let mut cmd = evalsha(
+            &self.inner.scripts.cancel,
+            &[&keys.done, &cancel_key(&config.key_prefix, channel)],
+        );
+        cmd.arg(u64::try_from(config.history_ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        let recorded: i64 = self
+            .run_command(cmd, Some(|s: &Scripts| &s.cancel))
+            .await
+            .map_err(PublishError::Backend)?;
+        Ok(if recorded == 1 {
+            CancelOutcome::Requested
+        } else {
+            CancelOutcome::AlreadyDone
+        })
+    }
+
+    /// One `EXISTS` round trip.
+    async fn cancel_requested(&self, channel: &ChannelId) -> Result<bool, PublishError> {
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(cancel_key(&self.inner.config.key_prefix, channel));
+        let n: i64 = self.run_command(cmd, None).await.map_err(PublishError::Backend)?;
+        Ok(n == 1)
+    }
+
     /// One `EVALSHA` round trip: sets the liveness record (the server's time plus `ttl`) and
     /// renews the history, or deletes the record for `None`.
     async fn heartbeat(&self, channel: &ChannelId, ttl: Option<Duration>) -> Result<(), PublishError> {
@@ -419,6 +448,22 @@ impl EventPublisher for RedisBroker {
             .await
             .map(drop)
             .map_err(PublishError::Backend)
+    }
+}
+
+impl RedisBroker {
+    /// Runs `cmd` (with `script`, if it is one) on the broker's runtime.
+    async fn run_command<T: redis::FromRedisValue + Send + 'static>(
+        &self,
+        cmd: redis::Cmd,
+        script: Option<fn(&Scripts) -> &redis::Script>,
+    ) -> Result<T, BoxError> {
+        let inner = self.inner.clone();
+        on_runtime(&self.inner.handle, async move {
+            inner.commands.run(&cmd, script.map(|s| s(&inner.scripts))).await
+        })
+        .await
+        .map_err(join_error)?
     }
 }
 

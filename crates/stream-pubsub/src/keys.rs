@@ -65,6 +65,11 @@ impl ToRedisArgs for KeyArg<'_> {
     }
 }
 
+/// The cancel request record of a channel: `{prefix}{<channel>}:c`.
+pub(crate) fn cancel_key(prefix: &str, channel: &ChannelId) -> String {
+    format!("{prefix}{{{channel}}}:c")
+}
+
 /// The owner record of a channel: `{prefix}{<channel>}:owner`.
 pub(crate) fn owner_key(prefix: &str, channel: &ChannelId) -> String {
     format!("{prefix}{{{channel}}}:owner")

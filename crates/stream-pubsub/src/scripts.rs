@@ -199,6 +199,16 @@ end
 return 0
 "#;
 
+/// Records a cancel request unless the channel has its `done`: KEYS done marker, cancel record;
+/// ARGV the record's TTL in milliseconds. Returns 1 when recorded, 0 when the channel is done.
+const CANCEL: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+return 1
+"#;
+
 /// The scripts, with their SHA1 computed once.
 pub(crate) struct Scripts {
     pub(crate) publish: Script,
@@ -206,6 +216,7 @@ pub(crate) struct Scripts {
     pub(crate) check: Script,
     pub(crate) read: Script,
     pub(crate) register: Script,
+    pub(crate) cancel: Script,
 }
 
 impl Scripts {
@@ -216,17 +227,19 @@ impl Scripts {
             check: Script::new(&format!("{ACCEPT}{CHECK}")),
             read: Script::new(READ),
             register: Script::new(REGISTER),
+            cancel: Script::new(CANCEL),
         }
     }
 
     /// Each script with its name in `stream_redis_script_calls_total{script}`.
-    pub(crate) fn named(&self) -> [(&Script, &'static str); 5] {
+    pub(crate) fn named(&self) -> [(&Script, &'static str); 6] {
         [
             (&self.publish, "publish"),
             (&self.heartbeat, "heartbeat"),
             (&self.check, "check"),
             (&self.read, "read"),
             (&self.register, "register"),
+            (&self.cancel, "cancel"),
         ]
     }
 }

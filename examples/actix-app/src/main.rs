@@ -148,11 +148,23 @@ async fn stream(
 
 async fn chat(service: Data<DemoService>, req: HttpRequest, bytes: Body) -> Reply {
     let bytes = body(&service, bytes)?;
-    let (tokens, lease) = service.open_chat(user_header(&req), &bytes).await?;
-    let reply = SseResponse::direct(service.streaming(), tokens)
-        .options(service.sse_options(None).lease(lease))
-        .await?;
-    Ok(Sse::from(reply).respond_to(&req))
+    let chat = service.open_chat(user_header(&req), &bytes).await?;
+    let headers = chat.headers();
+    let reply = chat.response.await?;
+    let mut response = Sse::from(reply).respond_to(&req);
+    for (name, value) in headers {
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&value) {
+            response
+                .headers_mut()
+                .insert(actix_web::http::header::HeaderName::from_static(name), value);
+        }
+    }
+    Ok(response)
+}
+
+async fn cancel(service: Data<DemoService>, req: HttpRequest, channel: web::Path<String>) -> Reply {
+    let body = service.cancel_stream(&channel, user_header(&req), query(&req)).await?;
+    Ok(HttpResponse::Accepted().json(body))
 }
 
 async fn events(service: Data<DemoService>, req: HttpRequest) -> Reply {
@@ -183,6 +195,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             .route("/deployments", web::post().to(create_deployment))
             .route("/deploy", web::post().to(deploy))
             .route("/streams/{channel_id}", web::get().to(stream))
+            .route("/streams/{channel_id}/cancel", web::post().to(cancel))
             .route("/chat/stream", web::post().to(chat))
             .route("/events", web::get().to(events))
     })

@@ -137,11 +137,29 @@ async fn stream(
 
 async fn chat(State(service): State<DemoService>, headers: HeaderMap, bytes: Body) -> Reply {
     let bytes = body(&service, bytes)?;
-    let (tokens, lease) = service.open_chat(user_header(&headers), &bytes).await?;
-    let reply = SseResponse::direct(service.streaming(), tokens)
-        .options(service.sse_options(None).lease(lease))
+    let chat = service.open_chat(user_header(&headers), &bytes).await?;
+    let headers = chat.headers();
+    let reply = chat.response.await?;
+    let mut response = Sse::from(reply).into_response();
+    for (name, value) in headers {
+        if let Ok(value) = value.parse() {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    Ok(response)
+}
+
+async fn cancel(
+    State(service): State<DemoService>,
+    channel: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Reply {
+    let channel = channel.map(|Path(channel)| channel).unwrap_or_default();
+    let body = service
+        .cancel_stream(&channel, user_header(&headers), uri.query())
         .await?;
-    Ok(Sse::from(reply).into_response())
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 async fn events(State(service): State<DemoService>, headers: HeaderMap, uri: Uri) -> Reply {
@@ -158,6 +176,7 @@ fn router(service: DemoService) -> Router {
         .route("/deployments", post(create_deployment))
         .route("/deploy", post(deploy))
         .route("/streams/{channel_id}", get(stream))
+        .route("/streams/{channel_id}/cancel", post(cancel))
         .route("/chat/stream", post(chat))
         .route("/events", get(events))
         .layer(body_limit)

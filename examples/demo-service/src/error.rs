@@ -50,6 +50,11 @@ impl ApiError {
         Self::new(404, "not_found", message)
     }
 
+    /// 409 `stream_finished`: the stream already has its `done` (a cancel came too late).
+    pub fn stream_finished() -> Self {
+        Self::new(409, "stream_finished", "the stream has already ended")
+    }
+
     /// 413 `payload_too_large`: a body (or a chat prompt) of more than `limit` bytes.
     pub fn payload_too_large(what: &str, limit: usize) -> Self {
         Self {

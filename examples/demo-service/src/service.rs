@@ -10,10 +10,10 @@ use futures_core::Stream;
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
-use stream_core::sse::{SseOptions, StreamError};
+use stream_core::sse::{SseOptions, SseResponse, StreamError};
 use stream_core::{
-    CancellationToken, ChannelId, Event, EventId, EventQuery, EventStore, EventType, StreamContext, StreamLease,
-    StreamTokenSigner, Streaming, UserId,
+    CancelOutcome, CancellationToken, ChannelId, EmitError, Emitter, Event, EventId, EventQuery, EventStore, EventType,
+    StreamContext, StreamLease, StreamTokenSigner, Streaming, UserId,
 };
 use tokio::sync::oneshot;
 use worker::{DeployRequest, JobQueue};
@@ -108,6 +108,34 @@ impl From<StreamError> for StreamRefusal {
 
 /// The events of a chat reply, made one at a time as they are polled.
 pub type ChatEvents = Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
+
+/// A chat whose reply runs detached from the request (`POST /chat/stream`): its channel, a
+/// stream URL to follow or resume it from any instance, and the SSE answer to await.
+#[derive(Debug)]
+pub struct ChatStarted {
+    /// The chat's channel.
+    pub channel: ChannelId,
+    /// `/streams/{channel}?token=…`: follows (and resumes) the chat, on any instance.
+    pub stream_url: String,
+    /// The answer: the channel's stream, from its start. Its producer holds the user's lease.
+    pub response: SseResponse,
+}
+
+impl ChatStarted {
+    /// The response headers that let a fetch client resume: `X-Stream-Channel` and
+    /// `X-Stream-Url`.
+    pub fn headers(&self) -> [(&'static str, String); 2] {
+        [
+            (STREAM_CHANNEL_HEADER, self.channel.to_string()),
+            (STREAM_URL_HEADER, self.stream_url.clone()),
+        ]
+    }
+}
+
+/// The header that names a spawned chat's channel.
+pub const STREAM_CHANNEL_HEADER: &str = "x-stream-channel";
+/// The header that carries a spawned chat's stream URL (with its token).
+pub const STREAM_URL_HEADER: &str = "x-stream-url";
 
 /// The backends an app runs on, chosen from the [`Config`] by [`app_backends`](crate::app_backends).
 #[derive(Clone)]
@@ -478,24 +506,18 @@ impl DemoService {
     /// `POST /chat/stream` up to its stream, checked in this order: the user (401), the body (413
     /// over `DEMO_MAX_BODY_BYTES`, 400 without a prompt), the prompt (413 over
     /// `CHAT_MAX_PROMPT_BYTES`), the user's stream lease (429 `stream_limit_exceeded`), then a
-    /// live-channel slot (429 `channel_limit_exceeded`, the lease given back). Returns the fake
-    /// LLM's events, made as they are polled (the slot is given back with `done`, or when the
-    /// client goes), and the lease: the app serves them with `SseResponse::direct` under it.
-    pub async fn open_chat(
-        &self,
-        user_header: Option<&[u8]>,
-        body: &[u8],
-    ) -> Result<(ChatEvents, StreamLease), StreamRefusal> {
+    /// live-channel slot (429 `channel_limit_exceeded`, the lease given back), then the channel's
+    /// owner record. The fake LLM's reply then runs detached from the request
+    /// ([`SseResponse::spawn`]): it holds the lease and the slot until its `done` (or a cancel,
+    /// or the maximum run time), whether or not the client stays. Await
+    /// [`ChatStarted::response`] and send [`ChatStarted::headers`] with it.
+    pub async fn open_chat(&self, user_header: Option<&[u8]>, body: &[u8]) -> Result<ChatStarted, StreamRefusal> {
         self.open_chat_uncounted(user_header, body)
             .await
             .inspect_err(StreamRefusal::count)
     }
 
-    async fn open_chat_uncounted(
-        &self,
-        user_header: Option<&[u8]>,
-        body: &[u8],
-    ) -> Result<(ChatEvents, StreamLease), StreamRefusal> {
+    async fn open_chat_uncounted(&self, user_header: Option<&[u8]>, body: &[u8]) -> Result<ChatStarted, StreamRefusal> {
         let user = require_user(user_header)?;
         let request: ChatRequest = parse_body(body, self.max_body_bytes(), None)?;
         let max_prompt = self.config().chat_max_prompt_bytes;
@@ -503,10 +525,53 @@ impl DemoService {
             return Err(ApiError::payload_too_large("prompt", max_prompt).into());
         }
         let lease = self.lease(&user).await?;
-        let channel = ChannelId::generate();
+        let ctx = StreamContext::builder().build();
+        let channel = ctx.channel_id().clone();
         let slot = self.reserve_channel(&user, &channel).await?;
-        let events = chat_events_holding(channel, &request.prompt, self.config().step() / 4, slot);
-        Ok((Box::pin(events), lease))
+        let streaming = self.streaming();
+        streaming
+            .registry
+            .register(&channel, &user, streaming.channel_config.history_ttl)
+            .await
+            .map_err(|e| ApiError::unavailable("channel registry", e))?;
+        let events = chat_events_holding(channel.clone(), &request.prompt, self.config().step() / 4, slot);
+        let producer = move |emitter: Arc<Emitter>| async move {
+            let mut events = std::pin::pin!(events);
+            while let Some(Ok(event)) = events.next().await {
+                emitter.emit(event.kind, event.payload).await?;
+            }
+            Ok::<(), EmitError>(())
+        };
+        let response = SseResponse::spawn(streaming, ctx, producer).options(self.sse_options(None).lease(lease));
+        Ok(ChatStarted {
+            stream_url: self.stream_url(&user, &channel),
+            channel,
+            response,
+        })
+    }
+
+    /// `POST /streams/{channel_id}/cancel`: who may cancel is who may read the stream
+    /// ([`authorize_stream`](Self::authorize_stream): 401, 403, 404); then the cancel request,
+    /// which reaches the chat's producer on whichever instance runs it within a second.
+    /// The body of the `202 Accepted` answer, `{"channel_id", "status": "cancelling"}`; once the
+    /// stream has its `done`, 409 `stream_finished` (a cancel then changes nothing). Idempotent.
+    pub async fn cancel_stream(
+        &self,
+        channel: &str,
+        user_header: Option<&[u8]>,
+        query: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let (channel, _user) = self.authorize_stream_uncounted(channel, user_header, query).await?;
+        match self
+            .streaming()
+            .publisher
+            .request_cancel(&channel)
+            .await
+            .map_err(|e| ApiError::unavailable("cancel", e))?
+        {
+            CancelOutcome::Requested => Ok(json!({"channel_id": channel, "status": "cancelling"})),
+            CancelOutcome::AlreadyDone => Err(ApiError::stream_finished()),
+        }
     }
 
     /// `GET /events?channel_id=…&types=log,error&limit=…`: the channel's stored events, oldest
@@ -739,7 +804,7 @@ mod tests {
     }
 
     /// The refusal of a chat that should have been refused.
-    fn chat_refusal(result: Result<(ChatEvents, StreamLease), StreamRefusal>) -> StreamRefusal {
+    fn chat_refusal(result: Result<ChatStarted, StreamRefusal>) -> StreamRefusal {
         match result {
             Ok(_) => panic!("the chat was not refused"),
             Err(refusal) => refusal,

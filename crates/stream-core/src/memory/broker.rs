@@ -8,7 +8,7 @@ use crate::config::ChannelConfig;
 use crate::event::{Event, EventId};
 use crate::fanout::LocalFanout;
 use crate::ids::{ChannelId, UserId};
-use crate::publish::{EventPublisher, PublishError};
+use crate::publish::{CancelOutcome, EventPublisher, PublishError};
 use crate::registry::{ChannelRegistry, RegistryError};
 use crate::replay::{self, ChannelLog, HistoryPage, Liveness, ReplayOptions};
 use crate::shared::SharedEvent;
@@ -56,6 +56,8 @@ struct Channel {
     done: Option<EventId>,
     /// When the producer's liveness record expires, while it has one.
     producer: Option<Instant>,
+    /// A cancel was requested ([`EventPublisher::request_cancel`]).
+    cancel: bool,
 }
 
 impl std::fmt::Debug for MemoryBroker {
@@ -114,6 +116,7 @@ impl Shared {
             touched: Instant::now(),
             done: None,
             producer: None,
+            cancel: false,
         })
     }
 
@@ -196,6 +199,21 @@ impl EventPublisher for MemoryBroker {
             ch.touched = now;
         }
         Ok(())
+    }
+
+    async fn request_cancel(&self, channel: &ChannelId) -> Result<CancelOutcome, PublishError> {
+        let mut state = self.shared.lock();
+        let ch = Shared::channel(&mut state, channel);
+        if ch.done.is_some() {
+            return Ok(CancelOutcome::AlreadyDone);
+        }
+        ch.cancel = true;
+        Ok(CancelOutcome::Requested)
+    }
+
+    async fn cancel_requested(&self, channel: &ChannelId) -> Result<bool, PublishError> {
+        let state = self.shared.lock();
+        Ok(state.channels.get(channel).is_some_and(|ch| ch.cancel))
     }
 }
 
