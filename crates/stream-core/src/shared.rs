@@ -111,6 +111,12 @@ impl SharedEvent {
         &self.0.frame
     }
 
+    /// The event's JSON, as it came (shared with the frame when it was encoded here): what
+    /// [`crate::ai_sdk`] reads single fields from without decoding the whole event.
+    pub(crate) fn json(&self) -> &Bytes {
+        &self.0.json
+    }
+
     /// The whole event, decoded on first use.
     ///
     /// # Panics
