@@ -56,6 +56,34 @@ enum End {
     TimedOut,
 }
 
+/// Starts `producer` on a task of its own, detached from any request: what
+/// [`SseResponse::spawn`](crate::sse::SseResponse::spawn) does before it answers, for callers that
+/// answer in another format (the AI SDK's, say: [`crate::ai_sdk`]). The producer gets the emitter
+/// of `ctx`'s channel through `publisher`; `lease` (if any) is held until it ends; it is stopped
+/// after `max_run_time` or on a cancel request, as [`SseResponse::spawn`](crate::sse::SseResponse::spawn)
+/// describes. Needs a tokio runtime.
+pub fn spawn_producer<F, Fut, E>(
+    publisher: Arc<dyn EventPublisher>,
+    ctx: StreamContext,
+    producer: F,
+    lease: Option<StreamLease>,
+    max_run_time: Duration,
+) where
+    F: FnOnce(Arc<Emitter>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Display + Send + 'static,
+{
+    start(
+        publisher,
+        Spawn {
+            ctx,
+            producer: boxed(producer),
+            max_run_time,
+        },
+        lease.map(StreamLease::auto_refresh),
+    );
+}
+
 /// Starts `spawn`'s producer on a task of its own, holding `lease` until it ends. When it ends
 /// without having emitted `done` itself, the task emits one: `{"success": true}` after a
 /// producer that returned `Ok`, `{"success": false, "error": …}` after an error,

@@ -151,15 +151,43 @@ async fn chat(service: Data<DemoService>, req: HttpRequest, bytes: Body) -> Repl
     let chat = service.open_chat(user_header(&req), &bytes).await?;
     let headers = chat.headers();
     let reply = chat.response.await?;
-    let mut response = Sse::from(reply).respond_to(&req);
+    Ok(with_headers(Sse::from(reply).respond_to(&req), headers))
+}
+
+/// `response` with `headers` added (a value that is not a valid header value is left out).
+fn with_headers(
+    mut response: HttpResponse,
+    headers: impl IntoIterator<Item = (&'static str, String)>,
+) -> HttpResponse {
+    use actix_web::http::header::{HeaderName, HeaderValue};
     for (name, value) in headers {
-        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&value) {
-            response
-                .headers_mut()
-                .insert(actix_web::http::header::HeaderName::from_static(name), value);
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(HeaderName::from_static(name), value);
         }
     }
-    Ok(response)
+    response
+}
+
+/// An AI SDK answer: the body as SSE, with the protocol's headers.
+fn ai_chat_response(chat: demo_service::AiChatStream, req: &HttpRequest) -> HttpResponse {
+    let (headers, reply) = chat.into_reply();
+    with_headers(Sse::from(reply).respond_to(req), headers)
+}
+
+async fn ai_chat(service: Data<DemoService>, req: HttpRequest, bytes: Body) -> Reply {
+    let bytes = body(&service, bytes)?;
+    let chat = service.open_ai_chat(user_header(&req), &bytes).await?;
+    Ok(ai_chat_response(chat, &req))
+}
+
+async fn ai_chat_resume(service: Data<DemoService>, req: HttpRequest, chat: web::Path<String>) -> Reply {
+    match service
+        .resume_ai_chat(&chat, user_header(&req), query(&req))
+        .await?
+    {
+        Some(chat) => Ok(ai_chat_response(chat, &req)),
+        None => Ok(HttpResponse::NoContent().finish()),
+    }
 }
 
 async fn cancel(service: Data<DemoService>, req: HttpRequest, channel: web::Path<String>) -> Reply {
@@ -196,6 +224,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             .route("/deploy", web::post().to(deploy))
             .route("/streams/{channel_id}", web::get().to(stream))
             .route("/streams/{channel_id}/cancel", web::post().to(cancel))
+            .route("/api/chat", web::post().to(ai_chat))
+            .route("/api/chat/{chat_id}/stream", web::get().to(ai_chat_resume))
             .route("/chat/stream", web::post().to(chat))
             .route("/events", web::get().to(events))
     })

@@ -140,13 +140,45 @@ async fn chat(State(service): State<DemoService>, headers: HeaderMap, bytes: Bod
     let chat = service.open_chat(user_header(&headers), &bytes).await?;
     let headers = chat.headers();
     let reply = chat.response.await?;
-    let mut response = Sse::from(reply).into_response();
+    Ok(with_headers(Sse::from(reply).into_response(), headers))
+}
+
+/// `response` with `headers` added (a value that is not a valid header value is left out).
+fn with_headers(mut response: Response, headers: impl IntoIterator<Item = (&'static str, String)>) -> Response {
     for (name, value) in headers {
         if let Ok(value) = value.parse() {
             response.headers_mut().insert(name, value);
         }
     }
-    Ok(response)
+    response
+}
+
+/// An AI SDK answer: the body as SSE, with the protocol's headers.
+fn ai_chat_response(chat: demo_service::AiChatStream) -> Response {
+    let (headers, reply) = chat.into_reply();
+    with_headers(Sse::from(reply).into_response(), headers)
+}
+
+async fn ai_chat(State(service): State<DemoService>, headers: HeaderMap, bytes: Body) -> Reply {
+    let bytes = body(&service, bytes)?;
+    let chat = service.open_ai_chat(user_header(&headers), &bytes).await?;
+    Ok(ai_chat_response(chat))
+}
+
+async fn ai_chat_resume(
+    State(service): State<DemoService>,
+    chat: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Reply {
+    let chat = chat.map(|Path(chat)| chat).unwrap_or_default();
+    match service
+        .resume_ai_chat(&chat, user_header(&headers), uri.query())
+        .await?
+    {
+        Some(chat) => Ok(ai_chat_response(chat)),
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
 }
 
 async fn cancel(
@@ -177,6 +209,8 @@ fn router(service: DemoService) -> Router {
         .route("/deploy", post(deploy))
         .route("/streams/{channel_id}", get(stream))
         .route("/streams/{channel_id}/cancel", post(cancel))
+        .route("/api/chat", post(ai_chat))
+        .route("/api/chat/{chat_id}/stream", get(ai_chat_resume))
         .route("/chat/stream", post(chat))
         .route("/events", get(events))
         .layer(body_limit)

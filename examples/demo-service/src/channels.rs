@@ -34,6 +34,17 @@ return 1
 /// The Redis key prefix of the users' slot sets.
 const KEY_PREFIX: &str = "stream-demo:live-channels:";
 
+/// The Redis key of an AI SDK chat's active stream: `stream-demo:chat:<chat id>` → the channel.
+const CHAT_PREFIX: &str = "stream-demo:chat:";
+
+/// Deletes a chat's record only while it still names ARGV[1] (a newer message may have replaced it).
+const FORGET_CHAT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
 /// Where the slots are kept. Built by [`app_backends`](crate::app_backends).
 pub struct ChannelCap {
     inner: Inner,
@@ -46,6 +57,8 @@ const SWEEP_EVERY: u64 = 1024;
 struct MemorySlots {
     users: HashMap<UserId, HashMap<ChannelId, Instant>>,
     reservations: u64,
+    /// AI SDK chat id → its active stream's channel, until it ends (or the history TTL).
+    chats: HashMap<String, (ChannelId, Instant)>,
 }
 
 enum Inner {
@@ -53,6 +66,7 @@ enum Inner {
     Redis {
         connection: Arc<SharedConnection>,
         reserve: redis::Script,
+        forget_chat: redis::Script,
     },
 }
 
@@ -82,6 +96,7 @@ impl ChannelCap {
             inner: Inner::Redis {
                 connection: Arc::new(connection),
                 reserve: redis::Script::new(RESERVE),
+                forget_chat: redis::Script::new(FORGET_CHAT),
             },
         })
     }
@@ -119,7 +134,9 @@ impl ChannelCap {
                 slots.insert(channel.clone(), now + ttl);
                 Ok(true)
             }
-            Inner::Redis { connection, reserve } => {
+            Inner::Redis {
+                connection, reserve, ..
+            } => {
                 let key = format!("{KEY_PREFIX}{user}");
                 let mut cmd = stream_redis::evalsha(reserve, &[&key]);
                 let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
@@ -131,6 +148,73 @@ impl ChannelCap {
     }
 
     /// Gives the slot of `user` for `channel` back (nothing when it has none).
+    /// Records `channel` as the active stream of the AI SDK chat `chat`, for `ttl`.
+    pub(crate) async fn set_chat(&self, chat: &str, channel: &ChannelId, ttl: Duration) -> Result<(), BoxError> {
+        match &self.inner {
+            Inner::Memory(memory) => {
+                let mut memory = memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let now = Instant::now();
+                memory.chats.retain(|_, (_, expiry)| *expiry > now);
+                memory.chats.insert(chat.to_owned(), (channel.clone(), now + ttl));
+                Ok(())
+            }
+            Inner::Redis { connection, .. } => {
+                let mut cmd = redis::cmd("SET");
+                let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+                cmd.arg(format!("{CHAT_PREFIX}{chat}"))
+                    .arg(channel.as_str())
+                    .arg("PX")
+                    .arg(ttl_ms);
+                let _: String = connection.run(&cmd, None).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The active stream of the AI SDK chat `chat`, while it has one.
+    pub(crate) async fn chat(&self, chat: &str) -> Result<Option<ChannelId>, BoxError> {
+        let name = match &self.inner {
+            Inner::Memory(memory) => {
+                let memory = memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                memory
+                    .chats
+                    .get(chat)
+                    .filter(|(_, expiry)| *expiry > Instant::now())
+                    .map(|(channel, _)| channel.to_string())
+            }
+            Inner::Redis { connection, .. } => {
+                let mut cmd = redis::cmd("GET");
+                cmd.arg(format!("{CHAT_PREFIX}{chat}"));
+                connection.run::<Option<String>>(&cmd, None).await?
+            }
+        };
+        Ok(name.and_then(|n| ChannelId::new(n).ok()))
+    }
+
+    /// Forgets that `channel` is the active stream of chat `chat` (its stream ended).
+    pub(crate) async fn forget_chat(&self, chat: &str, channel: &ChannelId) -> Result<(), BoxError> {
+        match &self.inner {
+            Inner::Memory(memory) => {
+                let mut memory = memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if memory.chats.get(chat).is_some_and(|(c, _)| c == channel) {
+                    memory.chats.remove(chat);
+                }
+                Ok(())
+            }
+            Inner::Redis {
+                connection,
+                forget_chat,
+                ..
+            } => {
+                let key = format!("{CHAT_PREFIX}{chat}");
+                let mut cmd = stream_redis::evalsha(forget_chat, &[&key]);
+                cmd.arg(channel.as_str());
+                let _: i64 = connection.run(&cmd, Some(forget_chat)).await?;
+                Ok(())
+            }
+        }
+    }
+
     pub(crate) async fn release(&self, user: &UserId, channel: &ChannelId) -> Result<(), BoxError> {
         match &self.inner {
             Inner::Memory(memory) => {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_core::Stream;
 use futures_util::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use stream_core::sse::{SseOptions, SseResponse, StreamError};
 use stream_core::{
@@ -129,6 +129,116 @@ impl ChatStarted {
             (STREAM_CHANNEL_HEADER, self.channel.to_string()),
             (STREAM_URL_HEADER, self.stream_url.clone()),
         ]
+    }
+}
+
+/// An answer in the AI SDK's UI message stream protocol (`POST /api/chat`,
+/// `GET /api/chat/{id}/stream`).
+pub struct AiChatStream {
+    /// The chat reply's channel.
+    pub channel: ChannelId,
+    /// `/streams/{channel}?token=…`: the same reply as plain SSE events.
+    pub stream_url: String,
+    /// The body: `data:` JSON parts, then `data: [DONE]`.
+    pub body: stream_core::sse::SseBody,
+}
+
+impl std::fmt::Debug for AiChatStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AiChatStream")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AiChatStream {
+    /// The response headers: the protocol's ([`stream_core::ai_sdk::UI_MESSAGE_STREAM_HEADERS`],
+    /// with `x-vercel-ai-ui-message-stream: v1`), and `X-Stream-Channel` and `X-Stream-Url`.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers: Vec<(&'static str, String)> = stream_core::ai_sdk::UI_MESSAGE_STREAM_HEADERS
+            .iter()
+            .map(|(name, value)| (*name, (*value).to_owned()))
+            .collect();
+        headers.push((STREAM_CHANNEL_HEADER, self.channel.to_string()));
+        headers.push((STREAM_URL_HEADER, self.stream_url.clone()));
+        headers
+    }
+
+    /// The headers ([`headers`](Self::headers)) and the body as the reply the adapters' `Sse`
+    /// converts.
+    pub fn into_reply(self) -> (Vec<(&'static str, String)>, stream_core::sse::SseReply) {
+        (self.headers(), stream_core::sse::SseReply::Stream(self.body))
+    }
+}
+
+/// The AI SDK's chat request body: the chat id and its messages (`UIMessage`s: `role` and
+/// `parts`, or an older `content` string).
+#[derive(Debug, Deserialize)]
+struct AiChatRequest {
+    id: String,
+    #[serde(default)]
+    messages: Vec<Value>,
+}
+
+impl AiChatRequest {
+    /// The text of the last message, when it is the user's.
+    fn last_user_text(&self) -> Option<String> {
+        let last = self.messages.last()?;
+        if last["role"] != "user" {
+            return None;
+        }
+        let text = match last["parts"].as_array() {
+            Some(parts) => parts
+                .iter()
+                .filter(|p| p["type"] == "text")
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join(""),
+            None => last["content"].as_str().unwrap_or_default().to_owned(),
+        };
+        (!text.trim().is_empty()).then_some(text)
+    }
+}
+
+/// A chat id as the AI SDK makes them: 1 to 128 of `A-Z a-z 0-9 _ -` (400 `invalid_chat_id`).
+fn valid_chat_id(id: &str) -> Result<&str, ApiError> {
+    let ok = (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(id)
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_chat_id",
+            "a chat id is 1 to 128 of A-Z a-z 0-9 _ -",
+        ))
+    }
+}
+
+/// A producer that emits `events` (a fake LLM reply) through its emitter; `on_end` runs when
+/// it ends or is dropped (a cancel).
+fn emit_all(
+    events: ChatEvents,
+    on_end: impl FnOnce() + Send + 'static,
+) -> impl FnOnce(Arc<Emitter>) -> futures_util::future::BoxFuture<'static, Result<(), EmitError>> + Send + 'static {
+    struct OnEnd<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for OnEnd<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    move |emitter: Arc<Emitter>| {
+        Box::pin(async move {
+            let _on_end = OnEnd(Some(on_end));
+            let mut events = events;
+            while let Some(Ok(event)) = events.next().await {
+                emitter.emit(event.kind, event.payload).await?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -520,34 +630,176 @@ impl DemoService {
     async fn open_chat_uncounted(&self, user_header: Option<&[u8]>, body: &[u8]) -> Result<ChatStarted, StreamRefusal> {
         let user = require_user(user_header)?;
         let request: ChatRequest = parse_body(body, self.max_body_bytes(), None)?;
-        let max_prompt = self.config().chat_max_prompt_bytes;
-        if request.prompt.len() > max_prompt {
-            return Err(ApiError::payload_too_large("prompt", max_prompt).into());
-        }
-        let lease = self.lease(&user).await?;
-        let ctx = StreamContext::builder().build();
+        let (ctx, lease, events) = self.prepare_chat(&user, &request.prompt).await?;
         let channel = ctx.channel_id().clone();
-        let slot = self.reserve_channel(&user, &channel).await?;
-        let streaming = self.streaming();
-        streaming
-            .registry
-            .register(&channel, &user, streaming.channel_config.history_ttl)
-            .await
-            .map_err(|e| ApiError::unavailable("channel registry", e))?;
-        let events = chat_events_holding(channel.clone(), &request.prompt, self.config().step() / 4, slot);
-        let producer = move |emitter: Arc<Emitter>| async move {
-            let mut events = std::pin::pin!(events);
-            while let Some(Ok(event)) = events.next().await {
-                emitter.emit(event.kind, event.payload).await?;
-            }
-            Ok::<(), EmitError>(())
-        };
-        let response = SseResponse::spawn(streaming, ctx, producer).options(self.sse_options(None).lease(lease));
+        let response = SseResponse::spawn(self.streaming(), ctx, emit_all(events, || ()))
+            .options(self.sse_options(None).lease(lease));
         Ok(ChatStarted {
             stream_url: self.stream_url(&user, &channel),
             channel,
             response,
         })
+    }
+
+    /// What both chat routes start with, in this order: the prompt's size (413), the user's
+    /// stream lease (429 `stream_limit_exceeded`), a live-channel slot (429
+    /// `channel_limit_exceeded`, the lease given back), the channel's owner record. Returns the
+    /// context of the new channel, the lease, and the fake LLM's events, made as they are polled
+    /// (they hold the slot until `done`, or until they are dropped).
+    async fn prepare_chat(
+        &self,
+        user: &UserId,
+        prompt: &str,
+    ) -> Result<(StreamContext, StreamLease, ChatEvents), StreamRefusal> {
+        let max_prompt = self.config().chat_max_prompt_bytes;
+        if prompt.len() > max_prompt {
+            return Err(ApiError::payload_too_large("prompt", max_prompt).into());
+        }
+        let lease = self.lease(user).await?;
+        let ctx = StreamContext::builder().build();
+        let channel = ctx.channel_id().clone();
+        let slot = self.reserve_channel(user, &channel).await?;
+        let streaming = self.streaming();
+        streaming
+            .registry
+            .register(&channel, user, streaming.channel_config.history_ttl)
+            .await
+            .map_err(|e| ApiError::unavailable("channel registry", e))?;
+        let events = chat_events_holding(channel, prompt, self.config().step() / 4, slot);
+        Ok((ctx, lease, Box::pin(events)))
+    }
+
+    /// `POST /api/chat`, the AI SDK's chat request (`{"id", "messages": [...]}`): the last user
+    /// message is the prompt. Checked as `POST /chat/stream` is (401, 413, 400, 429), plus the
+    /// chat id (400 `invalid_chat_id`: 1 to 128 of `A-Z a-z 0-9 _ -`). The reply runs detached
+    /// from the request, like `/chat/stream`'s, and is answered in the AI SDK's UI message stream
+    /// protocol ([`stream_core::ai_sdk`]); the chat id names it until it ends, for
+    /// [`resume_ai_chat`](Self::resume_ai_chat).
+    pub async fn open_ai_chat(&self, user_header: Option<&[u8]>, body: &[u8]) -> Result<AiChatStream, StreamRefusal> {
+        self.open_ai_chat_uncounted(user_header, body)
+            .await
+            .inspect_err(StreamRefusal::count)
+    }
+
+    async fn open_ai_chat_uncounted(
+        &self,
+        user_header: Option<&[u8]>,
+        body: &[u8],
+    ) -> Result<AiChatStream, StreamRefusal> {
+        let user = require_user(user_header)?;
+        let request: AiChatRequest = parse_body(body, self.max_body_bytes(), None)?;
+        let chat = valid_chat_id(&request.id)?.to_owned();
+        let prompt = request
+            .last_user_text()
+            .ok_or_else(|| ApiError::bad_request("missing_prompt", "the last message must be the user's, with text"))?;
+        let (ctx, lease, events) = self.prepare_chat(&user, &prompt).await?;
+        let channel = ctx.channel_id().clone();
+        let ttl = self.streaming().channel_config.history_ttl;
+        let index = self.inner.backends.channel_cap.clone();
+        index
+            .set_chat(&chat, &channel, ttl)
+            .await
+            .map_err(|e| ApiError::unavailable("chat index", e))?;
+        let subscription = self
+            .streaming()
+            .subscriber
+            .subscribe(&channel, None)
+            .await
+            .map_err(|e| ApiError::unavailable("subscribe", e))?;
+        // The chat stops naming this stream once it ends, however it ends.
+        let forget = {
+            let channel = channel.clone();
+            move || {
+                tokio::spawn(async move {
+                    if let Err(e) = index.forget_chat(&chat, &channel).await {
+                        tracing::warn!(error = %e, "could not forget a finished chat stream");
+                    }
+                });
+            }
+        };
+        stream_core::spawn::spawn_producer(
+            self.streaming().publisher.clone(),
+            ctx,
+            emit_all(events, forget),
+            Some(lease),
+            stream_core::spawn::DEFAULT_MAX_RUN_TIME,
+        );
+        Ok(self.ai_chat_stream(&user, channel, subscription, None))
+    }
+
+    /// `GET /api/chat/{id}/stream`, what `useChat({ resume: true })` calls: the chat's active
+    /// stream from its start, in the AI SDK's protocol, on any instance; `None` (the app answers
+    /// 204) when the chat has no active stream (none started, or it ended). Who may read it is
+    /// checked as for `GET /streams/{id}` (401, 403, 404), then the reader's own lease (429).
+    pub async fn resume_ai_chat(
+        &self,
+        chat: &str,
+        user_header: Option<&[u8]>,
+        query: Option<&str>,
+    ) -> Result<Option<AiChatStream>, StreamRefusal> {
+        let resumed = self
+            .resume_ai_chat_uncounted(chat, user_header, query)
+            .await
+            .inspect_err(StreamRefusal::count)?;
+        if resumed.is_none() {
+            stream_core::metrics::record_refused(204);
+        }
+        Ok(resumed)
+    }
+
+    async fn resume_ai_chat_uncounted(
+        &self,
+        chat: &str,
+        user_header: Option<&[u8]>,
+        query: Option<&str>,
+    ) -> Result<Option<AiChatStream>, StreamRefusal> {
+        if query_param(query, TOKEN_QUERY).is_none() {
+            require_user(user_header)?;
+        }
+        let chat = valid_chat_id(chat)?;
+        let Some(channel) = self
+            .inner
+            .backends
+            .channel_cap
+            .chat(chat)
+            .await
+            .map_err(|e| ApiError::unavailable("chat index", e))?
+        else {
+            return Ok(None);
+        };
+        let (channel, user) = self
+            .authorize_stream_uncounted(channel.as_str(), user_header, query)
+            .await?;
+        let lease = self.lease(&user).await?;
+        let subscription = self
+            .streaming()
+            .subscriber
+            .subscribe(&channel, None)
+            .await
+            .map_err(|e| ApiError::unavailable("subscribe", e))?;
+        Ok(Some(self.ai_chat_stream(&user, channel, subscription, Some(lease.auto_refresh()))))
+    }
+
+    /// The AI SDK answer over `subscription` (from the channel's start), with keep-alives every
+    /// ping interval; `lease` (a reader's) is held as long as the body.
+    fn ai_chat_stream(
+        &self,
+        user: &UserId,
+        channel: ChannelId,
+        subscription: stream_core::Subscription,
+        lease: Option<StreamLease>,
+    ) -> AiChatStream {
+        let events = subscription.shared().map(move |event| {
+            let _held = &lease;
+            event
+        });
+        let body = stream_core::ai_sdk::ui_message_stream(events, channel.as_str());
+        let body = stream_core::ai_sdk::with_keep_alive(body, self.streaming().channel_config.ping_interval);
+        AiChatStream {
+            stream_url: self.stream_url(user, &channel),
+            channel,
+            body,
+        }
     }
 
     /// `POST /streams/{channel_id}/cancel`: who may cancel is who may read the stream
