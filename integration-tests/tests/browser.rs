@@ -199,6 +199,42 @@ async fn page_shows_a_gap_notice() {
     );
 }
 
+/// The page's chat survives a reload: it reloads itself once after a few tokens
+/// (`?reloadafter=3`), shows the text it had and resumes after its last id from
+/// `sessionStorage`; the final text is the reply made without a reload. Then Stop
+/// (`?stopafter=3`) ends a chat with `done` `cancelled`: the status says "stopped" and the text is
+/// short of the reply. Redis mode, so the reply's generation runs apart from the page's requests.
+#[test]
+fn the_page_resumes_a_chat_after_a_reload_and_stop_ends_one() {
+    let app = App::start_with(
+        Target {
+            app: "actix-app",
+            mode: Mode::Redis,
+        },
+        Settings {
+            // 100 ms per token: a reload lands mid-answer.
+            step_ms: 400,
+            lease_limit: 5,
+            ..Settings::default()
+        },
+    );
+    let full = demo_service::reply_tokens("What does this demo do?").concat();
+
+    let user = unique("browser-reload");
+    let dom = dump_dom(&app.url(&format!("/?autochat=1&reloadafter=3&user={user}")));
+    assert_eq!(text(&dom, "reply"), full, "the reply after a reload");
+    assert_eq!(text(&dom, "chat-status"), "done");
+
+    let user = unique("browser-stop");
+    let dom = dump_dom(&app.url(&format!("/?autochat=1&stopafter=3&user={user}")));
+    assert_eq!(text(&dom, "chat-status"), "stopped");
+    let reply = text(&dom, "reply");
+    assert!(
+        !reply.is_empty() && reply.len() < full.len() && full.starts_with(reply),
+        "a stopped reply is a beginning of the reply: {reply:?}"
+    );
+}
+
 /// Percent-encodes a query value.
 fn encode(value: &str) -> String {
     value

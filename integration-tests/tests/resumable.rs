@@ -67,7 +67,10 @@ async fn start_chat(app: &App, user: &str, prompt: &str) -> (reqwest::Response, 
             .to_owned()
     };
     let (channel, url) = (header("x-stream-channel"), header("x-stream-url"));
-    assert_eq!(url, format!("/streams/{channel}?token={}", url.split("token=").nth(1).unwrap()));
+    assert_eq!(
+        url,
+        format!("/streams/{channel}?token={}", url.split("token=").nth(1).unwrap())
+    );
     (res, channel, url)
 }
 
@@ -257,15 +260,16 @@ async fn the_ai_sdk_reads_a_chat_and_resumes_it_on_the_other_instance() {
     )
     .await;
     assert_eq!(resumed["status"], 200, "{resumed}");
-    assert_eq!(resumed["text"], expected, "the whole reply, replayed then live: {resumed}");
+    assert_eq!(
+        resumed["text"], expected,
+        "the whole reply, replayed then live: {resumed}"
+    );
     assert_eq!(resumed["finished"], true, "{resumed}");
 
     // Finished: no active stream, 204 (on either instance).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let res = b
-            .get(&format!("/api/chat/{chat}/stream"), Some(&user), None)
-            .await;
+        let res = b.get(&format!("/api/chat/{chat}/stream"), Some(&user), None).await;
         if res.status() == 204 {
             break;
         }

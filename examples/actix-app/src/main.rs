@@ -155,10 +155,7 @@ async fn chat(service: Data<DemoService>, req: HttpRequest, bytes: Body) -> Repl
 }
 
 /// `response` with `headers` added (a value that is not a valid header value is left out).
-fn with_headers(
-    mut response: HttpResponse,
-    headers: impl IntoIterator<Item = (&'static str, String)>,
-) -> HttpResponse {
+fn with_headers(mut response: HttpResponse, headers: impl IntoIterator<Item = (&'static str, String)>) -> HttpResponse {
     use actix_web::http::header::{HeaderName, HeaderValue};
     for (name, value) in headers {
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -181,10 +178,7 @@ async fn ai_chat(service: Data<DemoService>, req: HttpRequest, bytes: Body) -> R
 }
 
 async fn ai_chat_resume(service: Data<DemoService>, req: HttpRequest, chat: web::Path<String>) -> Reply {
-    match service
-        .resume_ai_chat(&chat, user_header(&req), query(&req))
-        .await?
-    {
+    match service.resume_ai_chat(&chat, user_header(&req), query(&req)).await? {
         Some(chat) => Ok(ai_chat_response(chat, &req)),
         None => Ok(HttpResponse::NoContent().finish()),
     }

@@ -22,9 +22,9 @@ pub use chat::{ChatRequest, chat_events, reply_tokens};
 pub use config::{Config, MIN_TOKEN_SECRET_BYTES};
 pub use error::ApiError;
 pub use service::{
-    AiChatStream, Backends, ChatEvents, ChatStarted, DemoService, DeploymentCreated, MAX_EVENTS_LIMIT, Mode, PreparedDeployment,
-    STREAM_CHANNEL_HEADER, STREAM_TOKEN_TTL, STREAM_URL_HEADER, StreamRefusal, TOKEN_QUERY, USER_HEADER, header_user,
-    query_param, require_user,
+    AiChatStream, Backends, ChatEvents, ChatStarted, DemoService, DeploymentCreated, MAX_EVENTS_LIMIT, Mode,
+    PreparedDeployment, STREAM_CHANNEL_HEADER, STREAM_TOKEN_TTL, STREAM_URL_HEADER, StreamRefusal, TOKEN_QUERY,
+    USER_HEADER, header_user, query_param, require_user,
 };
 pub use startup::announce_listening;
 pub use stream_core::CancellationToken;

@@ -202,10 +202,7 @@ impl AiChatRequest {
 
 /// A chat id as the AI SDK makes them: 1 to 128 of `A-Z a-z 0-9 _ -` (400 `invalid_chat_id`).
 fn valid_chat_id(id: &str) -> Result<&str, ApiError> {
-    let ok = (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let ok = (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if ok {
         Ok(id)
     } else {
@@ -777,7 +774,12 @@ impl DemoService {
             .subscribe(&channel, None)
             .await
             .map_err(|e| ApiError::unavailable("subscribe", e))?;
-        Ok(Some(self.ai_chat_stream(&user, channel, subscription, Some(lease.auto_refresh()))))
+        Ok(Some(self.ai_chat_stream(
+            &user,
+            channel,
+            subscription,
+            Some(lease.auto_refresh()),
+        )))
     }
 
     /// The AI SDK answer over `subscription` (from the channel's start), with keep-alives every
