@@ -212,8 +212,9 @@ fn the_page_resumes_a_chat_after_a_reload_and_stop_ends_one() {
             mode: Mode::Redis,
         },
         Settings {
-            // 100 ms per token: a reload lands mid-answer.
-            step_ms: 400,
+            // 25 ms per token (a quarter step): a reload after 3 tokens lands mid-answer, and the
+            // whole reply fits in the virtual time budget (which runs on while a body streams).
+            step_ms: 100,
             lease_limit: 5,
             ..Settings::default()
         },
@@ -221,12 +222,22 @@ fn the_page_resumes_a_chat_after_a_reload_and_stop_ends_one() {
     let full = demo_service::reply_tokens("What does this demo do?").concat();
 
     let user = unique("browser-reload");
-    let dom = dump_dom(&app.url(&format!("/?autochat=1&reloadafter=3&user={user}")));
-    assert_eq!(text(&dom, "reply"), full, "the reply after a reload");
+    let dom = dump_dom_with_budget(&app.url(&format!("/?autochat=1&reloadafter=3&user={user}")), 120_000);
+    assert_eq!(
+        text(&dom, "reply"),
+        full,
+        "the reply after a reload; status {:?}",
+        text(&dom, "chat-status")
+    );
     assert_eq!(text(&dom, "chat-status"), "done");
+    assert!(
+        tag(&dom, "reply").contains("data-resumed=\"after-reload\""),
+        "the page did reload mid-answer: {}",
+        tag(&dom, "reply")
+    );
 
     let user = unique("browser-stop");
-    let dom = dump_dom(&app.url(&format!("/?autochat=1&stopafter=3&user={user}")));
+    let dom = dump_dom_with_budget(&app.url(&format!("/?autochat=1&stopafter=3&user={user}")), 120_000);
     assert_eq!(text(&dom, "chat-status"), "stopped");
     let reply = text(&dom, "reply");
     assert!(
