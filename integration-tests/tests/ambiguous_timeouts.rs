@@ -194,7 +194,7 @@ async fn a_job_push_resent_after_a_timeout_queues_the_job_once() {
         .await
         .expect("connect");
     let queued: usize = redis::cmd("LLEN")
-        .arg(&queue_key)
+        .arg(worker::queue_key(&queue_key))
         .query_async(&mut admin)
         .await
         .expect("LLEN");
@@ -227,7 +227,7 @@ async fn a_job_taken_but_not_finished_runs_when_its_worker_restarts() {
         .expect("connect");
     let processing = processing_list(&queue_key, &worker);
     let _: String = redis::cmd("LMOVE")
-        .arg(&queue_key)
+        .arg(worker::queue_key(&queue_key))
         .arg(&processing)
         .arg("LEFT")
         .arg("RIGHT")

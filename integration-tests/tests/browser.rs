@@ -166,6 +166,14 @@ fn axum_app_page_in_chromium_redis_mode() {
     });
 }
 
+#[test]
+fn actix_app_page_in_chromium_redis_cluster_mode() {
+    page_shows_a_finished_deployment(Target {
+        app: "actix-app",
+        mode: Mode::RedisCluster,
+    });
+}
+
 /// A deployment that finished before the page opened it, on a channel that keeps only its last
 /// three events: the page shows the gap notice, then the kept events and the done state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -338,6 +338,13 @@ async fn direct_deploy_chat_health_and_page(target: Target) {
 
     let res = app.get("/healthz", None, None).await;
     assert_eq!(res.status(), 200);
+    let health: Value = res.json().await.unwrap();
+    let mode = match target.mode {
+        Mode::Memory => "memory",
+        Mode::Redis => "redis",
+        Mode::RedisCluster => "redis-cluster",
+    };
+    assert_eq!(health, serde_json::json!({"status": "ok", "mode": mode}));
     let res = app.get("/", None, None).await;
     assert_eq!(res.status(), 200);
     assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
@@ -487,7 +494,7 @@ async fn a_429_from_the_lease_starts_nothing(target: Target) {
         let client = stream_pubsub::stream_redis::redis::Client::open(support::redis_url()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
         let queued: i64 = stream_pubsub::stream_redis::redis::cmd("LLEN")
-            .arg(&queue)
+            .arg(worker::queue_key(&queue))
             .query_async(&mut conn)
             .await
             .unwrap();
@@ -682,7 +689,7 @@ async fn metrics_are_prometheus_text(target: Target) {
             .any(|s| s.name == bucket && s.labels.iter().any(|(k, _)| k == "le")),
         "the latency is a histogram with buckets"
     );
-    if target.mode == Mode::Redis {
+    if target.mode.is_redis() {
         assert!(value(m::REDIS_SCRIPT_CALLS, &[]) >= 1.0);
     } else {
         assert!(value(m::EVENTS_PUBLISHED, &[(m::BACKEND, "memory")]) >= 11.0);
@@ -755,6 +762,8 @@ suite!(axum_memory, "axum-app", Mode::Memory);
 suite!(actix_memory, "actix-app", Mode::Memory);
 suite!(axum_redis, "axum-app", Mode::Redis);
 suite!(actix_redis, "actix-app", Mode::Redis);
+suite!(axum_cluster, "axum-app", Mode::RedisCluster);
+suite!(actix_cluster, "actix-app", Mode::RedisCluster);
 
 /// Multi-process: in Redis mode the job runs in the worker process, not in the app. With no
 /// worker running nothing happens; once one starts, the events arrive, through Redis.

@@ -67,7 +67,9 @@ async fn opensearch(config: &Config) -> Result<Option<Arc<dyn EventStore>>, Star
 pub async fn app_backends(config: &Config) -> Result<Backends, StartError> {
     let opensearch = opensearch(config).await?;
     let channel_config = config.channel_config();
-    match config.redis_url() {
+    let cluster = !config.worker.redis_cluster_nodes.is_empty();
+    let source = || config.worker.redis_source();
+    match source() {
         None => {
             let streaming = match opensearch {
                 None => Streaming::in_memory(channel_config, config.lease_config()),
@@ -93,16 +95,16 @@ pub async fn app_backends(config: &Config) -> Result<Backends, StartError> {
                 channel_cap: Arc::new(ChannelCap::memory()),
             })
         }
-        Some(url) => {
+        Some(broker_source) => {
             let broker = Arc::new(
-                RedisBroker::builder(url)
+                RedisBroker::builder(broker_source)
                     .config(channel_config.clone())
                     .retry_window(config.worker.redis_retry_window())
                     .connect()
                     .await
                     .map_err(StartError::Broker)?,
             );
-            let leases = StreamLeaseLimiter::builder(url)
+            let leases = StreamLeaseLimiter::builder(source().expect("set"))
                 .config(config.lease_config())
                 .retry_window(config.worker.redis_retry_window())
                 .connect()
@@ -120,12 +122,12 @@ pub async fn app_backends(config: &Config) -> Result<Backends, StartError> {
                 channel_config,
             );
             Ok(Backends {
-                jobs: JobQueue::redis(url, &config.worker.job_queue).await?,
+                jobs: JobQueue::redis(source().expect("set"), &config.worker.job_queue).await?,
                 streaming,
-                mode: Mode::Redis,
+                mode: if cluster { Mode::RedisCluster } else { Mode::Redis },
                 archive: Some(archive),
                 channel_cap: Arc::new(
-                    ChannelCap::redis(url, QUEUE_RESPONSE_TIMEOUT)
+                    ChannelCap::redis(source().expect("set"), QUEUE_RESPONSE_TIMEOUT)
                         .await
                         .map_err(StartError::ChannelCap)?,
                 ),

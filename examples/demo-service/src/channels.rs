@@ -87,9 +87,13 @@ impl ChannelCap {
         }
     }
 
-    /// Slots in the Redis at `url`, shared by every instance on it. One `PING`, now.
-    pub async fn redis(url: &str, response_timeout: Duration) -> Result<Self, BoxError> {
-        let connection = stream_redis::RedisSource::from(url).into_shared()?;
+    /// Slots in the Redis at `source` (a server or a cluster: each user's slots are one key),
+    /// shared by every instance on it. One `PING`, now.
+    pub async fn redis(
+        source: impl Into<stream_redis::RedisSource>,
+        response_timeout: Duration,
+    ) -> Result<Self, BoxError> {
+        let connection = source.into().into_shared()?;
         connection.set_response_timeout(response_timeout);
         let _: String = connection.run(&redis::cmd("PING"), None).await?;
         Ok(Self {

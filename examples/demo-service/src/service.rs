@@ -34,12 +34,14 @@ pub const MAX_EVENTS_LIMIT: usize = 1000;
 
 /// Where the backends live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Mode {
-    /// One process, everything in memory, the job in-process.
+    /// One process, everything in memory, the job in-process (`"memory"`).
     Memory,
-    /// Redis broker and leases, the job in a worker process.
+    /// Redis broker and leases, the job in a worker process (`"redis"`).
     Redis,
+    /// The same on a Redis Cluster, `REDIS_CLUSTER_NODES` (`"redis-cluster"`).
+    RedisCluster,
 }
 
 /// The answer of `POST /deployments`.

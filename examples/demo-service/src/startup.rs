@@ -17,7 +17,7 @@ impl DemoService {
         crate::metrics::install();
         let config = Config::from_env()?;
         let backends = app_backends(&config).await?;
-        if config.redis_url().is_some() && config.token_secret.is_none() {
+        if config.worker.redis_source().is_some() && config.token_secret.is_none() {
             tracing::warn!(
                 "STREAM_TOKEN_SECRET is unset in Redis mode: stream tokens are signed with a random key of this \
                  process, so a stream_url works only on the instance that made it (not on another instance, nor \

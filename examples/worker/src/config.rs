@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use stream_core::ChannelConfig;
+use stream_pubsub::RedisSource;
 
 /// A variable held a value that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -74,9 +75,13 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
 /// takes the default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerConfig {
-    /// `REDIS_URL`. The worker needs it; for the apps, unset means everything in memory and the
-    /// deploy job in-process.
+    /// `REDIS_URL`. The worker needs it (or `REDIS_CLUSTER_NODES`); for the apps, unset (with no
+    /// cluster) means everything in memory and the deploy job in-process.
     pub redis_url: Option<String>,
+    /// `REDIS_CLUSTER_NODES`: comma-separated node URLs of a Redis Cluster. When set, it wins
+    /// over `REDIS_URL`: the broker, the lease limiter, the job queue and the demo's own keys all
+    /// use the cluster (every key of a user, channel or queue keeps its hash tag).
+    pub redis_cluster_nodes: Vec<String>,
     /// `DEMO_JOB_QUEUE` (default `stream-demo:jobs`): the Redis list that carries deploy jobs.
     pub job_queue: String,
     /// `DEMO_WORKER_ID` (default: `HOSTNAME`, else `worker`): the worker's stable name; its
@@ -105,6 +110,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             redis_url: None,
+            redis_cluster_nodes: Vec::new(),
             job_queue: "stream-demo:jobs".into(),
             worker_id: "worker".into(),
             ping_secs: 15,
@@ -132,6 +138,17 @@ impl WorkerConfig {
         let d = Self::default();
         Ok(Self {
             redis_url: vars.get("REDIS_URL"),
+            redis_cluster_nodes: vars
+                .get("REDIS_CLUSTER_NODES")
+                .map(|nodes| {
+                    nodes
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
             job_queue: vars.get("DEMO_JOB_QUEUE").unwrap_or(d.job_queue),
             worker_id: vars
                 .get("DEMO_WORKER_ID")
@@ -150,6 +167,15 @@ impl WorkerConfig {
     /// The heartbeat interval of job emitters and of the producer check.
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms)
+    }
+
+    /// Where Redis is: the cluster when `REDIS_CLUSTER_NODES` is set, else `REDIS_URL`; `None`
+    /// when neither is (memory mode). A new source each call (a source is not `Clone`).
+    pub fn redis_source(&self) -> Option<RedisSource> {
+        if !self.redis_cluster_nodes.is_empty() {
+            return Some(RedisSource::cluster(self.redis_cluster_nodes.iter().cloned()));
+        }
+        self.redis_url.as_deref().map(RedisSource::from)
     }
 
     /// How long a Redis command is retried through an outage ([`Self::redis_retry_secs`]).
@@ -184,6 +210,7 @@ mod tests {
     fn defaults_match_the_contract() {
         let c = from(&[]).unwrap();
         assert_eq!(c.redis_url, None);
+        assert!(c.redis_source().is_none());
         assert_eq!(c.job_queue, "stream-demo:jobs");
         assert_eq!(c.worker_id, "worker");
         assert_eq!(c.ping_secs, 15);
@@ -215,6 +242,20 @@ mod tests {
         assert_eq!(channel.history_ttl, Duration::from_secs(60));
         assert_eq!(channel.history_max_len, 10);
         assert_eq!(c.redis_retry_window(), Duration::from_secs(3));
+        assert!(!c.redis_source().unwrap().is_cluster());
+        let cluster = from(&[
+            ("REDIS_URL", "redis://127.0.0.1:6399/"),
+            (
+                "REDIS_CLUSTER_NODES",
+                " redis://127.0.0.1:7101, redis://127.0.0.1:7102 ,",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            cluster.redis_cluster_nodes,
+            ["redis://127.0.0.1:7101", "redis://127.0.0.1:7102"]
+        );
+        assert!(cluster.redis_source().unwrap().is_cluster(), "the cluster wins");
         let named = from(&[("DEMO_WORKER_ID", "w-7"), ("HOSTNAME", "host-1")]).unwrap();
         assert_eq!(named.worker_id, "w-7");
     }

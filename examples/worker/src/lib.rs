@@ -11,5 +11,5 @@ mod startup;
 
 pub use config::{ConfigError, Vars, WorkerConfig};
 pub use job::{DeployJob, DeployRequest, InvalidJob, SERVERS, run_deploy_job};
-pub use queue::{JobQueue, QUEUE_RESPONSE_TIMEOUT, QueueError, WorkerOptions, processing_list, run_worker};
+pub use queue::{JobQueue, QUEUE_RESPONSE_TIMEOUT, QueueError, WorkerOptions, processing_list, queue_key, run_worker};
 pub use startup::{cancel_on_signal, init_tracing, run_main, shutdown_signal};

@@ -1,7 +1,7 @@
 //! The demo worker: a separate process that takes deploy jobs from a Redis list (`BLMOVE` from
 //! `DEMO_JOB_QUEUE`, default `stream-demo:jobs`) and emits their events through the Redis broker,
 //! so that any app instance streams them. It writes to no event store: the app that queued a job
-//! archives its channel. `REDIS_URL` is required (in memory mode the app runs jobs in-process and
+//! archives its channel. `REDIS_URL` (or `REDIS_CLUSTER_NODES`, which wins) is required (in memory mode the app runs jobs in-process and
 //! needs no worker); the other variables it reads are [`WorkerConfig`]'s.
 
 use std::process::ExitCode;
@@ -19,10 +19,12 @@ async fn main() -> ExitCode {
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let config = WorkerConfig::from_env()?;
-    let Some(redis_url) = config.redis_url.as_deref() else {
-        return Err("REDIS_URL is not set: in memory mode the app runs jobs in-process".into());
+    let (Some(broker_source), Some(queue_source)) = (config.redis_source(), config.redis_source()) else {
+        return Err(
+            "neither REDIS_URL nor REDIS_CLUSTER_NODES is set: in memory mode the app runs jobs in-process".into(),
+        );
     };
-    let broker = RedisBroker::builder(redis_url)
+    let broker = RedisBroker::builder(broker_source)
         .config(config.channel_config())
         .retry_window(config.redis_retry_window())
         .connect()
@@ -39,6 +41,6 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         heartbeat: config.heartbeat(),
         owners: Some((broker.clone(), config.channel_config().history_ttl)),
     };
-    run_worker(redis_url, &config.job_queue, options, broker, shutdown).await?;
+    run_worker(queue_source, &config.job_queue, options, broker, shutdown).await?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use redis::AsyncCommands;
 #[cfg(doc)]
 use stream_core::Emitter;
 use stream_core::{CancellationToken, ChannelRegistry, EventPublisher, OwnerRecord, StreamContext, UserId};
-use stream_pubsub::stream_redis;
+use stream_pubsub::{RedisSource, stream_redis};
 
 use crate::job::{DeployJob, DeployRequest, run_deploy_job};
 
@@ -71,17 +71,19 @@ const PUSH_MARKER_TTL_SECS: u64 = 24 * 3600;
 pub const QUEUE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl JobQueue {
-    /// A queue on the Redis list `key`, with the default response timeout (2 s). One connection,
-    /// checked now.
-    pub async fn redis(url: &str, key: &str) -> Result<Self, QueueError> {
-        Self::redis_with_timeout(url, key, QUEUE_RESPONSE_TIMEOUT).await
+    /// A queue named `key` (the list [`queue_key`]) in Redis at `source` (a URL, or a cluster),
+    /// with the default response timeout (2 s). One connection, checked now.
+    pub async fn redis(source: impl Into<RedisSource>, key: &str) -> Result<Self, QueueError> {
+        Self::redis_with_timeout(source, key, QUEUE_RESPONSE_TIMEOUT).await
     }
 
-    /// A queue on the Redis list `key` whose commands wait `response_timeout` for a reply.
-    pub async fn redis_with_timeout(url: &str, key: &str, response_timeout: Duration) -> Result<Self, QueueError> {
-        let connection = stream_redis::RedisSource::from(url)
-            .into_shared()
-            .map_err(QueueError::Push)?;
+    /// A queue named `key` whose commands wait `response_timeout` for a reply.
+    pub async fn redis_with_timeout(
+        source: impl Into<RedisSource>,
+        key: &str,
+        response_timeout: Duration,
+    ) -> Result<Self, QueueError> {
+        let connection = source.into().into_shared().map_err(QueueError::Push)?;
         connection.set_response_timeout(response_timeout);
         let _: String = connection
             .run(&redis::cmd("PING"), None)
@@ -122,8 +124,8 @@ impl JobQueue {
                 key,
             } => {
                 let job = DeployJob::new(&ctx, owner, request, step).to_json();
-                let marker = format!("{key}:pushed:{}", ctx.channel_id());
-                let mut cmd = stream_redis::evalsha(script, &[key, &marker]);
+                let marker = format!("{}:pushed:{}", queue_key(key), ctx.channel_id());
+                let mut cmd = stream_redis::evalsha(script, &[&queue_key(key), &marker]);
                 cmd.arg(job).arg(PUSH_MARKER_TTL_SECS);
                 // Sent again (on a fresh connection) when no reply comes: the marker makes the
                 // second run push nothing.
@@ -162,7 +164,78 @@ impl std::fmt::Debug for WorkerOptions {
 
 /// The list that holds the jobs a worker has taken and not finished: `<queue>:processing:<worker>`.
 pub fn processing_list(queue: &str, worker: &str) -> String {
-    format!("{queue}:processing:{worker}")
+    format!("{}:processing:{worker}", queue_key(queue))
+}
+
+/// The Redis list of the queue named `queue`: `{<queue>}`. The braces make the name a hash tag:
+/// the list, the workers' processing lists ([`processing_list`]) and the push markers share it,
+/// so that on a Redis Cluster they live in one slot (`BLMOVE` and the push script touch two of
+/// them at once).
+pub fn queue_key(queue: &str) -> String {
+    format!("{{{queue}}}")
+}
+
+/// The worker's connection for its queue commands: one server (a connection manager, which
+/// reconnects after Redis restarts), or a cluster (which follows slot moves and failovers).
+#[derive(Clone)]
+enum QueueConnection {
+    Single(redis::aio::ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl QueueConnection {
+    /// Opens a connection to `source` whose replies may take up to `response_timeout` (`BLMOVE`
+    /// blocks for a second).
+    async fn open(source: RedisSource, response_timeout: Duration) -> Result<Self, QueueError> {
+        match source {
+            RedisSource::Url(url) => {
+                let client = redis::Client::open(url)?;
+                let config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(response_timeout));
+                Ok(Self::Single(client.get_connection_manager_with_config(config).await?))
+            }
+            RedisSource::Cluster(nodes) => {
+                let client = redis::cluster::ClusterClientBuilder::new(nodes)
+                    .response_timeout(response_timeout)
+                    .build()?;
+                Ok(Self::Cluster(client.get_async_connection().await?))
+            }
+            other => Err(QueueError::Push(
+                format!(
+                    "the worker needs a Redis URL or cluster node URLs, not {}",
+                    other.describe()
+                )
+                .into(),
+            )),
+        }
+    }
+}
+
+impl redis::aio::ConnectionLike for QueueConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
 }
 
 /// The worker loop, a reliable queue: takes jobs from the Redis list `key` with `BLMOVE` into this
@@ -175,7 +248,7 @@ pub fn processing_list(queue: &str, worker: &str) -> String {
 /// start the worker moves whatever its processing list holds back to the head of the queue, so
 /// each worker needs its own stable `worker` name (the demo's `DEMO_WORKER_ID`).
 pub async fn run_worker(
-    redis_url: &str,
+    source: impl Into<RedisSource>,
     key: &str,
     options: WorkerOptions,
     publisher: Arc<dyn EventPublisher>,
@@ -188,17 +261,16 @@ pub async fn run_worker(
         owners,
     } = options;
     let worker = worker.as_str();
-    let client = redis::Client::open(redis_url)?;
-    // BLMOVE waits up to a second, beyond the default response timeout. The connection manager
-    // reconnects after Redis restarts or drops the connection; until then BLMOVE fails and is
-    // retried below.
-    let config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
-    let mut connection = client.get_connection_manager_with_config(config).await?;
+    // BLMOVE waits up to a second, beyond the default response timeout. The connection reconnects
+    // after Redis restarts or drops the connection (or, on a cluster, follows the slot to its new
+    // primary); until then BLMOVE fails and is retried below.
+    let mut connection = QueueConnection::open(source.into(), Duration::from_secs(10)).await?;
     let processing = processing_list(key, worker);
+    let list = queue_key(key);
     let mut recovered = 0;
     // Jobs a previous run of this worker took and did not finish go back to the head of the queue.
     while let Some(_job) = connection
-        .lmove::<_, _, Option<String>>(&processing, key, redis::Direction::Right, redis::Direction::Left)
+        .lmove::<_, _, Option<String>>(&processing, &list, redis::Direction::Right, redis::Direction::Left)
         .await?
     {
         recovered += 1;
@@ -213,7 +285,7 @@ pub async fn run_worker(
     let mut running = tokio::task::JoinSet::new();
     tracing::info!(queue = key, worker, "worker waiting for jobs");
     let mut blmove = redis::cmd("BLMOVE");
-    blmove.arg(key).arg(&processing).arg("LEFT").arg("RIGHT").arg(1);
+    blmove.arg(&list).arg(&processing).arg("LEFT").arg("RIGHT").arg(1);
     loop {
         let popped: Option<String> = tokio::select! {
             () = shutdown.cancelled() => break,

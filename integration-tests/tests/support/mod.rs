@@ -26,6 +26,22 @@ pub enum Mode {
     Memory,
     /// `REDIS_URL` set: the job runs in a separate worker process.
     Redis,
+    /// `REDIS_CLUSTER_NODES` set (the test cluster, [`cluster_nodes`]): the same on a Redis Cluster.
+    RedisCluster,
+}
+
+impl Mode {
+    /// Redis or Redis Cluster: the job runs in a worker process.
+    pub fn is_redis(self) -> bool {
+        matches!(self, Self::Redis | Self::RedisCluster)
+    }
+}
+
+/// The test cluster's node URLs, comma-separated (`REDIS_CLUSTER_NODES`, as `scripts/redis.sh`
+/// starts it).
+pub fn cluster_nodes() -> String {
+    std::env::var("REDIS_CLUSTER_NODES")
+        .unwrap_or_else(|_| "redis://127.0.0.1:7101,redis://127.0.0.1:7102,redis://127.0.0.1:7103".into())
 }
 
 /// One app to test: which binary, which mode.
@@ -255,9 +271,15 @@ impl App {
             env.push(("OPENSEARCH_FLUSH_INTERVAL_MS".into(), "100".into()));
         }
         match target.mode {
-            Mode::Memory => remove.push("REDIS_URL"),
-            Mode::Redis => {
-                env.push(("REDIS_URL".into(), settings.redis_url.clone().unwrap_or_else(redis_url)));
+            Mode::Memory => remove.extend(["REDIS_URL", "REDIS_CLUSTER_NODES"]),
+            Mode::Redis | Mode::RedisCluster => {
+                if target.mode == Mode::RedisCluster {
+                    remove.push("REDIS_URL");
+                    env.push(("REDIS_CLUSTER_NODES".into(), cluster_nodes()));
+                } else {
+                    remove.push("REDIS_CLUSTER_NODES");
+                    env.push(("REDIS_URL".into(), settings.redis_url.clone().unwrap_or_else(redis_url)));
+                }
                 // A queue of its own, so that parallel tests never take each other's jobs.
                 env.push(("DEMO_JOB_QUEUE".into(), unique("demo-test-jobs")));
                 env.push(("DEMO_WORKER_ID".into(), unique("demo-test-worker")));
@@ -273,7 +295,7 @@ impl App {
             env,
             client: client(),
         };
-        if target.mode == Mode::Redis && settings.start_worker {
+        if target.mode.is_redis() && settings.start_worker {
             app.start_worker();
         }
         app
@@ -281,7 +303,7 @@ impl App {
 
     /// Starts the worker process on this app's queue (Redis mode).
     pub fn start_worker(&mut self) {
-        assert_eq!(self.target.mode, Mode::Redis);
+        assert!(self.target.mode.is_redis());
         // The worker writes to no event store (the app archives), so it gets no OpenSearch
         // settings: the archive tests show that nothing depends on it for the archive.
         let env: Vec<(String, String)> = self
@@ -290,7 +312,13 @@ impl App {
             .filter(|(name, _)| !name.starts_with("OPENSEARCH_"))
             .cloned()
             .collect();
-        let (worker, _) = spawn("worker", &env, &["OPENSEARCH_URL"], "worker ready");
+        // The variable of the other Redis mode is left out too, as for the app.
+        let other = if self.target.mode == Mode::RedisCluster {
+            "REDIS_URL"
+        } else {
+            "REDIS_CLUSTER_NODES"
+        };
+        let (worker, _) = spawn("worker", &env, &["OPENSEARCH_URL", other], "worker ready");
         self.worker = Some(worker);
     }
 
