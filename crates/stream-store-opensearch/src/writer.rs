@@ -339,11 +339,17 @@ impl Writer {
         }
     }
 
-    /// Sends the batch (with retries) and leaves it empty.
+    /// Sends the batch (with retries) and leaves it empty, in a DEBUG span (`bulk_write`, with
+    /// the batch's size).
     async fn write(&mut self, batch: &mut Batch) {
         if batch.is_empty() {
             return;
         }
+        let span = tracing::debug_span!("bulk_write", events = batch.docs.len(), bytes = batch.body.len());
+        tracing::Instrument::instrument(self.write_in_span(batch), span).await;
+    }
+
+    async fn write_in_span(&mut self, batch: &mut Batch) {
         for range in &batch.docs {
             let index = index_of(&batch.body[range.clone()]);
             if !index.is_empty() && !self.dirty.iter().any(|d| d.as_bytes() == index) {
