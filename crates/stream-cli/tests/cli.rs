@@ -549,8 +549,8 @@ fn events_finds_a_stored_event_by_text_type_and_time() {
         table.stdout[1].contains(&wanted.id.to_string()) && table.stdout[1].contains(&format!("found the {word} here"))
     );
 
-    // The CLI kept the template the store installed (no replica for the single test node), though
-    // its environment does not say OPENSEARCH_INDEX_REPLICAS=0.
+    // The CLI left the template the store installed alone (no replica for the single test node),
+    // though its environment does not say OPENSEARCH_INDEX_REPLICAS=0: it installs none.
     let template: Value = rt.block_on(async {
         let response = store
             .client()

@@ -226,6 +226,12 @@ pub struct OpenSearchConfig {
     /// How often the writer task looks for expired indices (default 1 hour). The first look is
     /// at start-up. Not used when [`retention_days`](Self::retention_days) is 0.
     pub retention_interval: Duration,
+    /// Whether [`connect`](crate::OpenSearchEventStore::connect) installs the index template of
+    /// [`index_prefix`](Self::index_prefix) from these settings (default `true`). A client that
+    /// only reads the archive (an on-call tool) sets `false`, so that it never changes the
+    /// template the apps installed; it should also set [`retention_days`](Self::retention_days)
+    /// to 0, so that it deletes nothing.
+    pub install_template: bool,
 }
 
 impl Default for OpenSearchConfig {
@@ -327,6 +333,7 @@ impl OpenSearchConfig {
             flush_timeout: Duration::from_secs(30),
             retention_days: 30,
             retention_interval: Duration::from_secs(3600),
+            install_template: true,
         }
     }
 

@@ -93,7 +93,8 @@ pub fn build_client(config: &OpenSearchConfig) -> Result<OpenSearch, ConnectErro
 
 impl OpenSearchEventStore {
     /// Connects: validates `config`, installs the index template (one `PUT _index_template`
-    /// request) and starts the writer task on the current tokio runtime.
+    /// request; not with [`install_template`](OpenSearchConfig::install_template) off) and starts
+    /// the writer task on the current tokio runtime.
     ///
     /// Fails when the config is bad, when there is no tokio runtime, or when the template cannot
     /// be installed (the cluster is down, or refused it).
@@ -113,7 +114,9 @@ impl OpenSearchEventStore {
     pub async fn connect_with_client(client: OpenSearch, config: OpenSearchConfig) -> Result<Self, ConnectError> {
         config.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConnectError::NoRuntime)?;
-        install_template(&client, &config).await?;
+        if config.install_template {
+            install_template(&client, &config).await?;
+        }
         let config = Arc::new(config);
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel(config.queue_capacity);
