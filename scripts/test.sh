@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, real services included, on a fresh machine:
-#   - installs and starts Redis (standalone + 3-node cluster) from Debian's redis-server,
+#   - installs and starts Redis (standalone + a cluster of 3 primaries with one replica each) from
+#     Debian's redis-server,
 #   - builds and starts a real OpenSearch node from Maven Central jars,
 #   - installs Debian's chromium for the browser test,
 #   - then checks formatting, lints, API docs and the dependency policy (cargo deny, deny.toml) and

@@ -23,6 +23,10 @@ const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Channels per (UN)SUBSCRIBE command on a standalone server.
 const CHUNK: usize = 512;
+/// How many times [`SubscriberConn::locate`] looks for a dropped channel's new primary, and the
+/// pause between two looks: about a second of gossip.
+const LOCATE_TRIES: u32 = 20;
+const LOCATE_PAUSE: Duration = Duration::from_millis(50);
 
 /// The subscriber connection: RESP3, with the fan-out as its push sender.
 pub(crate) enum SubscriberConn {
@@ -78,6 +82,42 @@ impl SubscriberConn {
             .await
             .map(drop),
         }
+    }
+
+    /// On a cluster, makes sure the client routes `channels` to the primaries that serve their
+    /// slots now, before they are subscribed again after the server dropped them. After a failover
+    /// the old primary is a replica, and a replica takes `SSUBSCRIBE` for its primary's slots
+    /// without a `MOVED`: with its slot map still naming the old primary, the client would
+    /// subscribe there again, and the broker would stay on a node an operator is about to take
+    /// down. So, per channel: one keyed read (`EXISTS` of the channel's name, which carries its
+    /// hash tag, so the same slot), which a node that no longer serves the slot answers with
+    /// `MOVED`, making the client rebuild its slot map; then `ROLE` on the node the map now names.
+    /// A map rebuilt from a node that has not heard of the failover yet still names the old
+    /// primary (a replica): then again, a few times, before subscribing anyway (a replica's
+    /// sharded subscribers still get the messages).
+    async fn locate(&mut self, channels: &[Box<str>]) -> RedisResult<()> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        let Self::Cluster(conn) = self else {
+            return Ok(());
+        };
+        for channel in channels {
+            let primary = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(
+                channel.as_bytes(),
+                SlotAddr::Master,
+            )));
+            for _ in 0..LOCATE_TRIES {
+                redis::cmd("EXISTS").arg(&**channel).query_async::<i64>(conn).await?;
+                let role = conn.route_command(redis::cmd("ROLE"), primary.clone()).await?;
+                let is_primary = matches!(&role, redis::Value::Array(fields)
+                    if matches!(fields.first(), Some(redis::Value::BulkString(r)) if r == b"master"));
+                if is_primary {
+                    break;
+                }
+                tracing::debug!(%channel, "the cluster client still routes to a replica; asking again");
+                tokio::time::sleep(LOCATE_PAUSE).await;
+            }
+        }
+        Ok(())
     }
 
     async fn ping(&mut self) -> RedisResult<()> {
@@ -176,6 +216,7 @@ impl Hub {
                 }
             };
             let mut touched = HashSet::new();
+            let mut dropped = Vec::new();
             let mut lost = false;
             // Channels the server dropped are subscribed again in turn (see `subscribe`).
             let mut resubscribing = false;
@@ -189,6 +230,7 @@ impl Hub {
                     Some(HubMsg::Resubscribe(c)) => {
                         tracing::info!(channel = %c, "redis dropped a subscription; subscribing again");
                         self.subscribed.remove(&c);
+                        dropped.push(c.clone());
                         touched.insert(c);
                         resubscribing = true;
                     }
@@ -206,7 +248,11 @@ impl Hub {
                 }
                 continue;
             }
-            if let Err(e) = self.reconcile(&touched, resubscribing).await {
+            let located = self.conn.locate(&dropped).await;
+            if let Err(e) = match located {
+                Ok(()) => self.reconcile(&touched, resubscribing).await,
+                Err(e) => Err(e),
+            } {
                 tracing::warn!(error = %e, "redis (un)subscribe failed; reconnecting");
                 if !self.recover().await {
                     return;

@@ -60,12 +60,19 @@ async fn primaries() -> Vec<Node> {
 }
 
 async fn owner_of(nodes: &mut [Node], slot: u16) -> usize {
-    let slots: Vec<(u16, u16, Vec<redis::Value>)> = redis::cmd("CLUSTER")
+    // Each range: its start, its end, its primary, then its replicas (if the cluster has any).
+    let slots: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER")
         .arg("SLOTS")
         .query_async(&mut nodes[0].conn)
         .await
         .expect("CLUSTER SLOTS");
-    for (start, end, primary) in slots {
+    for range in slots {
+        let [start, end, primary, ..] = &range[..] else {
+            panic!("a CLUSTER SLOTS range: {range:?}");
+        };
+        let start: u16 = redis::from_redis_value(start.clone()).expect("start");
+        let end: u16 = redis::from_redis_value(end.clone()).expect("end");
+        let primary: Vec<redis::Value> = redis::from_redis_value(primary.clone()).expect("primary");
         if (start..=end).contains(&slot) {
             let port: u16 = redis::from_redis_value(primary[1].clone()).expect("port");
             return nodes
