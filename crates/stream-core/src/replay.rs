@@ -332,8 +332,15 @@ impl<L: ChannelLog, F: LiveFeed> Replay<L, F> {
         }
     }
 
-    /// Takes the result of a producer check: when to check next.
+    /// Takes the result of a producer check: when to check next. A check that answered also
+    /// reads the history after the cursor: a channel that has been quiet here may not be quiet
+    /// (its live feed lost the subscription without noticing, say when the cluster node that
+    /// served it died before its replica took over), and whatever it missed, `done` included,
+    /// comes from there. So a stream never waits on a dead feed for longer than one check.
     fn checked(&mut self, found: Result<Liveness, SubscribeError>) {
+        if found.is_ok() {
+            self.start_read();
+        }
         let every = self.check_every.unwrap_or(Duration::from_secs(5));
         let now = Instant::now();
         let next = match found {

@@ -223,6 +223,8 @@ pub struct Settings {
     /// say. The worker gets the same unless the test changes [`App::env`] before
     /// [`App::start_worker`].
     pub redis_url: Option<String>,
+    /// Redis Cluster mode: the node URLs, comma-separated (default: [`cluster_nodes`]).
+    pub cluster_nodes: Option<String>,
 }
 
 impl Default for Settings {
@@ -235,6 +237,7 @@ impl Default for Settings {
             opensearch_prefix: None,
             env: Vec::new(),
             redis_url: None,
+            cluster_nodes: None,
         }
     }
 }
@@ -275,14 +278,22 @@ impl App {
             Mode::Redis | Mode::RedisCluster => {
                 if target.mode == Mode::RedisCluster {
                     remove.push("REDIS_URL");
-                    env.push(("REDIS_CLUSTER_NODES".into(), cluster_nodes()));
+                    let nodes = settings.cluster_nodes.clone().unwrap_or_else(cluster_nodes);
+                    env.push(("REDIS_CLUSTER_NODES".into(), nodes));
                 } else {
                     remove.push("REDIS_CLUSTER_NODES");
                     env.push(("REDIS_URL".into(), settings.redis_url.clone().unwrap_or_else(redis_url)));
                 }
-                // A queue of its own, so that parallel tests never take each other's jobs.
-                env.push(("DEMO_JOB_QUEUE".into(), unique("demo-test-jobs")));
-                env.push(("DEMO_WORKER_ID".into(), unique("demo-test-worker")));
+                // A queue of its own, so that parallel tests never take each other's jobs (unless
+                // the test gives one: instances that share a queue), and a worker name of its own.
+                for (name, prefix) in [
+                    ("DEMO_JOB_QUEUE", "demo-test-jobs"),
+                    ("DEMO_WORKER_ID", "demo-test-worker"),
+                ] {
+                    if !settings.env.iter().any(|(n, _)| n == name) {
+                        env.push((name.into(), unique(prefix)));
+                    }
+                }
             }
         }
         let (proc, line) = spawn(target.app, &env, &remove, "listening on ");
