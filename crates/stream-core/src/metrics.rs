@@ -102,6 +102,39 @@ pub const SCRIPT: &str = "script";
 /// The label of [`OPENSEARCH_BATCHES`]: `ok`, `partial`, `failed`.
 pub const OUTCOME: &str = "outcome";
 
+/// A lease store's metric handles, labelled `backend`: registered once when the store is built
+/// (so with the recorder installed then), not per call. The memory store and the Redis limiter
+/// share it.
+#[derive(Debug)]
+pub struct LeaseMetrics {
+    /// [`LEASES_ACQUIRED`].
+    pub acquired: metrics::Counter,
+    /// [`LEASES_DENIED`].
+    pub denied: metrics::Counter,
+    /// [`LEASES_REFRESHED`].
+    pub refreshed: metrics::Counter,
+    /// [`LEASES_LOST`].
+    pub lost: metrics::Counter,
+    /// [`LEASES_RELEASED`].
+    pub released: metrics::Counter,
+    /// [`LEASE_ACQUIRE_SECONDS`].
+    pub acquire_seconds: metrics::Histogram,
+}
+
+impl LeaseMetrics {
+    /// The handles of a store whose [`BACKEND`] label is `backend` (`memory`, `redis`).
+    pub fn new(backend: &'static str) -> Self {
+        Self {
+            acquired: metrics::counter!(LEASES_ACQUIRED, BACKEND => backend),
+            denied: metrics::counter!(LEASES_DENIED, BACKEND => backend),
+            refreshed: metrics::counter!(LEASES_REFRESHED, BACKEND => backend),
+            lost: metrics::counter!(LEASES_LOST, BACKEND => backend),
+            released: metrics::counter!(LEASES_RELEASED, BACKEND => backend),
+            acquire_seconds: metrics::histogram!(LEASE_ACQUIRE_SECONDS, BACKEND => backend),
+        }
+    }
+}
+
 /// Counts a stream request answered without a stream, by its HTTP `status`: `204`, `429`, `503`,
 /// any other `4xx`, or any other `5xx`. [`SseResponse`](crate::sse::SseResponse) counts its own
 /// answers (and every stream it opens as `200`); an app counts the refusals it makes before it

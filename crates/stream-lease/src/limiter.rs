@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use metrics::{Counter, Histogram};
 use redis::{Cmd, FromRedisValue, Script};
-use stream_core::metrics as names;
+use stream_core::metrics::LeaseMetrics;
 use stream_core::{LeaseError, LeaseId, LeaseInfo, LeaseStore, StreamLeaseConfig, UserId};
 use tokio::runtime::Handle;
 
@@ -56,30 +55,6 @@ struct Shared {
 
 /// The `backend` label of the limiter's lease metrics.
 const BACKEND: &str = "redis";
-
-/// The lease metrics (names in [`stream_core::metrics`]), labelled `backend="redis"`: handles
-/// registered once per limiter (with the recorder installed then), not per call.
-struct LeaseMetrics {
-    acquired: Counter,
-    denied: Counter,
-    refreshed: Counter,
-    lost: Counter,
-    released: Counter,
-    acquire_seconds: Histogram,
-}
-
-impl LeaseMetrics {
-    fn new() -> Self {
-        Self {
-            acquired: metrics::counter!(names::LEASES_ACQUIRED, names::BACKEND => BACKEND),
-            denied: metrics::counter!(names::LEASES_DENIED, names::BACKEND => BACKEND),
-            refreshed: metrics::counter!(names::LEASES_REFRESHED, names::BACKEND => BACKEND),
-            lost: metrics::counter!(names::LEASES_LOST, names::BACKEND => BACKEND),
-            released: metrics::counter!(names::LEASES_RELEASED, names::BACKEND => BACKEND),
-            acquire_seconds: metrics::histogram!(names::LEASE_ACQUIRE_SECONDS, names::BACKEND => BACKEND),
-        }
-    }
-}
 
 /// The runtime of a limiter built with [`StreamLeaseLimiterBuilder::connect_blocking`]. Shut down in the
 /// background, so dropping the limiter inside another runtime does not panic.
@@ -259,7 +234,7 @@ impl StreamLeaseLimiter {
             scripts,
             runtime,
             target: target.clone(),
-            metrics: LeaseMetrics::new(),
+            metrics: LeaseMetrics::new(BACKEND),
             _owned_runtime: owned,
         };
         // Connect now, so that a missing Redis fails here and not at the first stream.

@@ -3,11 +3,10 @@ use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
-use metrics::{Counter, Histogram};
 
 use crate::ids::{LeaseId, UserId};
 use crate::lease::{LeaseError, LeaseInfo, LeaseStore, StreamLeaseConfig};
-use crate::metrics as names;
+use crate::metrics::LeaseMetrics;
 
 /// An in-process lease store with TTL expiry: the embedded default. Same semantics as the Redis
 /// limiter; the clock is this process's monotonic clock.
@@ -15,37 +14,16 @@ use crate::metrics as names;
 /// It records the lease metrics of [`crate::metrics`] (acquired, denied, refreshed, lost,
 /// released, acquire latency) with `backend="memory"`, through handles registered when the store
 /// is built.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryLeaseStore {
     config: StreamLeaseConfig,
     users: Mutex<HashMap<UserId, HashMap<LeaseId, Instant>>>,
     metrics: LeaseMetrics,
 }
 
-/// The lease metrics with `backend="memory"`, registered once per store.
-#[derive(Debug)]
-struct LeaseMetrics {
-    acquired: Counter,
-    denied: Counter,
-    refreshed: Counter,
-    lost: Counter,
-    released: Counter,
-    acquire_seconds: Histogram,
-}
-
-/// The `backend` label of the store's lease metrics.
-const BACKEND: &str = "memory";
-
-impl Default for LeaseMetrics {
+impl Default for MemoryLeaseStore {
     fn default() -> Self {
-        Self {
-            acquired: metrics::counter!(names::LEASES_ACQUIRED, names::BACKEND => BACKEND),
-            denied: metrics::counter!(names::LEASES_DENIED, names::BACKEND => BACKEND),
-            refreshed: metrics::counter!(names::LEASES_REFRESHED, names::BACKEND => BACKEND),
-            lost: metrics::counter!(names::LEASES_LOST, names::BACKEND => BACKEND),
-            released: metrics::counter!(names::LEASES_RELEASED, names::BACKEND => BACKEND),
-            acquire_seconds: metrics::histogram!(names::LEASE_ACQUIRE_SECONDS, names::BACKEND => BACKEND),
-        }
+        Self::new(StreamLeaseConfig::default())
     }
 }
 
@@ -55,7 +33,7 @@ impl MemoryLeaseStore {
         Self {
             config,
             users: Mutex::default(),
-            metrics: LeaseMetrics::default(),
+            metrics: LeaseMetrics::new("memory"),
         }
     }
 
