@@ -6,6 +6,7 @@
 //! - [`baseline`]: the same work with no HTTP, on bare redis-rs and on the project's crates.
 //! - [`soak`]: the soak run of issue 14: many long-lived streams against one demo app, with
 //!   exact per-stream delivery checks and the app's memory, fds and Redis connections over time.
+//! - [`sse`]: the load client's SSE parser.
 //! - [`report`]: `docs/benchmarks.md` and its SVG charts from the runs' JSON.
 //!
 //! `scripts/bench.sh` drives it all; see `docs/benchmarks.md`.
@@ -18,3 +19,4 @@ pub mod procstat;
 pub mod record;
 pub mod report;
 pub mod soak;
+pub mod sse;

@@ -783,7 +783,8 @@ pub fn write_report(
     out.push_str(
         "\n## Method\n\n\
          - One load client (`stream-bench load`) for every server: M SSE subscriptions (reqwest HTTP/1.1, one \
-         connection each, parsed by `eventsource-stream`), and an open-loop publisher: message *n* is due at *n*/rate \
+         connection each, parsed by a minimal incremental SSE parser that reads only the marker fields out of each \
+         event's JSON), and an open-loop publisher: message *n* is due at *n*/rate \
          seconds whatever the earlier answers, sent by K workers over K keep-alive connections.\n\
          - Every message carries its worker, its per-channel sequence number and its send time; each subscription \
          checks loss, duplicates and order per worker, and records publish→receive latency in an HdrHistogram (µs, \
