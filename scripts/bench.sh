@@ -200,6 +200,8 @@ run_server_scenarios() { # server
       LOAD_DRAIN=10 load "$s" "fanout-$m-sat" "$run" --subscribers "$m" --rate "$(sat_rate "$m")" --publishers 16
     done
     [ "$s" = stream-actix ] && continue
+    # The p99 row of the fast-path issue: 100 subscribers at 1,000 msg/s (100k deliveries/s).
+    load "$s" fanout-100-r1000 "$run" --subscribers 100 --rate 1000 --publishers 4
     load "$s" "unicast-$UNICAST" "$run" --subscribers $UNICAST --channels $UNICAST --rate 5000 --publishers 16
   done
   # Idle memory: a fresh server per run, so RSS growth is the streams' alone.
@@ -208,6 +210,11 @@ run_server_scenarios() { # server
     stop_server && start_server "$s" || { note "$s could not be restarted for idle run $run"; continue; }
     load "$s" "idle-$IDLE_STREAMS" "$run" --idle --subscribers $IDLE_STREAMS --channels $IDLE_STREAMS \
       --connect-concurrency 512
+    # The floor: the same server's bare event-stream route (no broker, no pipeline), fresh too.
+    [ "$s" = stream-axum ] || continue
+    stop_server && start_server "$s" || { note "$s could not be restarted for the floor, run $run"; continue; }
+    URL="$URL/bare" load bare-axum "idle-$IDLE_STREAMS" "$run" --idle --subscribers $IDLE_STREAMS \
+      --channels $IDLE_STREAMS --connect-concurrency 512
   done
 }
 
@@ -282,7 +289,7 @@ meta=(
   --meta "load average (1, 5, 15 min)=at the start $load_at_start; at the end $(cut -d' ' -f1-3 /proc/loadavg)"
   --meta "rustc=$(rustc -V)"
   --meta "Redis=$(redis-server --version | sed 's/ sha=.*//') on 127.0.0.1:$REDIS_PORT, shared by every server and baseline"
-  --meta "load client=stream-bench (reqwest HTTP/1.1, eventsource-stream), on the same machine"
+  --meta "load client=stream-bench (reqwest HTTP/1.1, its own SSE parser), on the same machine"
   --meta "fixed fan-out rate=$FIXED_RATE msg/s; saturation offered rate=max(200, 1,000,000 / subscribers) msg/s"
 )
 [ $have_nchan -eq 1 ] && meta+=(--meta "Nchan=$(nginx -v 2>&1 | sed 's/nginx version: //'), libnginx-mod-nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null), 2 workers (bench/peers/nchan/nginx.conf)")

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::event::{DebugContext, Event, EventId, EventType, ReservedKey};
+use crate::group_commit::GroupCommit;
 use crate::ids::{ChannelId, UserId};
 use crate::publish::{EventPublisher, PublishError};
 use crate::registry::ChannelRegistry;
@@ -296,7 +297,9 @@ pub struct Emitter {
     heartbeat: Option<Duration>,
     owner: Option<OwnerRecord>,
     beat: Mutex<Option<Beat>>,
-    batch: Mutex<Batch>,
+    /// Events emitted while a publish of this emitter is under way go out together in the next
+    /// one (one round trip, one script run), in the order they were emitted.
+    batch: GroupCommit<(), Event>,
 }
 
 /// A channel's owner record, which an [`Emitter`] renews with each heartbeat
@@ -327,36 +330,6 @@ impl OwnerRecord {
     async fn renew(&self, channel: &ChannelId) {
         if let Err(e) = self.registry.register(channel, &self.owner, self.ttl).await {
             tracing::debug!(channel = %channel, error = %e, "owner record renewal failed");
-        }
-    }
-}
-
-/// Events waiting to be published together (group commit): while one publish of this emitter is
-/// under way, the events emitted meanwhile queue here, and the next publish takes them all in one
-/// call (one round trip, one script run), in the order they were emitted. Nothing waits to fill a
-/// batch: a lone emit goes out at once.
-#[derive(Default)]
-struct Batch {
-    queue: Vec<(Event, Waiter)>,
-    /// Whether a task is publishing the queue.
-    flushing: bool,
-}
-
-type Waiter = tokio::sync::oneshot::Sender<Result<EventId, PublishError>>;
-
-/// The flushing task's duty, handed on if it is dropped mid-way: the queued events' waiters are
-/// told that their publish did not happen, so that no emit waits forever.
-struct Flushing<'a>(Option<&'a Mutex<Batch>>);
-
-impl Drop for Flushing<'_> {
-    fn drop(&mut self) {
-        let Some(batch) = self.0 else {
-            return;
-        };
-        let mut batch = batch.lock().unwrap_or_else(|e| e.into_inner());
-        batch.flushing = false;
-        for (_, waiter) in batch.queue.drain(..) {
-            let _ = waiter.send(Err(PublishError::Closed));
         }
     }
 }
@@ -484,7 +457,7 @@ impl Emitter {
             heartbeat: Some(Self::DEFAULT_HEARTBEAT),
             owner: None,
             beat: Mutex::new(None),
-            batch: Mutex::new(Batch::default()),
+            batch: GroupCommit::new(),
         }
     }
 
@@ -561,64 +534,18 @@ impl Emitter {
 
     async fn send(&self, event: Event) -> Result<EventId, EmitError> {
         self.start_heartbeat();
-        let (waiter, result) = tokio::sync::oneshot::channel();
-        let lead = {
-            let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
-            batch.queue.push((event, waiter));
-            !std::mem::replace(&mut batch.flushing, true)
-        };
-        if lead {
-            self.flush().await;
-        }
-        match result.await {
-            Ok(published) => Ok(published?),
-            // The flushing task was dropped with our event in its call: it may or may not be out.
-            Err(_) => Err(EmitError::Publish(PublishError::Closed)),
-        }
-    }
-
-    /// Publishes the queue, batch after batch, until it is empty.
-    async fn flush(&self) {
-        let mut duty = Flushing(Some(&self.batch));
-        loop {
-            let taken = {
-                let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
-                if batch.queue.is_empty() {
-                    batch.flushing = false;
-                    // Done: the duty ends here, under this lock.
-                    duty.0 = None;
-                    return;
+        let publisher = &self.publisher;
+        let ids = self
+            .batch
+            .submit(&(), vec![event], |events| async move {
+                if events.len() == 1 {
+                    publisher.publish(&events[0]).await.map(|id| vec![id])
+                } else {
+                    publisher.publish_batch(&events).await
                 }
-                std::mem::take(&mut batch.queue)
-            };
-            let (events, waiters): (Vec<Event>, Vec<Waiter>) = taken.into_iter().unzip();
-            let published = if events.len() == 1 {
-                self.publisher.publish(&events[0]).await.map(|id| vec![id])
-            } else {
-                self.publisher.publish_batch(&events).await
-            };
-            match published {
-                Ok(ids) => {
-                    for (waiter, id) in waiters.into_iter().zip(ids) {
-                        let _ = waiter.send(Ok(id));
-                    }
-                }
-                Err(e) => {
-                    // Every event of the failed call gets the error (a failed call stored none of
-                    // them, or, for a broker that sends part of a batch, an unknown part).
-                    let closed = matches!(e, PublishError::Closed);
-                    let message = e.to_string();
-                    for waiter in waiters {
-                        let error = if closed {
-                            PublishError::Closed
-                        } else {
-                            PublishError::Backend(message.clone().into())
-                        };
-                        let _ = waiter.send(Err(error));
-                    }
-                }
-            }
-        }
+            })
+            .await?;
+        ids.into_iter().next().ok_or(EmitError::Publish(PublishError::Closed))
     }
 
     /// Emits a raw event of any type but `ping` and `gap`. A `done` closes the emitter as

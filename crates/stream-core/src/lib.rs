@@ -10,6 +10,7 @@ mod error;
 mod event;
 pub mod fanout;
 mod global;
+pub mod group_commit;
 mod ids;
 mod lease;
 pub mod memory;

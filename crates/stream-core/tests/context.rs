@@ -387,7 +387,7 @@ async fn concurrent_emits_on_one_emitter_share_publish_calls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_emit_whose_publishing_task_is_dropped_fails_instead_of_waiting() {
+async fn an_emit_queued_behind_a_dropped_publishing_task_takes_the_lead_instead_of_waiting() {
     let slow = Arc::new(Slow {
         inner: Arc::new(MemoryBroker::default()),
         calls: 0.into(),
@@ -409,7 +409,8 @@ async fn an_emit_whose_publishing_task_is_dropped_fails_instead_of_waiting() {
         .await
         .expect("the queued emit does not hang")
         .unwrap();
-    assert!(matches!(second, Err(EmitError::Publish(_))), "{second:?}");
+    // The dropped task handed the lead on: the queued emit published itself.
+    assert!(second.is_ok(), "{second:?}");
     // The emitter still works.
     em.log("third", LogLevel::Info).await.unwrap();
 }

@@ -19,6 +19,7 @@ use crate::fanout::{Fanout, HubMsg, Registration};
 use crate::history::{HistoryRead, start_after};
 use crate::keys::{ACCEPT_SUFFIXES, ChannelKeys, KeyArg, cancel_key, owner_key};
 use crate::scripts::Scripts;
+use stream_core::group_commit::GroupCommit;
 use stream_redis::{SharedConnection, evalsha, on_runtime};
 
 /// A Redis broker: a per-channel history with one shared subscriber connection per broker.
@@ -70,6 +71,31 @@ pub(crate) struct Inner {
     pub(crate) subscribe_wait: Duration,
     pub(crate) max_len: String,
     pub(crate) ttl_ms: String,
+    /// Publishes of one channel that overlap go out in one script call (see [`Inner::publish`]).
+    pub(crate) commits: GroupCommit<ChannelId, Prepared>,
+}
+
+/// An event as the publish script takes it, serialized by its publisher's task: its provisional
+/// id (the first of a call is the call's resend token), whether it is a `done`, and its JSON.
+pub(crate) struct Prepared {
+    id: EventId,
+    done: bool,
+    json: Vec<u8>,
+}
+
+impl Prepared {
+    fn new(event: &Event) -> Self {
+        // Into a plain buffer: serde writes many small pieces, and a `Vec` takes them far more
+        // cheaply than a command's argument writer (measured with perf on the emit benchmark).
+        // An event always serializes.
+        let mut json = Vec::with_capacity(256);
+        let _ = serde_json::to_writer(&mut json, event);
+        Self {
+            id: event.id,
+            done: event.kind.closes_stream(),
+            json,
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -120,10 +146,9 @@ fn join_error(e: tokio::task::JoinError) -> BoxError {
 }
 
 impl Inner {
-    /// The publish command of one channel's `events` (control events skipped): the keys and the
-    /// event JSON are written straight into the command buffer. Its resend form is
-    /// [`resend_form`].
-    fn publish_command(&self, channel: &ChannelId, events: &[&Event]) -> redis::Cmd {
+    /// The publish command of one channel's `events`: the keys and the events' JSON. Its resend
+    /// form is [`resend_form`].
+    fn publish_command(&self, channel: &ChannelId, events: &[Prepared]) -> redis::Cmd {
         let key = |suffix| KeyArg {
             prefix: &self.config.key_prefix,
             channel,
@@ -143,8 +168,8 @@ impl Inner {
             .arg(events.first().map(|e| e.id.to_string()).unwrap_or_default())
             .arg("");
         for event in events {
-            cmd.arg(if event.kind.closes_stream() { "1" } else { "" });
-            cmd.arg(EventJson(event));
+            cmd.arg(if event.done { "1" } else { "" });
+            cmd.arg(&event.json);
         }
         cmd
     }
@@ -155,8 +180,13 @@ impl Inner {
 
     /// Publishes `events`: one `EVALSHA` per channel, sent together over the multiplexed
     /// connection (one round trip; on a cluster, one per node, in parallel). Returns the ids the
-    /// scripts gave, in the order of `events` (a control event keeps its own). Runs in a TRACE
-    /// span (`publish`, with the first event's channel and the batch size).
+    /// scripts gave, in the order of `events` (a control event keeps its own).
+    ///
+    /// Publishes of one channel that overlap share a call (group commit, per channel): while one
+    /// call of a channel is under way, the events published meanwhile to that channel, by any
+    /// task or emitter of this process, queue and go out together in the next call. Nothing waits
+    /// to fill a batch. Each caller's events stay together and in order. Runs in a TRACE span
+    /// (`publish`, with the first event's channel and the batch size).
     #[tracing::instrument(
         name = "publish",
         level = "trace",
@@ -172,33 +202,33 @@ impl Inner {
             }
         }
         let mut ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
-        if groups.is_empty() {
-            return Ok(ids);
+        let sends = groups.iter().map(|(channel, members)| {
+            let prepared = members.iter().map(|&i| Prepared::new(&events[i])).collect();
+            self.commits
+                .submit(channel, prepared, |batch| self.publish_call(channel, batch))
+        });
+        let replies = futures_util::future::try_join_all(sends).await?;
+        for ((_, members), assigned) in groups.iter().zip(replies) {
+            for (&index, id) in members.iter().zip(assigned) {
+                ids[index] = id;
+            }
         }
-        let calls: Vec<(Vec<usize>, redis::Cmd)> = groups
-            .into_iter()
-            .map(|(channel, members)| {
-                let group: Vec<&Event> = members.iter().map(|&i| &events[i]).collect();
-                let cmd = self.publish_command(&channel, &group);
-                (members, cmd)
-            })
-            .collect();
+        Ok(ids)
+    }
+
+    /// One publish script call for one channel's `events`: their ids.
+    async fn publish_call(
+        self: &Arc<Self>,
+        channel: &ChannelId,
+        events: Vec<Prepared>,
+    ) -> Result<Vec<EventId>, PublishError> {
+        let cmd = self.publish_command(channel, &events);
         let inner = self.clone();
-        let replies = on_runtime(&self.handle, async move {
-            let script = Some(&inner.scripts.publish);
-            let sends = calls.iter().map(|(_, cmd)| {
-                inner
-                    .commands
-                    .run_resend::<(u64, u64)>(cmd, || resend_form(cmd), script)
-            });
-            let replies = futures_util::future::try_join_all(sends).await?;
-            Ok::<_, BoxError>(
-                calls
-                    .into_iter()
-                    .map(|(members, _)| members)
-                    .zip(replies)
-                    .collect::<Vec<_>>(),
-            )
+        let (ms, first) = on_runtime(&self.handle, async move {
+            inner
+                .commands
+                .run_resend::<(u64, u64)>(&cmd, || resend_form(&cmd), Some(&inner.scripts.publish))
+                .await
         })
         .await
         .map_err(|e| {
@@ -209,15 +239,11 @@ impl Inner {
             }
         })?
         .map_err(PublishError::Backend)?;
-        let accepted = replies.iter().map(|(members, _)| members.len() as u64).sum();
         metrics::counter!(stream_core::metrics::EVENTS_PUBLISHED, stream_core::metrics::BACKEND => "redis")
-            .increment(accepted);
-        for (members, (ms, first)) in replies {
-            for (offset, index) in members.into_iter().enumerate() {
-                ids[index] = EventId::from_parts(ms, first + offset as u64);
-            }
-        }
-        Ok(ids)
+            .increment(events.len() as u64);
+        Ok((0..events.len() as u64)
+            .map(|k| EventId::from_parts(ms, first + k))
+            .collect())
     }
 
     /// Runs the heartbeat or check script of a channel: keys and the common arguments, then `tail`.
@@ -342,20 +368,6 @@ fn resend_form(cmd: &redis::Cmd) -> redis::Cmd {
         };
     }
     resend
-}
-
-/// An event serialized into a command's arguments.
-struct EventJson<'a>(&'a Event);
-
-impl redis::ToRedisArgs for EventJson<'_> {
-    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
-        // Into a plain buffer first, then one copy: serde writes many small pieces, and a `Vec`
-        // takes them far more cheaply than the command's argument writer (measured with perf
-        // on the emit benchmark). An event always serializes.
-        let mut json = Vec::with_capacity(256);
-        let _ = serde_json::to_writer(&mut json, self.0);
-        out.write_arg(&json);
-    }
 }
 
 fn parse_entry(json: Vec<u8>) -> Option<SharedEvent> {

@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
+use stream_core::group_commit::GroupCommit;
 
 use deadpool_redis::Runtime;
 use redis::cluster::ClusterClientBuilder;
@@ -296,6 +297,7 @@ impl RedisBrokerBuilder {
                 cluster,
                 client_name: self.client_name,
                 subscribe_wait,
+                commits: GroupCommit::new(),
             }),
         })
     }

@@ -114,10 +114,19 @@ mod axum_app {
         }
     }
 
-    /// `GET /sub/{ch}` and `POST /pub/{ch}`.
+    /// The floor an idle stream cannot go below on this server: a bare `text/event-stream`
+    /// response whose body never yields, with no broker, no replay and no pipeline. The benchmark's
+    /// idle-memory scenario measures it next to `/sub/{ch}` (as the server `bare-axum`).
+    async fn bare(Path(_): Path<String>) -> Response {
+        let body = axum::body::Body::from_stream(futures_util::stream::pending::<Result<Bytes, std::io::Error>>());
+        ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
+    }
+
+    /// `GET /sub/{ch}`, `POST /pub/{ch}`, and the floor `GET /bare/sub/{ch}`.
     pub(super) fn router(streaming: Streaming) -> Router {
         Router::new()
             .route("/sub/{ch}", get(sub))
+            .route("/bare/sub/{ch}", get(bare))
             .route("/pub/{ch}", post(publish_route))
             .with_state(streaming)
     }

@@ -1,0 +1,351 @@
+//! Group commit: concurrent publishes of one key (a channel) go out together.
+//!
+//! While one call of a key is under way, the items submitted meanwhile for that key queue, and
+//! the next call takes them all, in the order they were submitted. Nothing waits to fill a batch:
+//! a lone submit goes out at once, and a submit never waits longer than the call in flight. The
+//! [`Emitter`](crate::Emitter) uses it for one emitter's events; the Redis broker uses it per
+//! channel, so that publishes from many routes or tasks to one channel (each with an emitter of
+//! its own) share a script call instead of paying one each.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Mutex;
+
+use tokio::sync::oneshot;
+
+use crate::{EventId, PublishError};
+
+type Published = Result<Vec<EventId>, PublishError>;
+
+/// What a queued submitter hears: its ids, or that it leads now (its items head the queue).
+enum Turn {
+    Done(Published),
+    Lead,
+}
+
+/// One key's queue. Its presence in the map means that a task is publishing for the key.
+struct Queue<T> {
+    items: Vec<T>,
+    /// Each queued submitter's item count, and where its turn goes, in the order of `items`.
+    waiters: Vec<(usize, oneshot::Sender<Turn>)>,
+}
+
+/// Per-key group commit (see the [module](self) docs).
+pub struct GroupCommit<K, T> {
+    queues: Mutex<HashMap<K, Queue<T>>>,
+}
+
+impl<K, T> Default for GroupCommit<K, T> {
+    fn default() -> Self {
+        Self {
+            queues: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K, T> std::fmt::Debug for GroupCommit<K, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit").finish_non_exhaustive()
+    }
+}
+
+/// The leading task's duty, handed on if it is dropped mid-call (its caller went away): the lead
+/// passes to the first waiting submitter, so that no submit waits forever. The dropped call's
+/// own submitters hear [`PublishError::Closed`] (their items may or may not be out).
+struct Leading<'a, K: Hash + Eq, T> {
+    commit: &'a GroupCommit<K, T>,
+    key: Option<&'a K>,
+}
+
+impl<K: Hash + Eq, T> Drop for Leading<'_, K, T> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            hand_on(&mut self.commit.lock(), key);
+        }
+    }
+}
+
+/// A queued submitter. Dropped after it was given the lead but before it took it, it gives up its
+/// items (its caller went away) and hands the lead on, so the queue never stalls.
+struct Waiting<'a, K: Hash + Eq, T> {
+    commit: &'a GroupCommit<K, T>,
+    key: &'a K,
+    count: usize,
+    turn: Option<oneshot::Receiver<Turn>>,
+}
+
+impl<K: Hash + Eq, T> Drop for Waiting<'_, K, T> {
+    fn drop(&mut self) {
+        let Some(mut turn) = self.turn.take() else {
+            return;
+        };
+        if let Ok(Turn::Lead) = turn.try_recv() {
+            let mut queues = self.commit.lock();
+            if let Some(queue) = queues.get_mut(self.key) {
+                queue.items.drain(..self.count.min(queue.items.len()));
+            }
+            hand_on(&mut queues, self.key);
+        }
+    }
+}
+
+/// Gives the lead of `key` to its first waiting submitter that is still there (whose items head
+/// the queue); the items of those gone are dropped. Removes the queue when no one waits.
+fn hand_on<K: Hash + Eq, T>(queues: &mut HashMap<K, Queue<T>>, key: &K) {
+    let Some(queue) = queues.get_mut(key) else {
+        return;
+    };
+    while !queue.waiters.is_empty() {
+        let (count, waiter) = queue.waiters.remove(0);
+        if waiter.send(Turn::Lead).is_ok() {
+            return;
+        }
+        queue.items.drain(..count.min(queue.items.len()));
+    }
+    queues.remove(key);
+}
+
+impl<K, T> GroupCommit<K, T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Queue<T>>> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The error of a failed call, for each of its submitters.
+fn shared_error(e: &PublishError) -> PublishError {
+    match e {
+        PublishError::Closed => PublishError::Closed,
+        e => PublishError::Backend(e.to_string().into()),
+    }
+}
+
+impl<K: Hash + Eq + Clone, T> GroupCommit<K, T> {
+    /// An empty group commit.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Publishes `items` under `key`, together with whatever else is submitted for `key` while a
+    /// call is under way: `call` gets a batch of items and returns one id per item, in order.
+    /// Returns the ids of `items`. When a call fails, every submitter of that batch gets its error
+    /// (a failed call stored none of them, or, for a backend that sends part of a batch, an
+    /// unknown part).
+    ///
+    /// A submitter leads at most one call: then it hands the lead to the first waiting submitter,
+    /// so that under a steady stream of submits no caller keeps publishing for the others.
+    pub async fn submit<F, Fut>(&self, key: &K, items: Vec<T>, call: F) -> Published
+    where
+        F: FnOnce(Vec<T>) -> Fut,
+        Fut: Future<Output = Published>,
+    {
+        let count = items.len();
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let turn = {
+            let mut queues = self.lock();
+            match queues.get_mut(key) {
+                Some(queue) => {
+                    let (waiter, turn) = oneshot::channel();
+                    queue.items.extend(items);
+                    queue.waiters.push((count, waiter));
+                    Some(turn)
+                }
+                None => {
+                    queues.insert(
+                        key.clone(),
+                        Queue {
+                            items,
+                            waiters: Vec::new(),
+                        },
+                    );
+                    None
+                }
+            }
+        };
+        if let Some(turn) = turn {
+            let mut waiting = Waiting {
+                commit: self,
+                key,
+                count,
+                turn: Some(turn),
+            };
+            let Some(receiver) = waiting.turn.as_mut() else {
+                return Err(PublishError::Closed);
+            };
+            let heard = receiver.await;
+            waiting.turn = None;
+            match heard {
+                Ok(Turn::Done(published)) => return published,
+                Ok(Turn::Lead) => {}
+                // The leading task was dropped with our items in its call: they may or may not
+                // be out.
+                Err(_) => return Err(PublishError::Closed),
+            }
+        }
+        self.lead(key, count, call).await
+    }
+
+    /// Publishes the key's queue, whose first `own` items are the leader's, and returns their
+    /// ids; then hands the lead on, or removes the queue when nothing waits.
+    async fn lead<F, Fut>(&self, key: &K, own: usize, call: F) -> Published
+    where
+        F: FnOnce(Vec<T>) -> Fut,
+        Fut: Future<Output = Published>,
+    {
+        let (items, waiters) = {
+            let mut queues = self.lock();
+            let Some(queue) = queues.get_mut(key) else {
+                return Err(PublishError::Closed);
+            };
+            (std::mem::take(&mut queue.items), std::mem::take(&mut queue.waiters))
+        };
+        let mut duty = Leading {
+            commit: self,
+            key: Some(key),
+        };
+        let published = call(items).await;
+        let mine = match published {
+            Ok(ids) => {
+                let mut ids = ids.into_iter();
+                let mine = ids.by_ref().take(own).collect();
+                for (count, waiter) in waiters {
+                    let _ = waiter.send(Turn::Done(Ok(ids.by_ref().take(count).collect())));
+                }
+                Ok(mine)
+            }
+            Err(e) => {
+                for (_, waiter) in waiters {
+                    let _ = waiter.send(Turn::Done(Err(shared_error(&e))));
+                }
+                Err(e)
+            }
+        };
+        let mut queues = self.lock();
+        duty.key = None;
+        match queues.get(key) {
+            Some(queue) if queue.items.is_empty() && queue.waiters.is_empty() => {
+                queues.remove(key);
+            }
+            Some(_) => hand_on(&mut queues, key),
+            None => {}
+        }
+        mine
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A backend that numbers items in call order, slowly, and counts its calls.
+    #[derive(Default)]
+    struct Backend {
+        next: AtomicU64,
+        calls: AtomicUsize,
+    }
+
+    impl Backend {
+        async fn call(&self, items: Vec<u32>) -> Result<Vec<EventId>, PublishError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if items.contains(&u32::MAX) {
+                return Err(PublishError::Backend("refused".into()));
+            }
+            Ok(items
+                .iter()
+                .map(|_| EventId::from_parts(1, self.next.fetch_add(1, Ordering::SeqCst) + 1))
+                .collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_submits_share_calls_and_each_gets_its_own_ids() {
+        let commit = Arc::new(GroupCommit::<&str, u32>::new());
+        let backend = Arc::new(Backend::default());
+        let tasks: Vec<_> = (0..64u32)
+            .map(|i| {
+                let (commit, backend) = (commit.clone(), backend.clone());
+                tokio::spawn(async move {
+                    commit
+                        .submit(&"ch", vec![i, i], |items| {
+                            let backend = backend.clone();
+                            async move { backend.call(items).await }
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            let ids = task.await.unwrap().unwrap();
+            assert_eq!(ids.len(), 2);
+            // A submitter's items stay together and in order.
+            assert_eq!(ids[1].sequence(), ids[0].sequence().map(|s| s + 1));
+            all.extend(ids);
+        }
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 128, "every item has an id of its own");
+        assert!(backend.calls.load(Ordering::SeqCst) < 64, "submits were batched");
+        assert!(commit.lock().is_empty(), "an idle key leaves nothing behind");
+    }
+
+    #[tokio::test]
+    async fn a_failed_call_fails_its_batch_only() {
+        let commit = GroupCommit::<u8, u32>::new();
+        let backend = Backend::default();
+        let call = |items| backend.call(items);
+        assert!(matches!(
+            commit.submit(&1, vec![u32::MAX], call).await,
+            Err(PublishError::Backend(_))
+        ));
+        assert_eq!(commit.submit(&1, vec![7], call).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_leader_or_waiter_hands_on_the_lead() {
+        let commit = Arc::new(GroupCommit::<u8, u32>::new());
+        let backend = Arc::new(Backend::default());
+        let never = |_: Vec<u32>| std::future::pending::<Published>();
+        let leader = {
+            let commit = commit.clone();
+            tokio::spawn(async move { commit.submit(&1, vec![1], never).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Queued behind the stuck leader: one that will go away, one that stays.
+        let gone = {
+            let commit = commit.clone();
+            tokio::spawn(async move { commit.submit(&1, vec![2], never).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let stays = {
+            let (commit, backend) = (commit.clone(), backend.clone());
+            tokio::spawn(async move {
+                commit
+                    .submit(&1, vec![3, 4], |items| async move { backend.call(items).await })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        gone.abort();
+        leader.abort();
+        let ids = tokio::time::timeout(Duration::from_secs(5), stays)
+            .await
+            .expect("the lead was handed on")
+            .unwrap()
+            .unwrap();
+        assert_eq!(ids.len(), 2);
+        assert_eq!(
+            backend.calls.load(Ordering::SeqCst),
+            1,
+            "the gone submitter's item was dropped"
+        );
+        assert!(commit.lock().is_empty());
+    }
+}
