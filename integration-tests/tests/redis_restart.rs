@@ -45,7 +45,13 @@ enum Auth {
 /// ends early or breaks is resumed with `Last-Event-ID`, on the next instance of `bases` in turn.
 /// The client also hangs up once by itself after `start + 4` events (after the restart), so that
 /// every client resumes on the other instance at least once.
-async fn follow(bases: Vec<String>, channel: String, auth: Auth, start: usize) -> Seen {
+async fn follow(
+    bases: Vec<String>,
+    channel: String,
+    auth: Auth,
+    start: usize,
+    ready: tokio::sync::mpsc::UnboundedSender<usize>,
+) -> Seen {
     let mut hang_up_after = Some(start + 4);
     let client = client();
     let mut seen = Seen::default();
@@ -95,6 +101,9 @@ async fn follow(bases: Vec<String>, channel: String, auth: Auth, start: usize) -
                     }
                     let done = frame.kind() == "done";
                     seen.frames.push(frame);
+                    if seen.frames.len() == 1 {
+                        let _ = ready.send(start);
+                    }
                     if done {
                         return seen;
                     }
@@ -150,6 +159,7 @@ async fn deploy_through_a_restart(redis: &mut OwnRedis) -> (String, Vec<Seen>) {
 
     // Two clients per instance, each moving to the other instance when it reconnects; two with
     // the header, two with the token.
+    let (ready, mut readiness) = tokio::sync::mpsc::unbounded_channel();
     let clients: Vec<_> = (0..4)
         .map(|n| {
             let auth = if n < 2 {
@@ -157,9 +167,17 @@ async fn deploy_through_a_restart(redis: &mut OwnRedis) -> (String, Vec<Seen>) {
             } else {
                 Auth::Token(stream_url.clone())
             };
-            tokio::spawn(follow(bases.clone(), channel.clone(), auth, n))
+            tokio::spawn(follow(bases.clone(), channel.clone(), auth, n, ready.clone()))
         })
         .collect();
+    // Every client is reading the job before the kill (on a loaded machine one could otherwise
+    // first connect after the restart, to a channel that then looks new from its first event).
+    for _ in 0..4 {
+        tokio::time::timeout(Duration::from_secs(30), readiness.recv())
+            .await
+            .expect("every client gets its first event")
+            .expect("a client");
+    }
     // Kill once the job is under way: three events in.
     let res = client()
         .get(a.url(&format!("/streams/{channel}")))

@@ -472,9 +472,9 @@ impl Emitter {
         self
     }
 
-    /// Renews the channel's owner record with each heartbeat, so that a registry that lost it (a
-    /// Redis restart without persistence) has it again within one heartbeat interval and the
-    /// owner can resume the channel. Without a heartbeat ([`with_heartbeat(None)`](Self::with_heartbeat))
+    /// Renews the channel's owner record with each heartbeat and with `done`, so that a registry
+    /// that lost it (a Redis restart without persistence) has it again within one heartbeat
+    /// interval, or when the stream ends, and the owner can resume the channel. Without a heartbeat ([`with_heartbeat(None)`](Self::with_heartbeat))
     /// nothing is renewed. A producer that runs apart from the app that registered the channel (a
     /// worker) sets this; see [`OwnerRecord`].
     pub fn with_owner(mut self, owner: OwnerRecord) -> Self {
@@ -570,7 +570,16 @@ impl Emitter {
             Err(e) => Err(e),
         };
         match &sent {
-            Ok(_) => self.stop_heartbeat(),
+            Ok(_) => {
+                self.stop_heartbeat();
+                // Once more at the end: a job that ends before the heartbeat after a registry loss
+                // would otherwise leave its owner unable to resume the rest of the stream.
+                if let Some(owner) = &self.owner
+                    && self.heartbeat.is_some()
+                {
+                    owner.renew(&self.ctx.channel_id).await;
+                }
+            }
             Err(_) => self.closed.store(false, Ordering::Release),
         }
         sent

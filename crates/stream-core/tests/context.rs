@@ -423,16 +423,7 @@ async fn an_emitter_renews_its_channels_owner_record_with_each_heartbeat() {
     let broker = Arc::new(MemoryBroker::default());
     let registry = Arc::new(MemoryBroker::default());
     let owner = UserId::new("alice").unwrap();
-    let ctx = StreamContext::builder().project("p").build();
-    let channel = ctx.channel_id().clone();
-    let em = ctx
-        .bind(broker.clone())
-        .with_heartbeat(Some(Duration::from_secs(5)))
-        .with_owner(OwnerRecord {
-            registry: registry.clone(),
-            owner: owner.clone(),
-            ttl: Duration::from_secs(3600),
-        });
+    let (em, channel) = owned_emitter(&broker, &registry, &owner, Duration::from_secs(5));
     em.log("first", LogLevel::Info).await.unwrap();
     assert_eq!(
         registry.owner(&channel).await.unwrap(),
@@ -467,4 +458,44 @@ async fn an_emitter_renews_its_channels_owner_record_with_each_heartbeat() {
     assert_eq!(registry.owner(&other_channel).await.unwrap(), Some(mallory));
     em2.log("still emitting", LogLevel::Info).await.unwrap();
     drop((em, em2));
+}
+
+/// An emitter on a fresh channel of `broker` that renews `owner`'s record in `registry` with
+/// each heartbeat.
+fn owned_emitter(
+    broker: &Arc<MemoryBroker>,
+    registry: &Arc<MemoryBroker>,
+    owner: &UserId,
+    heartbeat: Duration,
+) -> (stream_core::Emitter, stream_core::ChannelId) {
+    let ctx = StreamContext::builder().project("p").build();
+    let channel = ctx.channel_id().clone();
+    let em = ctx
+        .bind(broker.clone())
+        .with_heartbeat(Some(heartbeat))
+        .with_owner(OwnerRecord {
+            registry: registry.clone(),
+            owner: owner.clone(),
+            ttl: Duration::from_secs(3600),
+        });
+    (em, channel)
+}
+
+/// A job that ends before its next heartbeat after the registry lost the owner record (a Redis
+/// restart without persistence) renews the record with its `done`, so that the owner can still
+/// resume the rest of the stream.
+#[tokio::test(start_paused = true)]
+async fn an_emitter_renews_its_channels_owner_record_with_done() {
+    let broker = Arc::new(MemoryBroker::default());
+    let registry = Arc::new(MemoryBroker::default());
+    let owner = UserId::new("alice").unwrap();
+    let (em, channel) = owned_emitter(&broker, &registry, &owner, Duration::from_secs(3600));
+    em.log("only", LogLevel::Info).await.unwrap();
+    assert_eq!(registry.owner(&channel).await.unwrap(), None, "no beat yet");
+    em.complete(true, None, Map::new()).await.unwrap();
+    assert_eq!(
+        registry.owner(&channel).await.unwrap(),
+        Some(owner),
+        "renewed with done"
+    );
 }

@@ -16,7 +16,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 
 use crate::fanout::{Fanout, HubMsg, Registration};
-use crate::history::{HistoryRead, start_after};
+use crate::history::{HistoryRead, resume_point};
 use crate::keys::{ACCEPT_SUFFIXES, ChannelKeys, KeyArg, cancel_key, owner_key};
 use crate::scripts::Scripts;
 use stream_core::group_commit::GroupCommit;
@@ -26,10 +26,11 @@ use stream_redis::{SharedConnection, evalsha, on_runtime};
 ///
 /// - **Publish** is one `EVALSHA` round trip per call (and per [`publish_batch`]): the script, run
 ///   under the channel's hash tag, gives each event the channel's next id (the server's time and
-///   the channel's sequence number, see [`EventId`]), appends it to the channel's history stream
-///   (`XADD MAXLEN ~ history_max_len`, entry id `<ms>-<seq>`), publishes it (`PUBLISH`, or
-///   `SPUBLISH` on a cluster), renews the history and owner TTLs, and records the first `done`
-///   id; it returns the ids. So the channel's order is the order in which Redis ran the scripts,
+///   the channel's sequence number, see [`EventId`]), appends the call's events to the channel's
+///   history stream as one entry (`XADD`, entry id `<last seq>-0`; trimmed by sequence number to
+///   `history_max_len`), publishes them as one message (`PUBLISH`, or `SPUBLISH` on a cluster),
+///   renews the history and owner TTLs now and then, and records the first `done` id; it returns
+///   the ids. Overlapping publishes of one channel in this process share a call. So the channel's order is the order in which Redis ran the scripts,
 ///   whoever published, from any process or host. A publish whose reply did not come (a timeout,
 ///   a broken connection) is resent in a form that finds its first run by a token and returns
 ///   the same ids: never a second copy. It works from a plain thread with no runtime (a
@@ -169,7 +170,7 @@ impl Inner {
             .arg("");
         for event in events {
             cmd.arg(if event.done { "1" } else { "" });
-            cmd.arg(&event.json);
+            cmd.arg(after_id(&event.json));
         }
         cmd
     }
@@ -268,12 +269,13 @@ impl Inner {
         .map_err(join_error)?
     }
 
-    /// Reads the channel's done marker and history from `start` on: one round trip.
-    async fn read_history(self: Arc<Self>, keys: ChannelKeys, start: String) -> Result<HistoryRead, BoxError> {
+    /// Reads the channel's done marker and history after `after`: one round trip.
+    async fn read_history(self: Arc<Self>, keys: ChannelKeys, after: Option<EventId>) -> Result<HistoryRead, BoxError> {
         let handle = self.handle.clone();
         on_runtime(&handle, async move {
-            let mut cmd = evalsha(&self.scripts.read, &[&keys.history, &keys.done, &keys.owner]);
-            cmd.arg(start);
+            let mut cmd = evalsha(&self.scripts.read, &[&keys.history, &keys.done, &keys.owner, &keys.seq]);
+            let (ms, seq) = resume_point(after);
+            cmd.arg(ms).arg(seq);
             let reply: redis::Value = self.commands.run(&cmd, Some(&self.scripts.read)).await?;
             HistoryRead::parse(reply)
         })
@@ -318,12 +320,15 @@ impl ChannelLog for Log {
     async fn read_after(&self, channel: &ChannelId, after: Option<EventId>) -> Result<HistoryPage, SubscribeError> {
         let inner = self.0.clone();
         let keys = ChannelKeys::new(&inner.config.key_prefix, channel);
-        let read = inner
-            .read_history(keys, start_after(after))
-            .await
-            .map_err(SubscribeError::Backend)?;
+        let read = inner.read_history(keys, after).await.map_err(SubscribeError::Backend)?;
         Ok(HistoryPage {
-            events: read.entries.into_iter().filter_map(parse_entry).collect(),
+            // The first entry read may also hold the events up to `after` (one entry per call).
+            events: read
+                .entries
+                .into_iter()
+                .filter_map(parse_entry)
+                .filter(|e| after.is_none_or(|a| e.id() > a))
+                .collect(),
             done: read.done,
             owner_known: read.owner_known,
             history_kept: read.history_kept,
@@ -334,7 +339,13 @@ impl ChannelLog for Log {
         let inner = &self.0;
         let tail = replay::producer_lost_events(channel)
             .iter()
-            .flat_map(|e| [if e.kind.closes_stream() { "1" } else { "" }.to_owned(), e.to_json()])
+            .flat_map(|e| {
+                let json = e.to_json();
+                [
+                    if e.kind.closes_stream() { "1" } else { "" }.to_owned(),
+                    String::from_utf8_lossy(after_id(json.as_bytes())).into_owned(),
+                ]
+            })
             .collect();
         let found = inner
             .channel_script(|s| &s.check, channel, tail)
@@ -368,6 +379,15 @@ fn resend_form(cmd: &redis::Cmd) -> redis::Cmd {
         };
     }
     resend
+}
+
+/// What the accepting scripts take of an event's JSON: everything after `{"id":"` and the
+/// 26-character provisional id (the script puts the id it gives in front). An event always
+/// serializes with its id first.
+fn after_id(json: &[u8]) -> &[u8] {
+    const ID_END: usize = "{\"id\":\"".len() + 26;
+    debug_assert!(json.starts_with(b"{\"id\":\""), "an event's JSON starts with its id");
+    json.get(ID_END..).unwrap_or_default()
 }
 
 fn parse_entry(json: Vec<u8>) -> Option<SharedEvent> {

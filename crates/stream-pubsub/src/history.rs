@@ -16,16 +16,13 @@ pub(crate) struct HistoryRead {
     pub(crate) history_kept: bool,
 }
 
-/// The first stream id a read after `after` must return. A broker-made id names its entry
-/// (`<ms>-<seq>`), so the read starts right after it; any other id starts at its millisecond, and
+/// The history read script's arguments for a read after `after`: the resume point's millisecond
+/// and sequence number, for a broker-made id. Any other id (or none) reads the whole history, and
 /// the replay drops what is not after it.
-pub(crate) fn start_after(after: Option<EventId>) -> String {
-    match after {
-        Some(id) => match id.sequence() {
-            Some(seq) => format!("({}-{seq}", id.unix_ms()),
-            None => format!("{}-0", id.unix_ms()),
-        },
-        None => "-".to_owned(),
+pub(crate) fn resume_point(after: Option<EventId>) -> (String, String) {
+    match after.and_then(|id| Some((id.unix_ms(), id.sequence()?))) {
+        Some((ms, seq)) => (ms.to_string(), seq.to_string()),
+        None => (String::new(), String::new()),
     }
 }
 
@@ -65,18 +62,21 @@ impl HistoryRead {
             let Some(Value::Array(fields)) = entry.into_iter().nth(1) else {
                 return Err(bad("an entry has no fields"));
             };
-            let mut json = None;
+            // One entry per publish call: a field `e` per event, in order.
+            let before = out.len();
             let mut fields = fields.into_iter();
             while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
                 if text(&name) == Some(b"e") {
-                    json = match value {
-                        Value::BulkString(b) => Some(b),
-                        Value::SimpleString(s) => Some(s.into_bytes()),
-                        _ => None,
-                    };
+                    match value {
+                        Value::BulkString(b) => out.push(b),
+                        Value::SimpleString(s) => out.push(s.into_bytes()),
+                        _ => return Err(bad("an e field is not a string")),
+                    }
                 }
             }
-            out.push(json.ok_or_else(|| bad("an entry lacks its e field"))?);
+            if out.len() == before {
+                return Err(bad("an entry lacks its e field"));
+            }
         }
         Ok(Self {
             done,
@@ -130,9 +130,46 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_holds_a_calls_events_in_order() {
+        let call = Value::Array(vec![
+            bulk("3-0"),
+            Value::Array(vec![
+                bulk("e"),
+                bulk("1"),
+                bulk("e"),
+                bulk("2"),
+                bulk("e"),
+                bulk("3"),
+                bulk("t"),
+                bulk("x"),
+                bulk("f"),
+                bulk("9:1"),
+            ]),
+        ]);
+        let reply = Value::Array(vec![
+            bulk(""),
+            Value::Array(vec![call, entry("4-0", "4")]),
+            Value::Int(1),
+            Value::Int(1),
+        ]);
+        let read = HistoryRead::parse(reply).unwrap();
+        assert_eq!(read.entries, [b"1", b"2", b"3", b"4"].map(|b| b.to_vec()));
+        let bad = Value::Array(vec![bulk("5-0"), Value::Array(vec![bulk("t"), bulk("x")])]);
+        let reply = Value::Array(vec![bulk(""), Value::Array(vec![bad]), Value::Int(1), Value::Int(1)]);
+        assert!(HistoryRead::parse(reply).is_err(), "an entry with no event");
+    }
+
+    #[test]
     fn resume_starts_right_after_a_broker_id() {
-        assert_eq!(start_after(Some(EventId::from_parts(1234, 7))), "(1234-7");
-        assert_eq!(start_after(Some(EventId::min_at(1234))), "(1234-0");
-        assert_eq!(start_after(None), "-");
+        let point = |ms: &str, seq: &str| (ms.to_owned(), seq.to_owned());
+        assert_eq!(resume_point(Some(EventId::from_parts(1234, 7))), point("1234", "7"));
+        assert_eq!(resume_point(Some(EventId::min_at(1234))), point("1234", "0"));
+        let provisional = "01ARZ3NDEKTSV4RRFFQ69G5FAV".parse().unwrap();
+        assert_eq!(
+            resume_point(Some(provisional)),
+            point("", ""),
+            "a provisional id reads it all"
+        );
+        assert_eq!(resume_point(None), point("", ""));
     }
 }

@@ -19,7 +19,7 @@ pub(crate) struct ChannelKeys {
     pub(crate) history: String,
     /// The id of the channel's first `done` event: `{prefix}{<channel>}:d`.
     pub(crate) done: String,
-    /// The channel's id state, `<ms>:<seq>`: `{prefix}{<channel>}:n`.
+    /// The channel's id state, `<ms>:<seq>:<renewed>:<epoch>`: `{prefix}{<channel>}:n`.
     pub(crate) seq: String,
     /// The producer's liveness record: `{prefix}{<channel>}:l`.
     pub(crate) live: String,

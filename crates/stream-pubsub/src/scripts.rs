@@ -7,23 +7,36 @@ use redis::Script;
 ///
 /// KEYS: history stream, done marker, sequence, liveness record, owner record (one hash tag).
 /// `accept(first, token)` takes the events in ARGV from index `first` on, two values each: `'1'`
-/// for a `done` event (else empty), and the event JSON, which starts with `{"id":"` and a
-/// 26-character provisional id. For each event it takes the channel's next sequence number,
-/// writes the id (`ulid(ms, seq)`, see `EventId`) into the JSON and appends the entry
-/// `<ms>-<seq>` to the history; then it publishes the call's events as one message, one event
-/// JSON per line (see `fanout`, which splits it without a copy). The millisecond is the server's `TIME`, never less than
-/// the channel's last one, so ids only grow. A `done` records its id in the done marker and
-/// deletes the liveness record. Returns `{ms, first seq}`.
+/// for a `done` event (else empty), and the event JSON after its id: what follows `{"id":"` and
+/// the 26-character provisional id, from the closing quote on (sending only that spares Redis a
+/// copy of every event). For each event it takes the channel's next sequence number and puts the
+/// id (`ulid(ms, seq)`, see `EventId`) in front of the JSON. Then it appends the call's events to
+/// the history in **one entry per up to `min(64, max)` events**, keyed `<epoch>-<last seq>`, with one
+/// field `e` per event in order, the first entry also with `t` (the token) and `f`
+/// (`<ms>:<first seq>`, for a resend) when the call has a token; and it publishes them as one
+/// message, one event JSON per line (see `fanout`, which splits it without a copy). One `XADD`
+/// per call (of up to 64 events) instead of one per event is most of what a publish costs Redis.
+/// The millisecond is the server's `TIME`, never less than the channel's last one, so ids only
+/// grow. A `done` records its id in the done marker and deletes the liveness record. Returns
+/// `{ms, first seq}`.
 ///
 /// What it does not do on every call, to keep Redis's CPU per event low (it is shared by every
 /// app instance):
-/// - **Trimming** (`XADD … MAXLEN ~ max`) runs on every `min(64, max)`-th sequence number; the
-///   history keeps at least `max` events, as `~` always did, and at most about 64 more.
+/// - **Trimming** (`XTRIM … MINID <epoch>-<seq - max + 1>`) runs when a call crosses a multiple of
+///   `min(64, max)`; entries are keyed by their last sequence number, so the history keeps at
+///   least the newest `max` events (an entry goes only when its last event is older than those),
+///   and fewer than `max + 2 × min(64, max)`.
 /// - **TTLs.** The sequence state `<ms>:<seq>:<renewed>` records when the TTLs were last renewed.
 ///   A call renews them (the state, the history and, with `PEXPIRE … GT`, the owner record) only
 ///   when a tenth of the TTL has passed since, and then sets them to the TTL plus that tenth
 ///   (`keep`), so every key still lives at least the TTL after the channel's last event. Otherwise
 ///   the state is written with `KEEPTTL`. Every other script that sets these TTLs uses `keep` too.
+/// - **The epoch** is the millisecond at which the channel's sequence began (its first event, or
+///   the first after its state was lost: a Redis restart without persistence starts a new epoch).
+///   It keys the history entries, so that trimming by count is exact, and lets a history read tell
+///   a resume point of an earlier epoch (see [`READ`]). The sequence state is
+///   `<ms>:<seq>:<renewed>:<epoch>`; a state lost apart from the history (evicted) is recovered
+///   from the history's last entry, so ids go on where they were.
 const ACCEPT: &str = r#"
 local hist, done, seqk, live, owner = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local chan, maxlen, ttl, pub = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -44,26 +57,45 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function accept(first, token)
-  local ms, seq, renewed = now_ms(), 0, 0
+  local ms, seq, renewed, epoch = now_ms(), 0, 0, nil
   local state = redis.call('GET', seqk)
   if state then
-    local a = string.find(state, ':', 1, true)
-    local b = string.find(state, ':', a + 1, true)
-    ms = math.max(ms, tonumber(string.sub(state, 1, a - 1)))
-    if b then
-      seq = tonumber(string.sub(state, a + 1, b - 1))
-      renewed = tonumber(string.sub(state, b + 1))
+    local last, s, r, e = string.match(state, '^(%d+):(%d+):?(%d*):?(%d*)$')
+    ms = math.max(ms, tonumber(last))
+    seq = tonumber(s)
+    renewed = tonumber(r) or 0
+    -- A state written before epochs: the last millisecond keeps the entry ids growing.
+    epoch = tonumber(e) or tonumber(last)
+  else
+    -- Lost apart from the history (evicted): go on from the history's last entry.
+    local top = redis.call('XREVRANGE', hist, '+', '-', 'COUNT', 1)[1]
+    if top then
+      local e, s = string.match(top[1], '^(%d+)-(%d+)$')
+      epoch, seq = tonumber(e), tonumber(s)
+      ms = math.max(ms, epoch)
     else
-      seq = tonumber(string.sub(state, a + 1))
+      epoch = ms
     end
   end
   local start = seq + 1
   local msid, msarg = b32(ms, 10), string.format('%.0f', ms)
+  local eparg = string.format('%.0f', epoch)
   local trim = math.min(64, math.max(1, tonumber(maxlen)))
   -- An id is the millisecond's 10 characters, then the sequence number's 16: its first 15 change
   -- only every 32 events, so they are made once per 32.
   local high, prefix = -1, ''
-  local out = {}
+  local out, n = {}, 0
+  -- The history entry being filled: at most `trim` events, then the next.
+  local fields, c, tagged = {}, 0, token == ''
+  local function append(last)
+    if not tagged then
+      fields[2 * c + 1], fields[2 * c + 2] = 't', token
+      fields[2 * c + 3], fields[2 * c + 4] = 'f', msarg .. ':' .. start
+      tagged = true
+    end
+    redis.call('XADD', hist, eparg .. '-' .. string.format('%.0f', last), unpack(fields))
+    fields, c = {}, 0
+  end
   for i = first, #ARGV, 2 do
     seq = seq + 1
     local low = seq % 32
@@ -72,38 +104,42 @@ local function accept(first, token)
       prefix = msid .. b32(high, 15)
     end
     local id = prefix .. string.sub(B32, low + 1, low + 1)
-    local json = ARGV[i + 1]
-    if string.sub(json, 1, 7) ~= '{"id":"' then
-      return redis.error_reply('event JSON must start with its id')
+    local tail = ARGV[i + 1]
+    if string.byte(tail, 1) ~= 34 then
+      return redis.error_reply('an event must be sent as its JSON after the id')
     end
-    json = '{"id":"' .. id .. string.sub(json, 34)
-    -- Integers below 2^53 print exactly with Lua's %.14g up to 10^14.
-    local entry = msarg .. '-' .. seq
-    if i == first and token ~= '' then
-      if seq % trim == 0 then
-        redis.call('XADD', hist, 'MAXLEN', '~', maxlen, entry, 'e', json, 't', token)
-      else
-        redis.call('XADD', hist, entry, 'e', json, 't', token)
-      end
-    elseif seq % trim == 0 then
-      redis.call('XADD', hist, 'MAXLEN', '~', maxlen, entry, 'e', json)
-    else
-      redis.call('XADD', hist, entry, 'e', json)
-    end
+    local json = '{"id":"' .. id .. tail
+    n = n + 1
+    out[n] = json
+    c = c + 1
+    fields[2 * c - 1] = 'e'
+    fields[2 * c] = json
     if ARGV[i] == '1' then
       redis.call('SET', done, id, 'NX', 'PX', keep)
       redis.call('DEL', live)
     end
-    out[#out + 1] = json
+    if c == trim then
+      append(seq)
+    end
+  end
+  if n == 0 then
+    return { ms, start }
+  end
+  if c > 0 then
+    append(seq)
+  end
+  local max = tonumber(maxlen)
+  if math.floor(seq / trim) ~= math.floor((start - 1) / trim) and seq > max then
+    redis.call('XTRIM', hist, 'MINID', eparg .. '-' .. string.format('%.0f', seq - max + 1))
   end
   -- One message for the call's events, one JSON per line (compact JSON has no raw line break).
   redis.call(pub, chan, table.concat(out, '\n'))
   if ms - renewed >= slack then
-    redis.call('SET', seqk, msarg .. ':' .. seq .. ':' .. msarg, 'PX', keep)
+    redis.call('SET', seqk, msarg .. ':' .. seq .. ':' .. msarg .. ':' .. eparg, 'PX', keep)
     redis.call('PEXPIRE', hist, keep)
     redis.call('PEXPIRE', owner, keep, 'GT')
   else
-    redis.call('SET', seqk, msarg .. ':' .. seq .. ':' .. renewed, 'KEEPTTL')
+    redis.call('SET', seqk, msarg .. ':' .. seq .. ':' .. string.format('%.0f', renewed) .. ':' .. eparg, 'KEEPTTL')
   end
   return { ms, start }
 end
@@ -114,18 +150,19 @@ end
 /// ARGV: pub/sub channel, history max length, TTL in ms, the publish command (`PUBLISH` or
 /// `SPUBLISH`), the call's token (its first event's provisional id), `'1'` when this is a resend
 /// of a call whose outcome is unknown (else empty), then the events. The token is kept on the
-/// call's first history entry; a resend looks for it among the newest entries and, when the first
-/// send went through, answers its ids again instead of appending a second copy.
+/// call's history entry with the call's `<ms>:<first seq>`; a resend looks for it among the newest
+/// entries and, when the first send went through, answers its ids again instead of appending a
+/// second copy.
 const PUBLISH: &str = r#"
 local token, resend = ARGV[5], ARGV[6]
 if resend == '1' then
   for _, entry in ipairs(redis.call('XREVRANGE', hist, '+', '-', 'COUNT', 1000)) do
     local fields = entry[2]
-    for j = 1, #fields, 2 do
-      if fields[j] == 't' and fields[j + 1] == token then
-        local sep = string.find(entry[1], '-', 1, true)
-        return { tonumber(string.sub(entry[1], 1, sep - 1)), tonumber(string.sub(entry[1], sep + 1)) }
-      end
+    local j = #fields - 3
+    if j >= 1 and fields[j] == 't' and fields[j + 1] == token and fields[j + 2] == 'f' then
+      local f = fields[j + 3]
+      local sep = string.find(f, ':', 1, true)
+      return { tonumber(string.sub(f, 1, sep - 1)), tonumber(string.sub(f, sep + 1)) }
     end
   end
 end
@@ -173,15 +210,31 @@ redis.call('DEL', live)
 return 0
 "#;
 
-/// Reads the channel's done marker and history from a stream id on, atomically.
+/// Reads the channel's done marker and history after an event, atomically.
 ///
-/// KEYS: history stream, done marker, owner record. ARGV: the first stream id to return (`-`,
-/// `<ms>-0`, or `(<ms>-<seq>` for the entries after an event). Returns
+/// KEYS: history stream, done marker, owner record, sequence state. ARGV: the resume point's
+/// millisecond and sequence number (both empty for the whole history). A resume point of the
+/// channel's current epoch (its millisecond is not before the epoch's start) reads from the entry
+/// holding the next event on (`XRANGE (<epoch>-<seq> +`: the broker drops the events up to the
+/// resume point from that entry). One from before (the channel started over since: a Redis
+/// restart without persistence), or with no state to tell, reads the whole history, and the
+/// replay announces what it cannot account for. Returns
 /// `{done id or '', XRANGE entries, whether the owner record exists, whether the history exists}`.
 const READ: &str = r#"
+local start = '-'
+if ARGV[1] ~= '' then
+  local state = redis.call('GET', KEYS[4])
+  if state then
+    local last, e = string.match(state, '^(%d+):%d+:?%d*:?(%d*)$')
+    local epoch = tonumber(e) or tonumber(last)
+    if epoch and tonumber(ARGV[1]) >= epoch then
+      start = '(' .. string.format('%.0f', epoch) .. '-' .. ARGV[2]
+    end
+  end
+end
 return {
   redis.call('GET', KEYS[2]) or '',
-  redis.call('XRANGE', KEYS[1], ARGV[1], '+'),
+  redis.call('XRANGE', KEYS[1], start, '+'),
   redis.call('EXISTS', KEYS[3]),
   redis.call('EXISTS', KEYS[1]),
 }

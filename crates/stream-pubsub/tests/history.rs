@@ -125,11 +125,18 @@ async fn history_is_capped_and_expires(broker: &RedisBroker, admin_url: &str) {
     let prefix = &broker.config().key_prefix;
     let hist = format!("{prefix}{{{ch}}}:h");
     let done_key = format!("{prefix}{{{ch}}}:d");
-    let len: usize = redis::cmd("XLEN")
+    // One entry per publish call, a field `e` per event: count the events.
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
         .arg(&hist)
+        .arg("-")
+        .arg("+")
         .query_async(&mut conn)
         .await
-        .expect("XLEN");
+        .expect("XRANGE");
+    let len = entries
+        .iter()
+        .map(|(_, fields)| fields.iter().filter(|(k, _)| k == "e").count())
+        .sum::<usize>();
     let max = broker.config().history_max_len;
     assert!(
         len >= max && len < 700,
@@ -187,6 +194,29 @@ async fn a_lost_history_is_announced(broker: &RedisBroker, admin_url: &str) {
     assert_quiet(&mut sub).await;
 }
 
+/// Redis lost a channel's sequence state alone (evicted) while its history stayed: the next
+/// publish goes on from the history's last entry, so ids keep their order and a reader sees one
+/// unbroken sequence, with no gap.
+async fn a_lost_sequence_state_goes_on_from_the_history(broker: &RedisBroker, admin_url: &str) {
+    let ch = unique_channel("state");
+    let mut sent: Vec<Event> = (0..5).map(|n| numbered(&ch, n)).collect();
+    publish_all(broker, &mut sent).await;
+    let mut conn = common::admin(admin_url).await;
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("{}{{{ch}}}:n", broker.config().key_prefix))
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    let mut next = numbered(&ch, 5);
+    next.id = broker.publish(&next).await.expect("publish");
+    assert_eq!(next.id.sequence(), Some(6), "the sequence goes on");
+    assert!(next.id > sent[4].id);
+    sent.push(next);
+    let mut sub = broker.subscribe(&ch, Some(sent[1].id)).await.expect("subscribe");
+    assert_eq!(ids(&take(&mut sub, 4).await), ids(&sent[2..]), "no gap, no duplicate");
+    assert_quiet(&mut sub).await;
+}
+
 /// The bytes that travel through Redis are the bytes of the SSE frame: the history entry's JSON
 /// (which is also the pub/sub message) is the frame's `data:` as it is, framed once per process.
 async fn frames_carry_the_stored_bytes(broker: &RedisBroker, admin_url: &str) {
@@ -230,6 +260,7 @@ async fn standalone_history_resume_and_replay() {
     replay_after_done(&broker).await;
     a_batch_across_channels(&broker).await;
     a_lost_history_is_announced(&broker, &common::redis_url()).await;
+    a_lost_sequence_state_goes_on_from_the_history(&broker, &common::redis_url()).await;
     frames_carry_the_stored_bytes(&broker, &common::redis_url()).await;
     let capped = common::standalone(small_history()).await;
     history_is_capped_and_expires(&capped, &common::redis_url()).await;
