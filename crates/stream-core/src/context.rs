@@ -302,7 +302,7 @@ pub struct Emitter {
     batch: GroupCommit<(), Event>,
 }
 
-/// A channel's owner record, which an [`Emitter`] renews with each heartbeat
+/// A channel's owner record, which an [`Emitter`] renews with each heartbeat and with `done`
 /// ([`Emitter::with_owner`]): it re-creates the record if the registry lost it (a Redis restart
 /// without persistence), so that the owner can still read and resume the channel. Renewing never
 /// takes a channel from another owner: [`ChannelRegistry::register`] refuses that.
@@ -474,8 +474,8 @@ impl Emitter {
 
     /// Renews the channel's owner record with each heartbeat and with `done`, so that a registry
     /// that lost it (a Redis restart without persistence) has it again within one heartbeat
-    /// interval, or when the stream ends, and the owner can resume the channel. Without a heartbeat ([`with_heartbeat(None)`](Self::with_heartbeat))
-    /// nothing is renewed. A producer that runs apart from the app that registered the channel (a
+    /// interval, or when the stream ends, and the owner can resume the channel. Without a
+    /// heartbeat ([`with_heartbeat(None)`](Self::with_heartbeat)) nothing is renewed. A producer that runs apart from the app that registered the channel (a
     /// worker) sets this; see [`OwnerRecord`].
     pub fn with_owner(mut self, owner: OwnerRecord) -> Self {
         self.owner = Some(owner);

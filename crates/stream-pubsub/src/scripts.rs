@@ -11,8 +11,8 @@ use redis::Script;
 /// the 26-character provisional id, from the closing quote on (sending only that spares Redis a
 /// copy of every event). For each event it takes the channel's next sequence number and puts the
 /// id (`ulid(ms, seq)`, see `EventId`) in front of the JSON. Then it appends the call's events to
-/// the history in **one entry per up to `min(64, max)` events**, keyed `<epoch>-<last seq>`, with one
-/// field `e` per event in order, the first entry also with `t` (the token) and `f`
+/// the history in **one entry per up to `min(64, max)` events**, keyed `<epoch>-<last seq>`, with
+/// one field `e` per event in order, the first entry also with `t` (the token) and `f`
 /// (`<ms>:<first seq>`, for a resend) when the call has a token; and it publishes them as one
 /// message, one event JSON per line (see `fanout`, which splits it without a copy). One `XADD`
 /// per call (of up to 64 events) instead of one per event is most of what a publish costs Redis.
