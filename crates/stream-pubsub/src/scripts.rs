@@ -12,8 +12,8 @@ use redis::Script;
 /// copy of every event). For each event it takes the channel's next sequence number and puts the
 /// id (`ulid(ms, seq)`, see `EventId`) in front of the JSON. Then it appends the call's events to
 /// the history in **one entry per up to `min(64, max)` events**, keyed `<epoch>-<last seq>`, with
-/// one field `e` per event in order, the first entry also with `t` (the token) and `f`
-/// (`<ms>:<first seq>`, for a resend) when the call has a token; and it publishes them as one
+/// one field `e` per event in order, the first entry headed by `t` (the call's token, for a
+/// resend) when the call has one; and it publishes them as one
 /// message, one event JSON per line (see `fanout`, which splits it without a copy). One `XADD`
 /// per call (of up to 64 events) instead of one per event is most of what a publish costs Redis.
 /// The millisecond is the server's `TIME`, never less than the channel's last one, so ids only
@@ -79,22 +79,17 @@ local function accept(first, token)
   end
   local start = seq + 1
   local msid, msarg = b32(ms, 10), string.format('%.0f', ms)
-  local eparg = string.format('%.0f', epoch)
+  -- Integers below 10^14 print exactly with Lua's %.14g (what `..` uses).
+  local eparg = epoch
   local trim = math.min(64, math.max(1, tonumber(maxlen)))
   -- An id is the millisecond's 10 characters, then the sequence number's 16: its first 15 change
   -- only every 32 events, so they are made once per 32.
   local high, prefix = -1, ''
   local out, n = {}, 0
-  -- The history entry being filled: at most `trim` events, then the next.
-  local fields, c, tagged = {}, 0, token == ''
-  local function append(last)
-    if not tagged then
-      fields[2 * c + 1], fields[2 * c + 2] = 't', token
-      fields[2 * c + 3], fields[2 * c + 4] = 'f', msarg .. ':' .. start
-      tagged = true
-    end
-    redis.call('XADD', hist, eparg .. '-' .. string.format('%.0f', last), unpack(fields))
-    fields, c = {}, 0
+  -- The history entry being filled, at most `trim` events; the call's token heads the first.
+  local fields, c = {}, 0
+  if token ~= '' then
+    fields[1], fields[2], c = 't', token, 1
   end
   for i = first, #ARGV, 2 do
     seq = seq + 1
@@ -118,19 +113,20 @@ local function accept(first, token)
       redis.call('SET', done, id, 'NX', 'PX', keep)
       redis.call('DEL', live)
     end
-    if c == trim then
-      append(seq)
+    if n % trim == 0 then
+      redis.call('XADD', hist, eparg .. '-' .. seq, unpack(fields))
+      fields, c = {}, 0
     end
   end
   if n == 0 then
     return { ms, start }
   end
-  if c > 0 then
-    append(seq)
+  if n % trim ~= 0 then
+    redis.call('XADD', hist, eparg .. '-' .. seq, unpack(fields))
   end
   local max = tonumber(maxlen)
   if math.floor(seq / trim) ~= math.floor((start - 1) / trim) and seq > max then
-    redis.call('XTRIM', hist, 'MINID', eparg .. '-' .. string.format('%.0f', seq - max + 1))
+    redis.call('XTRIM', hist, 'MINID', eparg .. '-' .. (seq - max + 1))
   end
   -- One message for the call's events, one JSON per line (compact JSON has no raw line break).
   redis.call(pub, chan, table.concat(out, '\n'))
@@ -139,7 +135,7 @@ local function accept(first, token)
     redis.call('PEXPIRE', hist, keep)
     redis.call('PEXPIRE', owner, keep, 'GT')
   else
-    redis.call('SET', seqk, msarg .. ':' .. seq .. ':' .. string.format('%.0f', renewed) .. ':' .. eparg, 'KEEPTTL')
+    redis.call('SET', seqk, msarg .. ':' .. seq .. ':' .. renewed .. ':' .. eparg, 'KEEPTTL')
   end
   return { ms, start }
 end
@@ -149,20 +145,26 @@ end
 ///
 /// ARGV: pub/sub channel, history max length, TTL in ms, the publish command (`PUBLISH` or
 /// `SPUBLISH`), the call's token (its first event's provisional id), `'1'` when this is a resend
-/// of a call whose outcome is unknown (else empty), then the events. The token is kept on the
-/// call's history entry with the call's `<ms>:<first seq>`; a resend looks for it among the newest
-/// entries and, when the first send went through, answers its ids again instead of appending a
-/// second copy.
+/// of a call whose outcome is unknown (else empty), then the events. The token heads the call's
+/// first history entry; a resend looks for it among the newest entries and, when the first send
+/// went through, answers its ids again (from the id of the entry's first event) instead of
+/// appending a second copy.
 const PUBLISH: &str = r#"
 local token, resend = ARGV[5], ARGV[6]
 if resend == '1' then
   for _, entry in ipairs(redis.call('XREVRANGE', hist, '+', '-', 'COUNT', 1000)) do
     local fields = entry[2]
-    local j = #fields - 3
-    if j >= 1 and fields[j] == 't' and fields[j + 1] == token and fields[j + 2] == 'f' then
-      local f = fields[j + 3]
-      local sep = string.find(f, ':', 1, true)
-      return { tonumber(string.sub(f, 1, sep - 1)), tonumber(string.sub(f, sep + 1)) }
+    if fields[1] == 't' and fields[2] == token then
+      -- The call's first event: its id is `ulid(ms, first seq)`.
+      local id = string.sub(fields[4], 8, 33)
+      local function unb32(text)
+        local n = 0
+        for k = 1, #text do
+          n = n * 32 + string.find(B32, string.sub(text, k, k), 1, true) - 1
+        end
+        return n
+      end
+      return { unb32(string.sub(id, 1, 10)), unb32(string.sub(id, 11)) }
     end
   end
 end

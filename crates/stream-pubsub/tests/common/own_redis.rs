@@ -204,7 +204,8 @@ impl OwnCluster {
         assert!(out.success(), "redis-cli --cluster create: {out:?}");
         cluster.wait_ok(Duration::from_secs(20));
         if replicas > 0 {
-            let deadline = Instant::now() + Duration::from_secs(30);
+            // Generous: on a loaded 2-core machine the syncs and the gossip of the roles are slow.
+            let deadline = Instant::now() + Duration::from_secs(60);
             while !cluster.replicas_ready(3 * replicas) {
                 assert!(Instant::now() < deadline, "the replicas did not get in sync");
                 std::thread::sleep(Duration::from_millis(100));
@@ -404,6 +405,9 @@ impl OwnCluster {
                 conf,
                 "--cluster-node-timeout",
                 &self.node_timeout_ms.to_string(),
+                // A replica's first sync starts at once (the default waits 5 s for more replicas).
+                "--repl-diskless-sync-delay",
+                "0",
             ],
         );
         self.children[node] = Some(child);
