@@ -535,35 +535,6 @@ mod tests {
         }
     }
 
-    /// The per-event cost of the two paths (run with `--ignored --nocapture`; numbers only,
-    /// no assertion on them, and a debug build's are far above a release build's).
-    #[test]
-    #[ignore = "a measurement, not a check"]
-    fn per_event_cost_old_and_new() {
-        const EVENTS: u64 = 20_000;
-        for (target, chunks) in bodies(EVENTS) {
-            let mut best = [f64::MAX; 2];
-            for _ in 0..5 {
-                for (i, path) in [old_path as fn(&[Chunk]) -> (u64, u64), new_path]
-                    .into_iter()
-                    .enumerate()
-                {
-                    let started = Instant::now();
-                    let counts = std::hint::black_box(path(std::hint::black_box(&chunks)));
-                    let ns = started.elapsed().as_nanos() as f64 / EVENTS as f64;
-                    assert_eq!(counts.0, EVENTS);
-                    best[i] = best[i].min(ns);
-                }
-            }
-            println!(
-                "{target:>10}: eventsource-stream + Value + find {:>7.0} ns/event, SseParser + find_in_json {:>6.0} ns/event ({:.1}x)",
-                best[0],
-                best[1],
-                best[0] / best[1]
-            );
-        }
-    }
-
     #[test]
     fn jwt_has_three_parts_and_the_claims() {
         let token = hs256_jwt("secret", &json!({"sub": "u", "channels": ["c"]}));

@@ -50,19 +50,18 @@ impl<K, T> std::fmt::Debug for GroupCommit<K, T> {
     }
 }
 
-/// The leading task's duty, handed on if it is dropped mid-call (its caller went away): the lead
-/// passes to the first waiting submitter, so that no submit waits forever. The dropped call's
-/// own submitters hear [`PublishError::Closed`] (their items may or may not be out).
+/// The lead of a key, handed on when it ends: after the leader's call, or when the leader is
+/// dropped mid-call (its caller went away), the lead passes to the first waiting submitter, so
+/// that no submit waits forever. A dropped call's own submitters hear [`PublishError::Closed`]
+/// (their items may or may not be out).
 struct Leading<'a, K: Hash + Eq, T> {
     commit: &'a GroupCommit<K, T>,
-    key: Option<&'a K>,
+    key: &'a K,
 }
 
 impl<K: Hash + Eq, T> Drop for Leading<'_, K, T> {
     fn drop(&mut self) {
-        if let Some(key) = self.key {
-            hand_on(&mut self.commit.lock(), key);
-        }
+        hand_on(&mut self.commit.lock(), self.key);
     }
 }
 
@@ -72,15 +71,13 @@ struct Waiting<'a, K: Hash + Eq, T> {
     commit: &'a GroupCommit<K, T>,
     key: &'a K,
     count: usize,
-    turn: Option<oneshot::Receiver<Turn>>,
+    turn: oneshot::Receiver<Turn>,
 }
 
 impl<K: Hash + Eq, T> Drop for Waiting<'_, K, T> {
     fn drop(&mut self) {
-        let Some(mut turn) = self.turn.take() else {
-            return;
-        };
-        if let Ok(Turn::Lead) = turn.try_recv() {
+        // A turn already received (or never sent) reads as an error here.
+        if let Ok(Turn::Lead) = self.turn.try_recv() {
             let mut queues = self.commit.lock();
             if let Some(queue) = queues.get_mut(self.key) {
                 queue.items.drain(..self.count.min(queue.items.len()));
@@ -91,7 +88,8 @@ impl<K: Hash + Eq, T> Drop for Waiting<'_, K, T> {
 }
 
 /// Gives the lead of `key` to its first waiting submitter that is still there (whose items head
-/// the queue); the items of those gone are dropped. Removes the queue when no one waits.
+/// the queue); the items of those gone are dropped. Removes the queue when no one waits (every
+/// queued item belongs to a waiter).
 fn hand_on<K: Hash + Eq, T>(queues: &mut HashMap<K, Queue<T>>, key: &K) {
     let Some(queue) = queues.get_mut(key) else {
         return;
@@ -169,14 +167,9 @@ impl<K: Hash + Eq + Clone, T> GroupCommit<K, T> {
                 commit: self,
                 key,
                 count,
-                turn: Some(turn),
+                turn,
             };
-            let Some(receiver) = waiting.turn.as_mut() else {
-                return Err(PublishError::Closed);
-            };
-            let heard = receiver.await;
-            waiting.turn = None;
-            match heard {
+            match (&mut waiting.turn).await {
                 Ok(Turn::Done(published)) => return published,
                 Ok(Turn::Lead) => {}
                 // The leading task was dropped with our items in its call: they may or may not
@@ -188,7 +181,7 @@ impl<K: Hash + Eq + Clone, T> GroupCommit<K, T> {
     }
 
     /// Publishes the key's queue, whose first `own` items are the leader's, and returns their
-    /// ids; then hands the lead on, or removes the queue when nothing waits.
+    /// ids; then hands the lead on ([`Leading`]), or removes the queue when nothing waits.
     async fn lead<F, Fut>(&self, key: &K, own: usize, call: F) -> Published
     where
         F: FnOnce(Vec<T>) -> Fut,
@@ -201,10 +194,7 @@ impl<K: Hash + Eq + Clone, T> GroupCommit<K, T> {
             };
             (std::mem::take(&mut queue.items), std::mem::take(&mut queue.waiters))
         };
-        let mut duty = Leading {
-            commit: self,
-            key: Some(key),
-        };
+        let duty = Leading { commit: self, key };
         let published = call(items).await;
         let mine = match published {
             Ok(ids) => {
@@ -222,15 +212,7 @@ impl<K: Hash + Eq + Clone, T> GroupCommit<K, T> {
                 Err(e)
             }
         };
-        let mut queues = self.lock();
-        duty.key = None;
-        match queues.get(key) {
-            Some(queue) if queue.items.is_empty() && queue.waiters.is_empty() => {
-                queues.remove(key);
-            }
-            Some(_) => hand_on(&mut queues, key),
-            None => {}
-        }
+        drop(duty);
         mine
     }
 }
