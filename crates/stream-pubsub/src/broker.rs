@@ -19,6 +19,7 @@ use crate::fanout::{Fanout, HubMsg, Registration};
 use crate::history::{HistoryRead, resume_point};
 use crate::keys::{ACCEPT_SUFFIXES, ChannelKeys, KeyArg, cancel_key, owner_key};
 use crate::scripts::Scripts;
+use crate::wire;
 use stream_core::group_commit::GroupCommit;
 use stream_redis::{SharedConnection, evalsha, on_runtime};
 
@@ -156,7 +157,7 @@ impl Inner {
             channel,
             suffix,
         };
-        let mut cmd = redis::Cmd::with_capacity(12 + 2 * events.len(), 512 * events.len());
+        let mut cmd = redis::Cmd::with_capacity(14 + 2 * events.len() / CHUNK, 512 * events.len());
         cmd.arg("EVALSHA")
             .arg(self.scripts.publish.get_hash())
             .arg(ACCEPT_SUFFIXES.len());
@@ -169,11 +170,15 @@ impl Inner {
             .arg(self.publish_command_name())
             .arg(events.first().map(|e| e.id.to_string()).unwrap_or_default())
             .arg("");
-        for event in events {
-            cmd.arg(if event.done { "1" } else { "" });
-            cmd.arg(after_id(&event.json));
+        for arg in self.event_args(events.iter().map(|e| (e.done, e.json.as_slice()))) {
+            cmd.arg(arg);
         }
         cmd
+    }
+
+    /// The events of one script call as its arguments, in chunks of one history entry each.
+    fn event_args<'a>(&self, events: impl ExactSizeIterator<Item = (bool, &'a [u8])>) -> Vec<Vec<u8>> {
+        wire::event_args(events, self.config.history_max_len.min(CHUNK))
     }
 
     fn publish_command_name(&self) -> &'static str {
@@ -253,7 +258,7 @@ impl Inner {
         self: &Arc<Self>,
         script: fn(&Scripts) -> &redis::Script,
         channel: &ChannelId,
-        tail: Vec<String>,
+        tail: Vec<Vec<u8>>,
     ) -> Result<i64, BoxError> {
         let keys = ChannelKeys::new(&self.config.key_prefix, channel);
         let mut cmd = evalsha(script(&self.scripts), &keys.accept_keys());
@@ -338,16 +343,11 @@ impl ChannelLog for Log {
 
     async fn check_producer(&self, channel: &ChannelId) -> Result<Liveness, SubscribeError> {
         let inner = &self.0;
-        let tail = replay::producer_lost_events(channel)
+        let events: Vec<(bool, String)> = replay::producer_lost_events(channel)
             .iter()
-            .flat_map(|e| {
-                let json = e.to_json();
-                [
-                    if e.kind.closes_stream() { "1" } else { "" }.to_owned(),
-                    String::from_utf8_lossy(after_id(json.as_bytes())).into_owned(),
-                ]
-            })
+            .map(|e| (e.kind.closes_stream(), e.to_json()))
             .collect();
+        let tail = inner.event_args(events.iter().map(|(done, json)| (*done, json.as_bytes())));
         let found = inner
             .channel_script(|s| &s.check, channel, tail)
             .await
@@ -360,6 +360,9 @@ impl ChannelLog for Log {
         })
     }
 }
+
+/// The most events of one history entry (and pub/sub message): fewer when the history is shorter.
+const CHUNK: usize = 64;
 
 /// The position of the resend flag among a publish command's arguments: `EVALSHA`, the SHA, the
 /// key count, the keys, then the channel, the history length, the TTL, the publish command and
@@ -380,15 +383,6 @@ fn resend_form(cmd: &redis::Cmd) -> redis::Cmd {
         };
     }
     resend
-}
-
-/// What the accepting scripts take of an event's JSON: everything after `{"id":"` and the
-/// 26-character provisional id (the script puts the id it gives in front). An event always
-/// serializes with its id first.
-fn after_id(json: &[u8]) -> &[u8] {
-    const ID_END: usize = "{\"id\":\"".len() + 26;
-    debug_assert!(json.starts_with(b"{\"id\":\""), "an event's JSON starts with its id");
-    json.get(ID_END..).unwrap_or_default()
 }
 
 fn parse_entry(json: Vec<u8>) -> Option<SharedEvent> {
@@ -477,7 +471,7 @@ impl EventPublisher for RedisBroker {
     async fn heartbeat(&self, channel: &ChannelId, ttl: Option<Duration>) -> Result<(), PublishError> {
         let ttl = ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1).to_string());
         self.inner
-            .channel_script(|s| &s.heartbeat, channel, vec![ttl.unwrap_or_default()])
+            .channel_script(|s| &s.heartbeat, channel, vec![ttl.unwrap_or_default().into_bytes()])
             .await
             .map(drop)
             .map_err(PublishError::Backend)

@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use redis::{PushInfo, PushKind, Value};
-use stream_core::SharedEvent;
 use stream_core::fanout::{LocalFanout, LocalSubscription};
 use tokio::sync::{mpsc, watch};
 
@@ -119,22 +118,15 @@ impl Fanout {
         let Some(subs) = self.local.subscribers(channel) else {
             return;
         };
-        // A message holds one publish call's events, one JSON per line. Each frame is built once
-        // here around its slice of the very bytes that came from Redis (no copy); subscribers
-        // share it.
-        let mut events = Vec::with_capacity(1);
-        let mut start = 0;
-        while start < payload.len() {
-            let end = memchr_newline(&payload[start..]).map_or(payload.len(), |n| start + n);
-            match SharedEvent::from_json(payload.slice(start..end)) {
-                Ok(event) => events.push(event),
-                Err(e) => {
-                    tracing::warn!(%channel, error = %e, "dropping a pub/sub message that is not an event");
-                    return;
-                }
+        // A message holds a chunk of one publish call's events (see `wire`). Each frame is built
+        // once here; subscribers share it.
+        let events = match crate::wire::message_events(payload) {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(%channel, error = %e, "dropping a pub/sub message that is not an event");
+                return;
             }
-            start = end + 1;
-        }
+        };
         for queue in subs.iter() {
             queue.offer_all(&events);
         }
@@ -203,11 +195,6 @@ impl Fanout {
         }
         (add, remove)
     }
-}
-
-/// The position of the first line break in `bytes`.
-fn memchr_newline(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
 }
 
 /// A bulk string's bytes, taken without a copy.

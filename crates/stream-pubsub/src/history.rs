@@ -3,6 +3,8 @@
 use redis::Value;
 use stream_core::{BoxError, EventId};
 
+use crate::wire;
+
 /// One read of a channel: its done marker, and its history from a stream id on.
 #[derive(Debug, Default)]
 pub(crate) struct HistoryRead {
@@ -62,20 +64,27 @@ impl HistoryRead {
             let Some(Value::Array(fields)) = entry.into_iter().nth(1) else {
                 return Err(bad("an entry has no fields"));
             };
-            // One entry per publish call: a field `e` per event, in order.
-            let before = out.len();
+            // One entry per chunk of a call (see `wire`): its header `i`, its events in `e`.
+            let mut head = None;
+            let mut bodies = Vec::with_capacity(1);
             let mut fields = fields.into_iter();
             while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
-                if text(&name) == Some(b"e") {
-                    match value {
-                        Value::BulkString(b) => out.push(b),
-                        Value::SimpleString(s) => out.push(s.into_bytes()),
-                        _ => return Err(bad("an e field is not a string")),
-                    }
+                let value = match value {
+                    Value::BulkString(b) => b,
+                    Value::SimpleString(s) => s.into_bytes(),
+                    _ => return Err(bad("a field is not a string")),
+                };
+                match text(&name) {
+                    Some(b"e") => bodies.push(value),
+                    Some(b"i") => head = Some(value),
+                    _ => {}
                 }
             }
-            if out.len() == before {
+            if bodies.is_empty() {
                 return Err(bad("an entry lacks its e field"));
+            }
+            if let Err(e) = wire::entry_events(head.as_deref(), bodies, &mut out) {
+                tracing::warn!(error = %e, "skipping a history entry that is not an event");
             }
         }
         Ok(Self {

@@ -8,6 +8,7 @@ mod history;
 mod hub;
 mod keys;
 mod scripts;
+mod wire;
 
 pub use broker::RedisBroker;
 pub use builder::{DEFAULT_CLIENT_NAME, RedisBrokerBuilder};

@@ -6,19 +6,21 @@ use redis::Script;
 /// The Lua shared by the scripts that accept events: the broker makes event ids here.
 ///
 /// KEYS: history stream, done marker, sequence, liveness record, owner record (one hash tag).
-/// `accept(first, token)` takes the events in ARGV from index `first` on, two values each: `'1'`
-/// for a `done` event (else empty), and the event JSON after its id: what follows `{"id":"` and
-/// the 26-character provisional id, from the closing quote on (sending only that spares Redis a
-/// copy of every event). For each event it takes the channel's next sequence number and puts the
-/// id (`ulid(ms, seq)`, see `EventId`) in front of the JSON. Then it appends the call's events to
-/// the history in **one entry per up to `min(64, max)` events**, keyed `<epoch>-<last seq>`, with
-/// one field `e` per event in order, the first entry headed by `t` (the call's token, for a
-/// resend) when the call has one; and it publishes them as one
-/// message, one event JSON per line (see `fanout`, which splits it without a copy). One `XADD`
-/// per call (of up to 64 events) instead of one per event is most of what a publish costs Redis.
-/// The millisecond is the server's `TIME`, never less than the channel's last one, so ids only
-/// grow. A `done` records its id in the done marker and deletes the liveness record. Returns
-/// `{ms, first seq}`.
+/// `accept(first, token)` takes the events in ARGV from index `first` on: the 1-based index in
+/// the call of its first `done` event (else empty), then one pair per **chunk** of at most
+/// `min(64, max)` events: the chunk's event count, and its **body**, the events one per line,
+/// each as its JSON after its id: what follows `{"id":"` and the 26-character provisional id,
+/// from the closing quote on (compact JSON has no raw line break). The script never looks into
+/// a body, so an event costs Redis nothing but the copying of its bytes.
+///
+/// It takes the channel's next sequence numbers for the events: event `k` of the call (from 0)
+/// gets the id `ulid(ms, start + k)` (see `EventId`), which the readers put in front of its
+/// JSON. Each chunk is one history entry, keyed `<epoch>-<last seq>`, with the field `i` =
+/// `<ms>:<first seq>` and the field `e` = the body; the call's first entry is headed by `t` (the
+/// call's token, for a resend) when the call has one. Each chunk is published as one message,
+/// `<ms>:<first seq>`, a line break, then the body (see `fanout`). The millisecond is the
+/// server's `TIME`, never less than the channel's last one, so ids only grow. A `done` records
+/// its id in the done marker and deletes the liveness record. Returns `{ms, first seq}`.
 ///
 /// What it does not do on every call, to keep Redis's CPU per event low (it is shared by every
 /// app instance):
@@ -42,19 +44,24 @@ local hist, done, seqk, live, owner = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5
 local chan, maxlen, ttl, pub = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local slack = math.ceil(tonumber(ttl) / 10)
 local keep = tonumber(ttl) + slack
-local B32 = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
-local function b32(n, len)
-  local out = ''
-  while n > 0 do
-    local d = n % 32
-    out = string.sub(B32, d + 1, d + 1) .. out
-    n = (n - d) / 32
-  end
-  return string.rep('0', len - #out) .. out
-end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- The id of an event: its millisecond in 10 Crockford base32 characters, its sequence number in 16.
+local function ulid(ms, seq)
+  local B32, out = '0123456789ABCDEFGHJKMNPQRSTVWXYZ', {}
+  for k = 26, 11, -1 do
+    local d = seq % 32
+    out[k] = string.sub(B32, d + 1, d + 1)
+    seq = (seq - d) / 32
+  end
+  for k = 10, 1, -1 do
+    local d = ms % 32
+    out[k] = string.sub(B32, d + 1, d + 1)
+    ms = (ms - d) / 32
+  end
+  return table.concat(out)
 end
 local function accept(first, token)
   local ms, seq, renewed, epoch = now_ms(), 0, 0, nil
@@ -78,64 +85,46 @@ local function accept(first, token)
     end
   end
   local start = seq + 1
-  local msid, msarg = b32(ms, 10), string.format('%.0f', ms)
   -- Integers below 10^14 print exactly with Lua's %.14g (what `..` uses).
-  local eparg = epoch
-  local trim = math.min(64, math.max(1, tonumber(maxlen)))
-  -- An id is the millisecond's 10 characters, then the sequence number's 16: its first 15 change
-  -- only every 32 events, so they are made once per 32.
-  local high, prefix = -1, ''
-  local out, n = {}, 0
-  -- The history entry being filled, at most `trim` events; the call's token heads the first.
-  local fields, c = {}, 0
-  if token ~= '' then
-    fields[1], fields[2], c = 't', token, 1
+  local msarg = string.format('%.0f', ms)
+  local doneat = tonumber(ARGV[first])
+  local msgs, b = {}, 0
+  for i = first + 1, #ARGV, 2 do
+    local head = msarg .. ':' .. (seq + 1)
+    local count = tonumber(ARGV[i])
+    if not count or count < 1 then
+      return redis.error_reply('a chunk must be sent as its event count and its body')
+    end
+    seq = seq + count
+    if b == 0 and token ~= '' then
+      redis.call('XADD', hist, epoch .. '-' .. seq, 't', token, 'i', head, 'e', ARGV[i + 1])
+    else
+      redis.call('XADD', hist, epoch .. '-' .. seq, 'i', head, 'e', ARGV[i + 1])
+    end
+    b = b + 1
+    msgs[b] = head .. '\n' .. ARGV[i + 1]
   end
-  for i = first, #ARGV, 2 do
-    seq = seq + 1
-    local low = seq % 32
-    if (seq - low) / 32 ~= high then
-      high = (seq - low) / 32
-      prefix = msid .. b32(high, 15)
-    end
-    local id = prefix .. string.sub(B32, low + 1, low + 1)
-    local tail = ARGV[i + 1]
-    if string.byte(tail, 1) ~= 34 then
-      return redis.error_reply('an event must be sent as its JSON after the id')
-    end
-    local json = '{"id":"' .. id .. tail
-    n = n + 1
-    out[n] = json
-    c = c + 1
-    fields[2 * c - 1] = 'e'
-    fields[2 * c] = json
-    if ARGV[i] == '1' then
-      redis.call('SET', done, id, 'NX', 'PX', keep)
-      redis.call('DEL', live)
-    end
-    if n % trim == 0 then
-      redis.call('XADD', hist, eparg .. '-' .. seq, unpack(fields))
-      fields, c = {}, 0
-    end
-  end
-  if n == 0 then
+  if b == 0 then
     return { ms, start }
   end
-  if n % trim ~= 0 then
-    redis.call('XADD', hist, eparg .. '-' .. seq, unpack(fields))
+  if doneat then
+    redis.call('SET', done, ulid(ms, start + doneat - 1), 'NX', 'PX', keep)
+    redis.call('DEL', live)
   end
   local max = tonumber(maxlen)
+  local trim = math.min(64, math.max(1, max))
   if math.floor(seq / trim) ~= math.floor((start - 1) / trim) and seq > max then
-    redis.call('XTRIM', hist, 'MINID', eparg .. '-' .. (seq - max + 1))
+    redis.call('XTRIM', hist, 'MINID', epoch .. '-' .. (seq - max + 1))
   end
-  -- One message for the call's events, one JSON per line (compact JSON has no raw line break).
-  redis.call(pub, chan, table.concat(out, '\n'))
+  for k = 1, b do
+    redis.call(pub, chan, msgs[k])
+  end
   if ms - renewed >= slack then
-    redis.call('SET', seqk, msarg .. ':' .. seq .. ':' .. msarg .. ':' .. eparg, 'PX', keep)
+    redis.call('SET', seqk, msarg .. ':' .. seq .. ':' .. msarg .. ':' .. epoch, 'PX', keep)
     redis.call('PEXPIRE', hist, keep)
     redis.call('PEXPIRE', owner, keep, 'GT')
   else
-    redis.call('SET', seqk, msarg .. ':' .. seq .. ':' .. renewed .. ':' .. eparg, 'KEEPTTL')
+    redis.call('SET', seqk, msarg .. ':' .. seq .. ':' .. renewed .. ':' .. epoch, 'KEEPTTL')
   end
   return { ms, start }
 end
@@ -147,24 +136,15 @@ end
 /// `SPUBLISH`), the call's token (its first event's provisional id), `'1'` when this is a resend
 /// of a call whose outcome is unknown (else empty), then the events. The token heads the call's
 /// first history entry; a resend looks for it among the newest entries and, when the first send
-/// went through, answers its ids again (from the id of the entry's first event) instead of
-/// appending a second copy.
+/// went through, answers its ids again (that entry's `i`) instead of appending a second copy.
 const PUBLISH: &str = r#"
 local token, resend = ARGV[5], ARGV[6]
 if resend == '1' then
   for _, entry in ipairs(redis.call('XREVRANGE', hist, '+', '-', 'COUNT', 1000)) do
     local fields = entry[2]
     if fields[1] == 't' and fields[2] == token then
-      -- The call's first event: its id is `ulid(ms, first seq)`.
-      local id = string.sub(fields[4], 8, 33)
-      local function unb32(text)
-        local n = 0
-        for k = 1, #text do
-          n = n * 32 + string.find(B32, string.sub(text, k, k), 1, true) - 1
-        end
-        return n
-      end
-      return { unb32(string.sub(id, 1, 10)), unb32(string.sub(id, 11)) }
+      local m, s = string.match(fields[4], '^(%d+):(%d+)$')
+      return { tonumber(m), tonumber(s) }
     end
   end
 end
