@@ -298,7 +298,9 @@ pub struct Emitter {
     owner: Option<OwnerRecord>,
     beat: Mutex<Option<Beat>>,
     /// Events emitted while a publish of this emitter is under way go out together in the next
-    /// one (one round trip, one script run), in the order they were emitted.
+    /// one (one round trip, one script run), in the order they were emitted. Unused with a
+    /// publisher that groups overlapping publishes itself
+    /// ([`EventPublisher::groups_publishes`]), such as the Redis broker.
     batch: GroupCommit<(), Event>,
 }
 
@@ -535,6 +537,9 @@ impl Emitter {
     async fn send(&self, event: Event) -> Result<EventId, EmitError> {
         self.start_heartbeat();
         let publisher = &self.publisher;
+        if publisher.groups_publishes() {
+            return Ok(publisher.publish(&event).await?);
+        }
         let ids = self
             .batch
             .submit(&(), vec![event], |events| async move {

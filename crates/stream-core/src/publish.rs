@@ -62,6 +62,16 @@ pub trait EventPublisher: Send + Sync + 'static {
         Ok(ids)
     }
 
+    /// Whether this publisher itself sends overlapping publishes of one channel together (a group
+    /// commit, as the Redis broker does). An [`Emitter`](crate::Emitter) then hands each event
+    /// straight to [`publish`](Self::publish), from the emitting task, instead of batching them
+    /// itself: each task serializes its own event while the channel's call in flight runs. The
+    /// default, `false`, has the emitter batch overlapping emits into one
+    /// [`publish_batch`](Self::publish_batch).
+    fn groups_publishes(&self) -> bool {
+        false
+    }
+
     /// Keeps the channel's producer liveness record alive for `ttl` more (`Some`), or withdraws it
     /// (`None`: the producer went away on purpose). A channel whose record expires before its
     /// `done` has lost its producer: its readers end it with `producer_lost` (see
@@ -102,6 +112,9 @@ impl<T: EventPublisher + ?Sized> EventPublisher for Arc<T> {
     }
     async fn publish_batch(&self, events: &[Event]) -> Result<Vec<EventId>, PublishError> {
         (**self).publish_batch(events).await
+    }
+    fn groups_publishes(&self) -> bool {
+        (**self).groups_publishes()
     }
     async fn heartbeat(&self, channel: &ChannelId, ttl: Option<Duration>) -> Result<(), PublishError> {
         (**self).heartbeat(channel, ttl).await
@@ -160,6 +173,10 @@ impl EventPublisher for PersistingPublisher {
         let ids = self.inner.publish_batch(events).await?;
         events.iter().zip(&ids).for_each(|(e, id)| self.archive(e, *id));
         Ok(ids)
+    }
+
+    fn groups_publishes(&self) -> bool {
+        self.inner.groups_publishes()
     }
 
     async fn heartbeat(&self, channel: &ChannelId, ttl: Option<Duration>) -> Result<(), PublishError> {

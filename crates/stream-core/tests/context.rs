@@ -318,10 +318,24 @@ fn a_blocking_emitter_sends_heartbeats_from_its_own_thread() {
     );
 }
 
-/// A publisher that takes 20 ms per call and counts its calls.
+/// A publisher that takes 20 ms per call and counts its calls (and, apart, its batch calls);
+/// `groups` is what it answers to `groups_publishes`.
 struct Slow {
     inner: Arc<MemoryBroker>,
     calls: std::sync::atomic::AtomicUsize,
+    batches: std::sync::atomic::AtomicUsize,
+    groups: bool,
+}
+
+impl Slow {
+    fn new(inner: Arc<MemoryBroker>, groups: bool) -> Self {
+        Self {
+            inner,
+            calls: 0.into(),
+            batches: 0.into(),
+            groups,
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -336,27 +350,24 @@ impl stream_core::EventPublisher for Slow {
         events: &[stream_core::Event],
     ) -> Result<Vec<stream_core::EventId>, stream_core::PublishError> {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.batches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         self.inner.publish_batch(events).await
     }
+    fn groups_publishes(&self) -> bool {
+        self.groups
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_emits_on_one_emitter_share_publish_calls() {
-    let broker = Arc::new(MemoryBroker::default());
-    let slow = Arc::new(Slow {
-        inner: broker.clone(),
-        calls: 0.into(),
-    });
-    let ctx = StreamContext::builder().build();
-    let channel = ctx.channel_id().clone();
-    let em = Arc::new(ctx.bind(slow.clone()).with_heartbeat(None));
-    let tasks: Vec<_> = (0..8)
+/// Emits `each` events from each of `tasks` concurrent tasks on one emitter; checks that each
+/// task's ids grow, and returns them all.
+async fn emit_from_tasks(em: &Arc<stream_core::Emitter>, tasks: usize, each: usize) -> Vec<stream_core::EventId> {
+    let tasks: Vec<_> = (0..tasks)
         .map(|task| {
             let em = em.clone();
             tokio::spawn(async move {
                 let mut ids = Vec::new();
-                for n in 0..20 {
+                for n in 0..each {
                     let payload = json!({"task": task, "n": n}).as_object().unwrap().clone();
                     ids.push(em.data(payload).await.unwrap());
                 }
@@ -373,6 +384,17 @@ async fn concurrent_emits_on_one_emitter_share_publish_calls() {
         );
         all.extend(ids);
     }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_emits_on_one_emitter_share_publish_calls() {
+    let broker = Arc::new(MemoryBroker::default());
+    let slow = Arc::new(Slow::new(broker.clone(), false));
+    let ctx = StreamContext::builder().build();
+    let channel = ctx.channel_id().clone();
+    let em = Arc::new(ctx.bind(slow.clone()).with_heartbeat(None));
+    let mut all = emit_from_tasks(&em, 8, 20).await;
     let calls = slow.calls.load(std::sync::atomic::Ordering::SeqCst);
     assert!(calls < 160 / 2, "160 emits went out in {calls} publish calls");
     all.sort();
@@ -387,11 +409,25 @@ async fn concurrent_emits_on_one_emitter_share_publish_calls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emitter_hands_each_event_to_a_publisher_that_groups_them_itself() {
+    let grouping = Arc::new(Slow::new(Arc::new(MemoryBroker::default()), true));
+    // Through the archive wrapper too: it says what the publisher it wraps says.
+    let store = Arc::new(stream_core::memory::MemoryEventStore::default());
+    let publisher = Arc::new(stream_core::PersistingPublisher::new(grouping.clone(), store));
+    assert!(stream_core::EventPublisher::groups_publishes(&publisher));
+    let em = Arc::new(StreamContext::builder().build().bind(publisher).with_heartbeat(None));
+    emit_from_tasks(&em, 8, 10).await;
+    let count = |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        (count(&grouping.calls), count(&grouping.batches)),
+        (80, 0),
+        "every emit went straight to publish, none through the emitter's own batching"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emit_queued_behind_a_dropped_publishing_task_takes_the_lead_instead_of_waiting() {
-    let slow = Arc::new(Slow {
-        inner: Arc::new(MemoryBroker::default()),
-        calls: 0.into(),
-    });
+    let slow = Arc::new(Slow::new(Arc::new(MemoryBroker::default()), false));
     let em = Arc::new(StreamContext::builder().build().bind(slow).with_heartbeat(None));
     // The first emit publishes (20 ms); the second queues behind it.
     let first = {

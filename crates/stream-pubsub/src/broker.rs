@@ -437,6 +437,11 @@ impl EventPublisher for RedisBroker {
         self.inner.publish(events).await
     }
 
+    /// Yes: overlapping publishes of one channel in this process share a script call.
+    fn groups_publishes(&self) -> bool {
+        true
+    }
+
     /// One `EVALSHA` round trip: records the request for the history TTL, unless the channel's
     /// `done` is known (one script, so a cancel and a `done` never both win).
     async fn request_cancel(&self, channel: &ChannelId) -> Result<CancelOutcome, PublishError> {
