@@ -28,9 +28,10 @@ use stream_redis::{SharedConnection, evalsha, on_runtime};
 /// - **Publish** is one `EVALSHA` round trip per call (and per [`publish_batch`]): the script, run
 ///   under the channel's hash tag, gives each event the channel's next id (the server's time and
 ///   the channel's sequence number, see [`EventId`]), appends the call's events to the channel's
-///   history stream as one entry (`XADD`, entry id `<epoch>-<last seq>`; trimmed by sequence
-///   number to `history_max_len`), publishes them as one message (`PUBLISH`, or `SPUBLISH` on a
-///   cluster), renews the history and owner TTLs now and then, and records the first `done` id;
+///   history stream as one entry per chunk of up to 64 (`XADD`, entry id `<epoch>-<last seq>`;
+///   trimmed by sequence number to `history_max_len`), publishes each chunk as one message
+///   (`PUBLISH`, or `SPUBLISH` on a cluster; the events travel as the publisher serialized them,
+///   the ids beside them, see `docs/pubsub.md`), renews the history and owner TTLs now and then, and records the first `done` id;
 ///   it returns the ids. Overlapping publishes of one channel in this process share a call. So
 ///   the channel's order is the order in which Redis ran the scripts, whoever published, from any
 ///   process or host. A publish whose reply did not come (a timeout,
