@@ -210,6 +210,18 @@ impl Inner {
             }
         }
         let mut ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
+        // One channel (the usual case): no join, no moving of the call's future into a list.
+        if let [(channel, members)] = groups.as_slice() {
+            let prepared = members.iter().map(|&i| Prepared::new(&events[i])).collect();
+            let assigned = self
+                .commits
+                .submit(channel, prepared, |batch| self.publish_call(channel, batch))
+                .await?;
+            for (&index, id) in members.iter().zip(assigned) {
+                ids[index] = id;
+            }
+            return Ok(ids);
+        }
         let sends = groups.iter().map(|(channel, members)| {
             let prepared = members.iter().map(|&i| Prepared::new(&events[i])).collect();
             self.commits
