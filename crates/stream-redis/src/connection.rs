@@ -285,11 +285,21 @@ impl SharedConnection {
         let mut resend = Some(resend);
         let mut resent: Option<Cmd> = None;
         loop {
-            let (generation, mut conn) = match self.checkout().await {
+            // The cold paths (a pool checkout, a script load, a pause) are boxed: inline, they
+            // would make every command's future several KiB, held by each call in flight.
+            let kept = {
+                let kept = self.lock();
+                kept.conn.as_ref().map(|(conn, _)| (kept.generation, conn.clone()))
+            };
+            let checked_out = match kept {
+                Some(checked_out) => Ok(checked_out),
+                None => Box::pin(self.checkout()).await,
+            };
+            let (generation, mut conn) = match checked_out {
                 Ok(checked_out) => checked_out,
                 // Nothing was sent: Redis could not be reached.
                 Err(e) => {
-                    retry.pause(self, e).await?;
+                    Box::pin(retry.pause(self, e)).await?;
                     continue;
                 }
             };
@@ -314,9 +324,9 @@ impl SharedConnection {
                 && let Some(script) = script
             {
                 // The script did not run: the same form goes again, once it is loaded.
-                if let Err(e) = script.load_async(&mut conn).await {
+                if let Err(e) = Box::pin(script.load_async(&mut conn)).await {
                     self.discard(generation);
-                    retry.pause(self, e.into()).await?;
+                    Box::pin(retry.pause(self, e.into())).await?;
                 }
             } else if err.is_unrecoverable_error() || err.is_timeout() || err.is_connection_refusal() {
                 tracing::debug!(error = %err, "redis connection lost or silent; checking out a fresh one");
@@ -325,7 +335,7 @@ impl SharedConnection {
                 if let Some(resend) = resend.take() {
                     resent = Some(resend());
                 }
-                retry.pause(self, err.into()).await?;
+                Box::pin(retry.pause(self, err.into())).await?;
             } else {
                 return Err(err.into());
             }
