@@ -31,8 +31,8 @@ use stream_redis::{SharedConnection, evalsha, on_runtime};
 ///   history stream as one entry per chunk of up to 64 (`XADD`, entry id `<epoch>-<last seq>`;
 ///   trimmed by sequence number to `history_max_len`), publishes each chunk as one message
 ///   (`PUBLISH`, or `SPUBLISH` on a cluster; the events travel as the publisher serialized them,
-///   the ids beside them, see `docs/pubsub.md`), renews the history and owner TTLs now and then, and records the first `done` id;
-///   it returns the ids. Overlapping publishes of one channel in this process share a call. So
+///   the ids beside them, see `docs/pubsub.md`), renews the history and owner TTLs now and
+///   then, and records the first `done` id; it returns the ids. Overlapping publishes of one channel in this process share a call. So
 ///   the channel's order is the order in which Redis ran the scripts, whoever published, from any
 ///   process or host. A publish whose reply did not come (a timeout,
 ///   a broken connection) is resent in a form that finds its first run by a token and returns
@@ -158,7 +158,10 @@ impl Inner {
             channel,
             suffix,
         };
-        let mut cmd = redis::Cmd::with_capacity(14 + 2 * events.len() / CHUNK, 512 * events.len());
+        let mut cmd = redis::Cmd::with_capacity(
+            15 + ACCEPT_SUFFIXES.len() + 2 * events.len().div_ceil(CHUNK),
+            512 * events.len(),
+        );
         cmd.arg("EVALSHA")
             .arg(self.scripts.publish.get_hash())
             .arg(ACCEPT_SUFFIXES.len());
@@ -210,33 +213,39 @@ impl Inner {
             }
         }
         let mut ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
-        // One channel (the usual case): no join, no moving of the call's future into a list. The
-        // call's future is boxed (made by the leader only): inline, it would make every submit's
-        // future as large as a whole Redis call's, copied on every publish (perf: 11% of the
-        // emit benchmark's CPU went to memcpy here).
-        if let [(channel, members)] = groups.as_slice() {
-            let prepared = members.iter().map(|&i| Prepared::new(&events[i])).collect();
-            let assigned = self
-                .commits
-                .submit(channel, prepared, |batch| Box::pin(self.publish_call(channel, batch)))
-                .await?;
-            for (&index, id) in members.iter().zip(assigned) {
-                ids[index] = id;
+        let replies = match groups.as_slice() {
+            // One channel (the usual case): no join over a list of futures.
+            [(channel, members)] => vec![self.send_group(events, channel, members).await?],
+            _ => {
+                let sends = groups
+                    .iter()
+                    .map(|(channel, members)| self.send_group(events, channel, members));
+                futures_util::future::try_join_all(sends).await?
             }
-            return Ok(ids);
-        }
-        let sends = groups.iter().map(|(channel, members)| {
-            let prepared = members.iter().map(|&i| Prepared::new(&events[i])).collect();
-            self.commits
-                .submit(channel, prepared, |batch| Box::pin(self.publish_call(channel, batch)))
-        });
-        let replies = futures_util::future::try_join_all(sends).await?;
+        };
         for ((_, members), assigned) in groups.iter().zip(replies) {
             for (&index, id) in members.iter().zip(assigned) {
                 ids[index] = id;
             }
         }
         Ok(ids)
+    }
+
+    /// Publishes the `members` of `events` (all of `channel`) through the channel's group commit:
+    /// their ids. Each event is serialized here, by its publisher's task.
+    async fn send_group(
+        self: &Arc<Self>,
+        events: &[Event],
+        channel: &ChannelId,
+        members: &[usize],
+    ) -> Result<Vec<EventId>, PublishError> {
+        let prepared = members.iter().map(|&i| Prepared::new(&events[i])).collect();
+        // The call's future is boxed (made by the leader only): inline, it would make every
+        // submit's future as large as a whole Redis call's, copied on every publish (perf: 11% of
+        // the emit benchmark's CPU went to memcpy here).
+        self.commits
+            .submit(channel, prepared, |batch| Box::pin(self.publish_call(channel, batch)))
+            .await
     }
 
     /// One publish script call for one channel's `events`: their ids.

@@ -64,9 +64,10 @@ fn header(head: &[u8]) -> Option<(u64, u64)> {
 
 /// An event's whole JSON: `{"id":"<id>` and its JSON after the id.
 fn whole(id: EventId, tail: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
     let mut json = Vec::with_capacity(33 + tail.len());
-    json.extend_from_slice(b"{\"id\":\"");
-    json.extend_from_slice(id.to_string().as_bytes());
+    // Writing into a `Vec` cannot fail.
+    let _ = write!(json, "{{\"id\":\"{id}");
     json.extend_from_slice(tail);
     json
 }
