@@ -289,7 +289,7 @@ mod tests {
     }
 
     #[test]
-    fn a_message_of_several_events_is_split_without_a_copy() {
+    fn a_message_of_the_earlier_form_is_split_without_a_copy() {
         let (fanout, _hub) = fanout(8);
         let (sub, _) = fanout.register("ch");
         let joined = format!("{}\n{}", event(1).to_json(), event(2).to_json());
@@ -305,6 +305,36 @@ mod tests {
             (next(&sub), next(&sub), next(&sub)),
             (Got::Event(1), Got::Event(2), Got::Nothing)
         );
+    }
+
+    #[test]
+    fn a_chunk_message_gives_each_subscriber_the_events_with_the_brokers_ids() {
+        let (fanout, _hub) = fanout(8);
+        let (a, _) = fanout.register("ch");
+        let (b, _) = fanout.register("ch");
+        // As the publish script sends a chunk: `<ms>:<first seq>`, then each event's JSON after
+        // its id, one per line.
+        let mut message = b"1700000000000:7".to_vec();
+        for n in [1, 2] {
+            message.push(b'\n');
+            message.extend_from_slice(&event(n).to_json().as_bytes()[33..]);
+        }
+        let push = PushInfo {
+            kind: PushKind::Message,
+            data: vec![Value::BulkString(b"ch".to_vec()), Value::BulkString(message)],
+        };
+        fanout.on_push(fanout.generation(), push);
+        let take = |sub: &Registration| match sub.queue().try_recv() {
+            Poll::Ready(Some(Live::Event(e))) => e,
+            other => panic!("an event, not {other:?}"),
+        };
+        for n in [1, 2] {
+            let (x, y) = (take(&a), take(&b));
+            let id = stream_core::EventId::from_parts(1_700_000_000_000, 6 + n);
+            assert_eq!((x.id(), x.event().payload["n"].as_u64()), (id, Some(n)));
+            assert_eq!(x.frame().as_ptr(), y.frame().as_ptr(), "one frame, shared");
+        }
+        assert_eq!((next(&a), next(&b)), (Got::Nothing, Got::Nothing));
     }
 
     #[test]
