@@ -477,8 +477,9 @@ impl Emitter {
     /// Renews the channel's owner record with each heartbeat and with `done`, so that a registry
     /// that lost it (a Redis restart without persistence) has it again within one heartbeat
     /// interval, or when the stream ends, and the owner can resume the channel. Without a
-    /// heartbeat ([`with_heartbeat(None)`](Self::with_heartbeat)) nothing is renewed. A producer that runs apart from the app that registered the channel (a
-    /// worker) sets this; see [`OwnerRecord`].
+    /// heartbeat ([`with_heartbeat(None)`](Self::with_heartbeat)) nothing is renewed. A producer
+    /// that runs apart from the app that registered the channel (a worker) sets this; see
+    /// [`OwnerRecord`].
     pub fn with_owner(mut self, owner: OwnerRecord) -> Self {
         self.owner = Some(owner);
         self

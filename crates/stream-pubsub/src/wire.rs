@@ -92,37 +92,36 @@ fn bad(what: &str) -> BoxError {
 /// The events of a pub/sub message, in order, each framed once here and shared by every local
 /// subscriber. A message of the earlier form (whole JSON lines) is sliced without a copy.
 pub(crate) fn message_events(payload: Bytes) -> Result<Vec<SharedEvent>, BoxError> {
+    // Where the events start, and the next one's id (none in the earlier form: it is inside).
+    let (start, mut next) = if payload.first() == Some(&b'{') {
+        (0, None)
+    } else {
+        let split = payload
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| bad("no header"))?;
+        (
+            split + 1,
+            Some(header(&payload[..split]).ok_or_else(|| bad("a bad header"))?),
+        )
+    };
     let mut events = Vec::with_capacity(1);
-    if payload.first() == Some(&b'{') {
-        let mut failed = None;
-        lines(&payload, |range| match SharedEvent::from_json(payload.slice(range)) {
-            Ok(event) => events.push(event),
-            Err(e) => failed = Some(e),
-        });
-        return match failed {
-            Some(e) => Err(e.into()),
-            None => Ok(events),
-        };
-    }
-    let split = payload
-        .iter()
-        .position(|&b| b == b'\n')
-        .ok_or_else(|| bad("no header"))?;
-    let (ms, first) = header(&payload[..split]).ok_or_else(|| bad("a bad header"))?;
     let mut failed = None;
-    let mut seq = first;
-    lines(&payload[split + 1..], |range| {
-        let tail = &payload[split + 1 + range.start..split + 1 + range.end];
-        match SharedEvent::from_json(whole(EventId::from_parts(ms, seq), tail).into()) {
+    lines(&payload[start..], |range| {
+        let range = start + range.start..start + range.end;
+        let json = match &mut next {
+            None => payload.slice(range),
+            Some((ms, seq)) => {
+                *seq += 1;
+                whole(EventId::from_parts(*ms, *seq - 1), &payload[range]).into()
+            }
+        };
+        match SharedEvent::from_json(json) {
             Ok(event) => events.push(event),
             Err(e) => failed = Some(e),
         }
-        seq += 1;
     });
-    match failed {
-        Some(e) => Err(e.into()),
-        None => Ok(events),
-    }
+    failed.map_or(Ok(events), |e| Err(e.into()))
 }
 
 /// The events of a history entry, in order, as their whole JSON: `head` is its `i` field (none
