@@ -1,11 +1,13 @@
 //! Group commit: concurrent publishes of one key (a channel) go out together.
 //!
-//! While one call of a key is under way, the items submitted meanwhile for that key queue, and
-//! the next call takes them all, in the order they were submitted. Nothing waits to fill a batch:
-//! a lone submit goes out at once, and a submit never waits longer than the call in flight. The
-//! [`Emitter`](crate::Emitter) uses it for one emitter's events; the Redis broker uses it per
-//! channel, so that publishes from many routes or tasks to one channel (each with an emitter of
-//! its own) share a script call instead of paying one each.
+//! While a call of a key is under way, the items submitted meanwhile for that key queue, and the
+//! next call takes them all, in the order they were submitted. Nothing waits to fill a batch: a
+//! lone submit goes out at once, and a submit never waits longer than a call in flight. The
+//! [`Emitter`](crate::Emitter) uses it for one emitter's events, one call at a time; the Redis
+//! broker uses it per channel, with two calls under way at once
+//! ([`GroupCommit::with_depth`]), so that publishes from many routes or tasks to one channel (each
+//! with an emitter of its own) share a script call instead of paying one each, and the next call
+//! is on its way while Redis runs the one before.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -29,24 +31,30 @@ struct Queue<T> {
     items: Vec<T>,
     /// Each queued submitter's item count, and where its turn goes, in the order of `items`.
     waiters: Vec<(usize, oneshot::Sender<Turn>)>,
+    /// The calls of the key under way, counting a lead handed on and not yet taken.
+    leading: usize,
+    /// Whether a waiter was given the lead and has not taken the queue yet: its items head the
+    /// queue, so no one else may take them meanwhile.
+    handed: bool,
 }
 
 /// Per-key group commit (see the [module](self) docs).
 pub struct GroupCommit<K, T> {
     queues: Mutex<HashMap<K, Queue<T>>>,
+    depth: usize,
 }
 
 impl<K, T> Default for GroupCommit<K, T> {
     fn default() -> Self {
-        Self {
-            queues: Mutex::new(HashMap::new()),
-        }
+        Self::with_depth(1)
     }
 }
 
 impl<K, T> std::fmt::Debug for GroupCommit<K, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupCommit").finish_non_exhaustive()
+        f.debug_struct("GroupCommit")
+            .field("depth", &self.depth)
+            .finish_non_exhaustive()
     }
 }
 
@@ -61,7 +69,11 @@ struct Leading<'a, K: Hash + Eq, T> {
 
 impl<K: Hash + Eq, T> Drop for Leading<'_, K, T> {
     fn drop(&mut self) {
-        hand_on(&mut self.commit.lock(), self.key);
+        let mut queues = self.commit.lock();
+        if let Some(queue) = queues.get_mut(self.key) {
+            queue.leading -= 1;
+        }
+        self.commit.hand_on(&mut queues, self.key);
     }
 }
 
@@ -81,32 +93,55 @@ impl<K: Hash + Eq, T> Drop for Waiting<'_, K, T> {
             let mut queues = self.commit.lock();
             if let Some(queue) = queues.get_mut(self.key) {
                 queue.items.drain(..self.count.min(queue.items.len()));
+                queue.leading -= 1;
+                queue.handed = false;
             }
-            hand_on(&mut queues, self.key);
+            self.commit.hand_on(&mut queues, self.key);
         }
     }
-}
-
-/// Gives the lead of `key` to its first waiting submitter that is still there (whose items head
-/// the queue); the items of those gone are dropped. Removes the queue when no one waits (every
-/// queued item belongs to a waiter).
-fn hand_on<K: Hash + Eq, T>(queues: &mut HashMap<K, Queue<T>>, key: &K) {
-    let Some(queue) = queues.get_mut(key) else {
-        return;
-    };
-    while !queue.waiters.is_empty() {
-        let (count, waiter) = queue.waiters.remove(0);
-        if waiter.send(Turn::Lead).is_ok() {
-            return;
-        }
-        queue.items.drain(..count.min(queue.items.len()));
-    }
-    queues.remove(key);
 }
 
 impl<K, T> GroupCommit<K, T> {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Queue<T>>> {
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A group commit with up to `depth` calls of one key under way at once (at least 1).
+    ///
+    /// With a depth of 1, a key's calls run one after the other, in the order their items were
+    /// submitted. With more, a submit that finds fewer than `depth` calls under way and nothing
+    /// queued goes out at once in a call of its own, and the backend may carry out calls under way
+    /// together in any order: use it only where items submitted concurrently need no order among
+    /// them (a submitter's own items still go out together, in order, in one call).
+    pub fn with_depth(depth: usize) -> Self {
+        Self {
+            queues: Mutex::new(HashMap::new()),
+            depth: depth.max(1),
+        }
+    }
+
+    /// Gives the lead of `key`, if the key has a call to spare and no lead is waiting to be taken,
+    /// to its first waiting submitter that is still there (whose items head the queue); the items
+    /// of those gone are dropped. Removes the queue when nothing is under way or queued.
+    fn hand_on(&self, queues: &mut HashMap<K, Queue<T>>, key: &K)
+    where
+        K: Hash + Eq,
+    {
+        let Some(queue) = queues.get_mut(key) else {
+            return;
+        };
+        while queue.leading < self.depth && !queue.handed && !queue.waiters.is_empty() {
+            let (count, waiter) = queue.waiters.remove(0);
+            if waiter.send(Turn::Lead).is_ok() {
+                queue.leading += 1;
+                queue.handed = true;
+                return;
+            }
+            queue.items.drain(..count.min(queue.items.len()));
+        }
+        if queue.leading == 0 && queue.waiters.is_empty() {
+            queues.remove(key);
+        }
     }
 }
 
@@ -119,7 +154,7 @@ fn shared_error(e: &PublishError) -> PublishError {
 }
 
 impl<K: Hash + Eq + Clone, T> GroupCommit<K, T> {
-    /// An empty group commit.
+    /// An empty group commit, one call of a key at a time.
     pub fn new() -> Self {
         Self::default()
     }
@@ -141,59 +176,78 @@ impl<K: Hash + Eq + Clone, T> GroupCommit<K, T> {
         if count == 0 {
             return Ok(Vec::new());
         }
-        let turn = {
+        // `Ok`: this submit leads a call of its own items at once; `Err`: it queues.
+        let start = {
             let mut queues = self.lock();
             match queues.get_mut(key) {
+                // A call to spare and nothing queued.
+                Some(queue) if queue.leading < self.depth && queue.items.is_empty() => {
+                    queue.leading += 1;
+                    Ok(items)
+                }
                 Some(queue) => {
                     let (waiter, turn) = oneshot::channel();
                     queue.items.extend(items);
                     queue.waiters.push((count, waiter));
-                    Some(turn)
+                    Err(turn)
                 }
                 None => {
                     queues.insert(
                         key.clone(),
                         Queue {
-                            items,
+                            items: Vec::new(),
                             waiters: Vec::new(),
+                            leading: 1,
+                            handed: false,
                         },
                     );
-                    None
+                    Ok(items)
                 }
             }
         };
-        if let Some(turn) = turn {
-            let mut waiting = Waiting {
-                commit: self,
-                key,
-                count,
-                turn,
-            };
-            match (&mut waiting.turn).await {
-                Ok(Turn::Done(published)) => return published,
-                Ok(Turn::Lead) => {}
-                // The leading task was dropped with our items in its call: they may or may not
-                // be out.
-                Err(_) => return Err(PublishError::Closed),
+        let (items, waiters) = match start {
+            Ok(items) => (items, Vec::new()),
+            Err(turn) => {
+                let mut waiting = Waiting {
+                    commit: self,
+                    key,
+                    count,
+                    turn,
+                };
+                match (&mut waiting.turn).await {
+                    Ok(Turn::Done(published)) => return published,
+                    Ok(Turn::Lead) => {}
+                    // The leading task was dropped with our items in its call: they may or may
+                    // not be out.
+                    Err(_) => return Err(PublishError::Closed),
+                }
+                // Our items head the queue: take it all.
+                let mut queues = self.lock();
+                let Some(queue) = queues.get_mut(key) else {
+                    return Err(PublishError::Closed);
+                };
+                queue.handed = false;
+                (std::mem::take(&mut queue.items), std::mem::take(&mut queue.waiters))
             }
-        }
-        self.lead(key, count, call).await
+        };
+        self.lead(key, count, items, waiters, call).await
     }
 
-    /// Publishes the key's queue, whose first `own` items are the leader's, and returns their
-    /// ids; then hands the lead on ([`Leading`]), or removes the queue when nothing waits.
-    async fn lead<F, Fut>(&self, key: &K, own: usize, call: F) -> Published
+    /// Publishes `items`, whose first `own` are the leader's and the rest those of `waiters`, and
+    /// returns the leader's ids; then hands the lead on ([`Leading`]), or removes the queue when
+    /// nothing waits.
+    async fn lead<F, Fut>(
+        &self,
+        key: &K,
+        own: usize,
+        items: Vec<T>,
+        waiters: Vec<(usize, oneshot::Sender<Turn>)>,
+        call: F,
+    ) -> Published
     where
         F: FnOnce(Vec<T>) -> Fut,
         Fut: Future<Output = Published>,
     {
-        let (items, waiters) = {
-            let mut queues = self.lock();
-            let Some(queue) = queues.get_mut(key) else {
-                return Err(PublishError::Closed);
-            };
-            (std::mem::take(&mut queue.items), std::mem::take(&mut queue.waiters))
-        };
         let duty = Leading { commit: self, key };
         let published = call(items).await;
         let mine = match published {
@@ -276,6 +330,128 @@ mod tests {
         assert_eq!(all.len(), 128, "every item has an id of its own");
         assert!(backend.calls.load(Ordering::SeqCst) < 64, "submits were batched");
         assert!(commit.lock().is_empty(), "an idle key leaves nothing behind");
+    }
+
+    /// A backend that numbers items in call order, slowly, and records how many calls were under
+    /// way at once.
+    #[derive(Default)]
+    struct Overlapping {
+        next: AtomicU64,
+        running: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    impl Overlapping {
+        async fn call(&self, items: Vec<u32>) -> Result<Vec<EventId>, PublishError> {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            Ok(items
+                .iter()
+                .map(|_| EventId::from_parts(1, self.next.fetch_add(1, Ordering::SeqCst) + 1))
+                .collect())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_depth_bounds_the_calls_under_way_and_every_item_gets_its_id() {
+        for depth in [1, 2, 3] {
+            let commit = Arc::new(GroupCommit::<&str, u32>::with_depth(depth));
+            let backend = Arc::new(Overlapping::default());
+            let tasks: Vec<_> = (0..64u32)
+                .map(|i| {
+                    let (commit, backend) = (commit.clone(), backend.clone());
+                    tokio::spawn(async move {
+                        let mut ids = Vec::new();
+                        for round in 0..20u32 {
+                            let items = vec![i * 1000 + round; 1 + (round % 3) as usize];
+                            let got = commit
+                                .submit(&"ch", items, |items| {
+                                    let backend = backend.clone();
+                                    async move { backend.call(items).await }
+                                })
+                                .await
+                                .unwrap();
+                            // A submitter's items stay together and in order, in one call.
+                            for pair in got.windows(2) {
+                                assert_eq!(pair[1].sequence(), pair[0].sequence().map(|s| s + 1));
+                            }
+                            ids.extend(got);
+                        }
+                        ids
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for task in tasks {
+                all.extend(task.await.unwrap());
+            }
+            let count = all.len();
+            all.sort();
+            all.dedup();
+            assert_eq!(all.len(), count, "depth {depth}: every item has an id of its own");
+            let submitted: usize = (0..20).map(|round| 1 + round % 3).sum::<usize>() * 64;
+            assert_eq!(count, submitted, "depth {depth}: every item answered");
+            let most = backend.most.load(Ordering::SeqCst);
+            assert!(most <= depth, "depth {depth}: {most} calls were under way at once");
+            if depth > 1 {
+                assert!(most > 1, "depth {depth}: calls overlapped");
+            }
+            assert!(
+                commit.lock().is_empty(),
+                "depth {depth}: an idle key leaves nothing behind"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn submitters_that_go_away_at_any_point_never_stall_a_key() {
+        for depth in [1, 2, 3] {
+            let commit = Arc::new(GroupCommit::<u8, u32>::with_depth(depth));
+            let backend = Arc::new(Overlapping::default());
+            let mut stay = Vec::new();
+            let mut go = Vec::new();
+            for i in 0..200u32 {
+                let (commit, backend) = (commit.clone(), backend.clone());
+                let task = tokio::spawn(async move {
+                    commit
+                        .submit(&1, vec![i], |items| async move { backend.call(items).await })
+                        .await
+                });
+                if i % 3 == 0 {
+                    go.push(task)
+                } else {
+                    stay.push(task)
+                }
+                if i % 16 == 0 {
+                    tokio::time::sleep(Duration::from_micros(500)).await;
+                }
+                if i % 5 == 0
+                    && let Some(task) = go.pop()
+                {
+                    task.abort();
+                }
+            }
+            for task in go {
+                task.abort();
+            }
+            for task in stay {
+                let ids = tokio::time::timeout(Duration::from_secs(10), task)
+                    .await
+                    .expect("the key never stalls")
+                    .unwrap();
+                // A submitter whose call's leader went away hears `Closed`; the rest get an id.
+                assert!(matches!(ids.as_deref(), Ok([_]) | Err(PublishError::Closed)), "{ids:?}");
+            }
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while !commit.lock().is_empty() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("depth {depth}: an idle key leaves nothing behind"));
+        }
     }
 
     #[tokio::test]
