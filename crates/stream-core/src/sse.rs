@@ -260,8 +260,9 @@ type Refresh = Pin<Box<dyn Future<Output = Result<bool, LeaseError>> + Send>>;
 
 /// The pipeline: a hand-written stream. Its one timer serves the pings, the idle timeout and the
 /// lease refresh, and is re-armed only when it fires (an event moves the idle deadline, not the
-/// timer), so an event costs a poll of the events and one clock read: no timer, no `Notify`, no
-/// shutdown future is made or re-registered per frame.
+/// timer). The timer, the shutdown wait and the lease refresh are polled once per piece of the
+/// body, and the clocks read once, however many ready frames the piece joins: an event costs a
+/// poll of the events, and no timer, `Notify` or shutdown future is made or re-registered for it.
 struct Pipeline<S> {
     events: Pin<Box<S>>,
     ping_interval: Duration,
@@ -287,6 +288,10 @@ struct Pipeline<S> {
     producer_lost: bool,
     /// Event frames written.
     delivered: u64,
+    /// Whether the piece of the body being made has an event (which moves the idle deadline).
+    fresh: bool,
+    /// The wall clock in milliseconds, read once per piece of the body (for the latency metric).
+    wall_ms: Option<u64>,
     /// The metric handles, registered once per stream.
     metrics: StreamMetrics,
     /// The stream's span (channel, user, lease, resume point), entered when it closes.
@@ -311,13 +316,10 @@ impl StreamMetrics {
         }
     }
 
-    /// One event frame handed to the body: the publish→deliver latency from the id's time (the
-    /// broker's clock when it accepted the event).
-    fn delivered(&self, id: EventId) {
+    /// One event frame handed to the body at `now_ms` (the wall clock): the publish→deliver
+    /// latency from the id's time (the broker's clock when it accepted the event).
+    fn delivered(&self, id: EventId, now_ms: u64) {
         self.delivered.increment(1);
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         self.latency.record(now_ms.saturating_sub(id.unix_ms()) as f64 / 1000.0);
     }
 }
@@ -347,6 +349,13 @@ impl<S> Pipeline<S> {
             at = at.min(self.next_refresh);
         }
         at
+    }
+
+    /// Moves the idle deadline when the piece of the body just made had an event.
+    fn touch(&mut self) {
+        if std::mem::take(&mut self.fresh) {
+            self.idle_deadline = Instant::now() + self.max_idle;
+        }
     }
 
     fn retry_frame(&mut self) -> Option<Bytes> {
@@ -446,6 +455,17 @@ where
                 Some(Due::Ping) => return Poll::Ready(Some(ping_frame())),
                 None => {}
             }
+            return self.poll_event(cx);
+        }
+    }
+
+    /// The next event's frame, with none of the checks of [`poll_frame`](Self::poll_frame): for
+    /// the frames after the first of a piece of the body.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        loop {
+            if self.finished {
+                return Poll::Ready(None);
+            }
             match ready!(self.events.as_mut().poll_next(cx)) {
                 Some(Ok(event)) => {
                     if !self.cursor.admit(event.id(), event.kind()) {
@@ -455,9 +475,14 @@ where
                     let kind = event.kind();
                     let is_error = *kind == EventType::Error;
                     if !kind.is_control() {
-                        self.idle_deadline = Instant::now() + self.max_idle;
+                        self.fresh = true;
                         self.delivered += 1;
-                        self.metrics.delivered(event.id());
+                        let now_ms = *self.wall_ms.get_or_insert_with(|| {
+                            std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_millis() as u64)
+                        });
+                        self.metrics.delivered(event.id(), now_ms);
                     }
                     if self.cursor.is_ended() {
                         self.close(if self.producer_lost { "producer_lost" } else { "done" });
@@ -502,10 +527,42 @@ where
 {
     type Item = Result<Bytes, Infallible>;
 
+    /// The next frame, or, when several are ready at once (a subscriber that fell behind, a
+    /// replay), as many as are ready in one piece of up to [`COALESCE_BYTES`]: the server writes
+    /// them in one write, and the client reads them in one read. A lone frame is handed on as it
+    /// is (the shared bytes, not copied); nothing waits for a second.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.poll_frame(cx).map(|frame| frame.map(Ok))
+        let this = &mut *self;
+        this.wall_ms = None;
+        let first = this.poll_frame(cx);
+        let Poll::Ready(Some(first)) = first else {
+            this.touch();
+            return first.map(|frame| frame.map(Ok));
+        };
+        let mut batch: Option<bytes::BytesMut> = None;
+        let mut len = first.len();
+        while len < COALESCE_BYTES {
+            // Pending here has registered the waker, which only wakes the body early: harmless.
+            let Poll::Ready(Some(next)) = this.poll_event(cx) else {
+                break;
+            };
+            len += next.len();
+            batch
+                .get_or_insert_with(|| {
+                    let mut buf = bytes::BytesMut::with_capacity(COALESCE_BYTES.max(len));
+                    buf.extend_from_slice(&first);
+                    buf
+                })
+                .extend_from_slice(&next);
+        }
+        this.touch();
+        Poll::Ready(Some(Ok(batch.map_or(first, bytes::BytesMut::freeze))))
     }
 }
+
+/// The most bytes of ready frames that the pipeline joins into one piece of the body (a frame
+/// larger than this goes alone).
+pub const COALESCE_BYTES: usize = 16 * 1024;
 
 /// Runs the pipeline over `events`, which may be a [`Subscription`](crate::Subscription) or any
 /// stream (a direct LLM token generator, say). Needs a tokio runtime with timers.
@@ -566,6 +623,8 @@ where
         close: None,
         producer_lost: false,
         delivered: 0,
+        fresh: false,
+        wall_ms: None,
         metrics: StreamMetrics::open(),
         span,
     };

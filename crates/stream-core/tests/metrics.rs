@@ -66,12 +66,12 @@ fn body(reply: SseReply) -> SseBody {
 }
 
 /// Reads a body to its end; returns the frames.
-async fn drain(mut body: SseBody) -> Vec<String> {
-    let mut frames = Vec::new();
-    while let Some(Ok(frame)) = body.next().await {
-        frames.push(String::from_utf8(frame.to_vec()).unwrap());
-    }
-    frames
+/// The body's frames, each ending with its blank line.
+async fn drain(body: SseBody) -> Vec<String> {
+    stream_core::conformance::frames(body)
+        .map(|frame| String::from_utf8(frame.to_vec()).unwrap())
+        .collect()
+        .await
 }
 
 async fn publish(streaming: &Streaming, channel: &ChannelId, n: usize) -> Vec<EventId> {

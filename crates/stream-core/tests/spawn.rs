@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
-use stream_core::sse::{SseBody, SseReply, SseResponse};
+use stream_core::sse::{SseReply, SseResponse};
 use stream_core::{
     CancelOutcome, ChannelId, Emitter, EventPublisher, EventSubscriber, EventType, SharedEvent, StreamContext,
     StreamLeaseConfig, Streaming, UserId,
@@ -24,17 +24,20 @@ fn streaming(limit: usize) -> Streaming {
     )
 }
 
-fn body(reply: SseReply) -> SseBody {
+/// A body's frames, one whole frame per item.
+type Frames = std::pin::Pin<Box<dyn futures_util::Stream<Item = bytes::Bytes> + Send>>;
+
+fn body(reply: SseReply) -> Frames {
     match reply {
-        SseReply::Stream(body) => body,
+        SseReply::Stream(body) => Box::pin(stream_core::conformance::frames(body)),
         SseReply::Finished => panic!("expected a stream"),
     }
 }
 
 /// The JSON of the next event frame of `body` (pings skipped).
-async fn next_json(body: &mut SseBody) -> Value {
+async fn next_json(body: &mut Frames) -> Value {
     loop {
-        let frame = body.next().await.expect("a frame").unwrap();
+        let frame = body.next().await.expect("a frame");
         let text = std::str::from_utf8(&frame).unwrap();
         let data: String = text
             .lines()
@@ -131,7 +134,7 @@ async fn a_spawned_producer_outlives_its_client_and_a_resume_gets_the_rest() {
     );
     let frames: Vec<Value> = resumed
         .filter_map(|f| async move {
-            let text = String::from_utf8(f.unwrap().to_vec()).unwrap();
+            let text = String::from_utf8(f.to_vec()).unwrap();
             text.strip_prefix("id: ").map(|_| {
                 let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
                 serde_json::from_str(data).unwrap()

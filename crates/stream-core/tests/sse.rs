@@ -165,6 +165,53 @@ async fn drops_events_at_or_before_last_event_id() {
     assert_eq!(ids, [events[2].id.to_string(), events[3].id.to_string()]);
 }
 
+/// Frames that are ready together go out as one piece of the body (one write, one read), up to
+/// `COALESCE_BYTES`; a lone frame goes as it is, and nothing waits to fill a piece.
+#[tokio::test(start_paused = true)]
+async fn ready_frames_go_out_together_and_a_lone_frame_alone() {
+    let ch = channel();
+    let burst: Vec<Event> = (0..400).map(|n| log(&ch, &format!("event {n}"))).collect();
+    let frame_len = sse::encode_event(&burst[0]).len();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    for event in &burst {
+        tx.send(event.clone()).unwrap();
+    }
+    let source = tokio_stream_from(rx);
+    let mut body = sse::sse_stream(source, opts());
+
+    // The burst: pieces of several frames, none much over the bound, every frame whole and in order.
+    let mut text = String::new();
+    let mut pieces = 0;
+    while text.matches("\n\n").count() < burst.len() {
+        let piece = body.next().await.unwrap().unwrap();
+        assert!(
+            piece.len() < sse::COALESCE_BYTES + frame_len + 32,
+            "{} bytes",
+            piece.len()
+        );
+        assert!(piece.ends_with(b"\n\n"), "a piece ends with a whole frame");
+        text.push_str(std::str::from_utf8(&piece).unwrap());
+        pieces += 1;
+    }
+    let ids: Vec<String> = parse(&text).iter().map(|f| f[0].1.clone()).collect();
+    let sent: Vec<String> = burst.iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(ids, sent);
+    // (A piece may also end early when the task's cooperative budget runs out.)
+    assert!(pieces <= burst.len() / 20, "{pieces} pieces for {} frames", burst.len());
+
+    // Then a lone event: its frame alone, at once.
+    let lone = log(&ch, "lone");
+    tx.send(lone.clone()).unwrap();
+    let piece = body.next().await.unwrap().unwrap();
+    assert_eq!(piece, sse::encode_event(&lone));
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+) -> impl futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok)))
+}
+
 #[tokio::test(start_paused = true)]
 async fn pings_without_ids_while_idle_then_closes_at_the_idle_timeout() {
     let options = SseOptions {

@@ -27,3 +27,28 @@ pub fn unique_channel(prefix: &str) -> ChannelId {
 pub fn unique_user(prefix: &str) -> UserId {
     UserId::new(format!("{prefix}-{}", ulid::Ulid::new())).expect("valid user id")
 }
+
+/// An SSE body read frame by frame: each item is one whole frame, ending with its blank line.
+/// The pipeline hands over the frames that are ready together in one piece of the body
+/// ([`COALESCE_BYTES`](crate::sse::COALESCE_BYTES)), so a piece is not a frame.
+pub fn frames(body: crate::sse::SseBody) -> impl futures_core::Stream<Item = bytes::Bytes> + Send {
+    use futures_util::StreamExt;
+    futures_util::stream::unfold((body, bytes::BytesMut::new()), |(mut body, mut buf)| async move {
+        loop {
+            if let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+                let frame = buf.split_to(end + 2).freeze();
+                return Some((frame, (body, buf)));
+            }
+            match body.next().await {
+                Some(Ok(piece)) => buf.extend_from_slice(&piece),
+                // A body that ends mid-frame: what is left, if anything.
+                None if !buf.is_empty() => {
+                    let rest = buf.split().freeze();
+                    return Some((rest, (body, buf)));
+                }
+                None => return None,
+                Some(Err(never)) => match never {},
+            }
+        }
+    })
+}
