@@ -547,16 +547,21 @@ fn goals(g: &Grouped<'_>) -> Vec<Goal> {
     goals
 }
 
-/// A goal on a scenario's p99: the project's below every peer's.
+/// A goal on a scenario's p99: the project's below every peer's. A run that delivered nothing
+/// has no latency (its p99 reads 0), so only runs with deliveries count; the project's own runs
+/// all count.
 fn p99_goal(g: &Grouped<'_>, scenario: &str, what: &str) -> Goal {
-    let p99 = |server: &str| {
-        g.load_spread(scenario, server, |l| l.latency.p99_us as f64)
-            .map(|s| s.median)
+    let p99 = |server: &str, delivered_only: bool| {
+        Spread::of(g.runs(scenario, server).iter().filter_map(|r| match &r.measurement {
+            Measurement::Load(l) if !delivered_only || l.latency.count > 0 => Some(l.latency.p99_us as f64),
+            _ => None,
+        }))
+        .map(|s| s.median)
     };
-    let ours = p99(PROJECT);
+    let ours = p99(PROJECT, false);
     let peers = PEERS
         .iter()
-        .filter_map(|p| p99(p))
+        .filter_map(|p| p99(p, true))
         .fold(None, |acc: Option<f64>, x| Some(acc.map_or(x, |a| a.min(x))));
     Goal {
         what: what.into(),

@@ -4,10 +4,10 @@
 //! next call takes them all, in the order they were submitted. Nothing waits to fill a batch: a
 //! lone submit goes out at once, and a submit never waits longer than a call in flight. The
 //! [`Emitter`](crate::Emitter) uses it for one emitter's events, one call at a time; the Redis
-//! broker uses it per channel, with two calls under way at once
+//! broker uses it per channel, with a second call under way once enough events wait
 //! ([`GroupCommit::with_depth`]), so that publishes from many routes or tasks to one channel (each
-//! with an emitter of its own) share a script call instead of paying one each, and the next call
-//! is on its way while Redis runs the one before.
+//! with an emitter of its own) share a script call instead of paying one each, and under a heavy
+//! load the next call is on its way while Redis runs the one before.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -42,11 +42,13 @@ struct Queue<T> {
 pub struct GroupCommit<K, T> {
     queues: Mutex<HashMap<K, Queue<T>>>,
     depth: usize,
+    /// The items that must be queued before a call starts beside one under way.
+    spill: usize,
 }
 
 impl<K, T> Default for GroupCommit<K, T> {
     fn default() -> Self {
-        Self::with_depth(1)
+        Self::with_depth(1, 1)
     }
 }
 
@@ -54,6 +56,7 @@ impl<K, T> std::fmt::Debug for GroupCommit<K, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GroupCommit")
             .field("depth", &self.depth)
+            .field("spill", &self.spill)
             .finish_non_exhaustive()
     }
 }
@@ -106,23 +109,29 @@ impl<K, T> GroupCommit<K, T> {
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A group commit with up to `depth` calls of one key under way at once (at least 1).
+    /// A group commit with up to `depth` calls of one key under way at once (at least 1); a call
+    /// beside one already under way starts only once `spill` items (at least 1) are queued for it.
     ///
     /// With a depth of 1, a key's calls run one after the other, in the order their items were
-    /// submitted. With more, a submit that finds fewer than `depth` calls under way and nothing
-    /// queued goes out at once in a call of its own, and the backend may carry out calls under way
-    /// together in any order: use it only where items submitted concurrently need no order among
-    /// them (a submitter's own items still go out together, in order, in one call).
-    pub fn with_depth(depth: usize) -> Self {
+    /// submitted. With more, the queue goes out in a call of its own as soon as it holds `spill`
+    /// items while fewer than `depth` calls are under way (the next call is on its way while the
+    /// backend runs the one before), and the backend may carry out calls under way together in
+    /// any order: use it only where items submitted concurrently need no order among them (a
+    /// submitter's own items still go out together, in order, in one call). Below `spill`, items
+    /// wait for a call to end and go out together: under a light load or a CPU-bound one, no more
+    /// calls are made than with a depth of 1.
+    pub fn with_depth(depth: usize, spill: usize) -> Self {
         Self {
             queues: Mutex::new(HashMap::new()),
             depth: depth.max(1),
+            spill: spill.max(1),
         }
     }
 
-    /// Gives the lead of `key`, if the key has a call to spare and no lead is waiting to be taken,
-    /// to its first waiting submitter that is still there (whose items head the queue); the items
-    /// of those gone are dropped. Removes the queue when nothing is under way or queued.
+    /// Gives the lead of `key`, if the key has a call to spare (and, beside a call under way, at
+    /// least `spill` items queued) and no lead is waiting to be taken, to its first waiting
+    /// submitter that is still there (whose items head the queue); the items of those gone are
+    /// dropped. Removes the queue when nothing is under way or queued.
     fn hand_on(&self, queues: &mut HashMap<K, Queue<T>>, key: &K)
     where
         K: Hash + Eq,
@@ -130,7 +139,11 @@ impl<K, T> GroupCommit<K, T> {
         let Some(queue) = queues.get_mut(key) else {
             return;
         };
-        while queue.leading < self.depth && !queue.handed && !queue.waiters.is_empty() {
+        while queue.leading < self.depth
+            && !queue.handed
+            && !queue.waiters.is_empty()
+            && (queue.leading == 0 || queue.items.len() >= self.spill)
+        {
             let (count, waiter) = queue.waiters.remove(0);
             if waiter.send(Turn::Lead).is_ok() {
                 queue.leading += 1;
@@ -180,8 +193,13 @@ impl<K: Hash + Eq + Clone, T> GroupCommit<K, T> {
         let start = {
             let mut queues = self.lock();
             match queues.get_mut(key) {
-                // A call to spare and nothing queued.
-                Some(queue) if queue.leading < self.depth && queue.items.is_empty() => {
+                // A call to spare, nothing queued, and enough items to start one beside those
+                // under way.
+                Some(queue)
+                    if queue.leading < self.depth
+                        && queue.items.is_empty()
+                        && (queue.leading == 0 || count >= self.spill) =>
+                {
                     queue.leading += 1;
                     Ok(items)
                 }
@@ -189,6 +207,8 @@ impl<K: Hash + Eq + Clone, T> GroupCommit<K, T> {
                     let (waiter, turn) = oneshot::channel();
                     queue.items.extend(items);
                     queue.waiters.push((count, waiter));
+                    // The queue may now be long enough for a call of its own.
+                    self.hand_on(&mut queues, key);
                     Err(turn)
                 }
                 None => {
@@ -356,8 +376,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_depth_bounds_the_calls_under_way_and_every_item_gets_its_id() {
-        for depth in [1, 2, 3] {
-            let commit = Arc::new(GroupCommit::<&str, u32>::with_depth(depth));
+        for (depth, spill) in [(1, 1), (2, 1), (2, 8), (3, 4)] {
+            let commit = Arc::new(GroupCommit::<&str, u32>::with_depth(depth, spill));
             let backend = Arc::new(Overlapping::default());
             let tasks: Vec<_> = (0..64u32)
                 .map(|i| {
@@ -407,8 +427,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn submitters_that_go_away_at_any_point_never_stall_a_key() {
-        for depth in [1, 2, 3] {
-            let commit = Arc::new(GroupCommit::<u8, u32>::with_depth(depth));
+        for (depth, spill) in [(1, 1), (2, 1), (2, 8), (3, 4)] {
+            let commit = Arc::new(GroupCommit::<u8, u32>::with_depth(depth, spill));
             let backend = Arc::new(Overlapping::default());
             let mut stay = Vec::new();
             let mut go = Vec::new();

@@ -51,7 +51,8 @@ pub const LAST_EVENT_ID_HEADER: &str = "last-event-id";
 /// a first connection).
 pub const LAST_EVENT_ID_QUERY: &str = "last_event_id";
 
-/// The body of an SSE response: frames as bytes. It never fails; errors become frames.
+/// The body of an SSE response: frames as bytes, each item one frame or several whole frames that
+/// were ready together (see [`COALESCE_BYTES`]). It never fails; errors become frames.
 pub type SseBody = Pin<Box<dyn Stream<Item = Result<Bytes, Infallible>> + Send + 'static>>;
 
 /// Appends one SSE field. For `data`, every line of `value` becomes its own `data:` line (the SSE

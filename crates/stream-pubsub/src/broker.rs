@@ -393,10 +393,17 @@ const CHUNK: usize = 64;
 /// The most publish calls of one channel under way at once ([`GroupCommit::with_depth`]): while
 /// Redis runs one, the next is already on its way, with the events published meanwhile. Their
 /// order is the order Redis runs them in, which is the order they were sent in unless one is
-/// resent after a lost connection; publishes that overlap have no order of their own. (Emit
-/// benchmark, 64 tasks on one channel: 1 → 121–127k events/s, 2 → 150–166k, 3 or 4 no more than
-/// 2, and each costs Redis more per event.)
+/// resent after a lost connection; publishes that overlap have no order of their own.
 pub(crate) const CALLS_PER_CHANNEL: usize = 2;
+
+/// The events that must be queued for a channel before a second call starts beside the one under
+/// way; fewer wait for it to end and go out together. A/B on this project's benchmarks (2 cores,
+/// Redis on loopback), medians of runs in one session:
+/// - 64 tasks emitting to one channel: one call at a time 119-127k events/s; a second call at once
+///   (a spill of 1) 120-166k; at 16 queued events 163k;
+/// - one stream fed by 32 HTTP publishers (CPU-bound): one call at a time 12.8-14.3k/s; a spill of
+///   1 13.4-13.6k, with Redis busier (26 % against 21 %: more, smaller calls); at 16 14.3-15.5k.
+pub(crate) const SPILL_AT: usize = 16;
 
 /// The position of the resend flag among a publish command's arguments: `EVALSHA`, the SHA, the
 /// key count, the keys, then the channel, the history length, the TTL, the publish command and

@@ -13,7 +13,7 @@ use stream_redis::RedisSource;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use crate::broker::{CALLS_PER_CHANNEL, Inner, RedisBroker};
+use crate::broker::{CALLS_PER_CHANNEL, Inner, RedisBroker, SPILL_AT};
 use crate::error::ConnectError;
 use crate::fanout::Fanout;
 use crate::hub::{self, Hub, SubscriberConn};
@@ -297,7 +297,7 @@ impl RedisBrokerBuilder {
                 cluster,
                 client_name: self.client_name,
                 subscribe_wait,
-                commits: GroupCommit::with_depth(CALLS_PER_CHANNEL),
+                commits: GroupCommit::with_depth(CALLS_PER_CHANNEL, SPILL_AT),
             }),
         })
     }
