@@ -193,11 +193,13 @@ impl Inner {
     /// connection (one round trip; on a cluster, one per node, in parallel). Returns the ids the
     /// scripts gave, in the order of `events` (a control event keeps its own).
     ///
-    /// Publishes of one channel that overlap share a call (group commit, per channel): while
-    /// [`CALLS_PER_CHANNEL`] calls of a channel are under way, the events published meanwhile to
-    /// that channel, by any task or emitter of this process, queue and go out together in the
-    /// next call. Nothing waits to fill a batch. Each caller's events stay together and in order,
-    /// in one call; a publish made after another returned comes after it. Runs in a TRACE span
+    /// Publishes of one channel that overlap share a call (group commit, per channel): while a
+    /// call of a channel is under way, the events published meanwhile to that channel, by any
+    /// task or emitter of this process, queue and go out together in the next call, which starts
+    /// when the call under way ends, or beside it once [`SPILL_AT`] events wait (at most
+    /// [`CALLS_PER_CHANNEL`] at once). Nothing waits to fill a batch. Each caller's events stay
+    /// together and in order, in one call; a publish made after another returned comes after it.
+    /// Runs in a TRACE span
     /// (`publish`, with the first event's channel and the batch size).
     #[tracing::instrument(
         name = "publish",
