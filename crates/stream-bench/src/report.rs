@@ -856,6 +856,39 @@ pub fn write_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::latency::LatencySummary;
+
+    #[test]
+    fn a_peer_run_that_delivered_nothing_has_no_p99() {
+        let run = |server: &str, run: u32, p99_us: u64, count: u64| Record {
+            scenario: "fanout-100-r1000".into(),
+            server: server.into(),
+            run,
+            measurement: Measurement::Load(Box::new(LoadResult {
+                latency: LatencySummary {
+                    count,
+                    p99_us,
+                    ..LatencySummary::default()
+                },
+                ..LoadResult::default()
+            })),
+        };
+        let records = [
+            run(PROJECT, 1, 9_000, 100),
+            run("nchan", 1, 0, 0),
+            run("nchan", 2, 0, 0),
+            run("nchan", 3, 22_000, 100),
+            run("centrifugo", 1, 30_000, 100),
+        ];
+        let goal = p99_goal(&Grouped::new(&records), "fanout-100-r1000", "p99");
+        assert_eq!(goal.met, Some(true), "{}", goal.shown);
+        assert!(goal.shown.ends_with("vs 22000 µs"), "{}", goal.shown);
+
+        // The same peer with a real p99 below the project's: not met.
+        let records = [run(PROJECT, 1, 9_000, 100), run("nchan", 1, 8_000, 100)];
+        let goal = p99_goal(&Grouped::new(&records), "fanout-100-r1000", "p99");
+        assert_eq!(goal.met, Some(false), "{}", goal.shown);
+    }
 
     #[test]
     fn spread_takes_the_median() {
