@@ -299,17 +299,23 @@ mod tests {
 
     use super::*;
 
-    /// A backend that numbers items in call order, slowly, and counts its calls.
+    /// A backend that numbers items in call order, slowly, counts its calls, records how many
+    /// were under way at once, and refuses a batch holding `u32::MAX`.
     #[derive(Default)]
     struct Backend {
         next: AtomicU64,
         calls: AtomicUsize,
+        running: AtomicUsize,
+        most: AtomicUsize,
     }
 
     impl Backend {
         async fn call(&self, items: Vec<u32>) -> Result<Vec<EventId>, PublishError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            self.running.fetch_sub(1, Ordering::SeqCst);
             if items.contains(&u32::MAX) {
                 return Err(PublishError::Backend("refused".into()));
             }
@@ -352,33 +358,11 @@ mod tests {
         assert!(commit.lock().is_empty(), "an idle key leaves nothing behind");
     }
 
-    /// A backend that numbers items in call order, slowly, and records how many calls were under
-    /// way at once.
-    #[derive(Default)]
-    struct Overlapping {
-        next: AtomicU64,
-        running: AtomicUsize,
-        most: AtomicUsize,
-    }
-
-    impl Overlapping {
-        async fn call(&self, items: Vec<u32>) -> Result<Vec<EventId>, PublishError> {
-            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
-            self.most.fetch_max(now, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(2)).await;
-            self.running.fetch_sub(1, Ordering::SeqCst);
-            Ok(items
-                .iter()
-                .map(|_| EventId::from_parts(1, self.next.fetch_add(1, Ordering::SeqCst) + 1))
-                .collect())
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_depth_bounds_the_calls_under_way_and_every_item_gets_its_id() {
         for (depth, spill) in [(1, 1), (2, 1), (2, 8), (3, 4)] {
             let commit = Arc::new(GroupCommit::<&str, u32>::with_depth(depth, spill));
-            let backend = Arc::new(Overlapping::default());
+            let backend = Arc::new(Backend::default());
             let tasks: Vec<_> = (0..64u32)
                 .map(|i| {
                     let (commit, backend) = (commit.clone(), backend.clone());
@@ -429,7 +413,7 @@ mod tests {
     async fn submitters_that_go_away_at_any_point_never_stall_a_key() {
         for (depth, spill) in [(1, 1), (2, 1), (2, 8), (3, 4)] {
             let commit = Arc::new(GroupCommit::<u8, u32>::with_depth(depth, spill));
-            let backend = Arc::new(Overlapping::default());
+            let backend = Arc::new(Backend::default());
             let mut stay = Vec::new();
             let mut go = Vec::new();
             for i in 0..200u32 {

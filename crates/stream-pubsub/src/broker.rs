@@ -32,12 +32,12 @@ use stream_redis::{SharedConnection, evalsha, on_runtime};
 ///   trimmed by sequence number to `history_max_len`), publishes each chunk as one message
 ///   (`PUBLISH`, or `SPUBLISH` on a cluster; the events travel as the publisher serialized them,
 ///   the ids beside them, see `docs/pubsub.md`), renews the history and owner TTLs now and
-///   then, and records the first `done` id; it returns the ids. Overlapping publishes of one channel in this process share a call. So
-///   the channel's order is the order in which Redis ran the scripts, whoever published, from any
-///   process or host. A publish whose reply did not come (a timeout,
-///   a broken connection) is resent in a form that finds its first run by a token and returns
-///   the same ids: never a second copy. It works from a plain thread with no runtime (a
-///   `BlockingEmitter`): the work then runs on the runtime the broker was built on.
+///   then, and records the first `done` id; it returns the ids. Overlapping publishes of one
+///   channel in this process share a call. So the channel's order is the order in which Redis
+///   ran the scripts, whoever published, from any process or host. A publish whose reply did not
+///   come (a timeout, a broken connection) is resent in a form that finds its first run by a
+///   token and returns the same ids: never a second copy. It works from a plain thread with no
+///   runtime (a `BlockingEmitter`): the work then runs on the runtime the broker was built on.
 /// - **Subscribe** registers a local subscriber with a bounded queue on the broker's one
 ///   subscriber connection (no connection per subscription; the first local subscriber of a
 ///   channel costs one `SUBSCRIBE` round trip), waits until the subscription is confirmed, then
@@ -199,8 +199,7 @@ impl Inner {
     /// when the call under way ends, or beside it once [`SPILL_AT`] events wait (at most
     /// [`CALLS_PER_CHANNEL`] at once). Nothing waits to fill a batch. Each caller's events stay
     /// together and in order, in one call; a publish made after another returned comes after it.
-    /// Runs in a TRACE span
-    /// (`publish`, with the first event's channel and the batch size).
+    /// Runs in a TRACE span (`publish`, with the first event's channel and the batch size).
     #[tracing::instrument(
         name = "publish",
         level = "trace",

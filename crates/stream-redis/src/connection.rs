@@ -219,11 +219,8 @@ impl SharedConnection {
     /// The kept connection and its generation, or a fresh one from the pool (which connects when
     /// the pool has none idle). No round trip when one is kept.
     pub async fn checkout(&self) -> Result<(u64, Conn), BoxError> {
-        {
-            let kept = self.lock();
-            if let Some((conn, _)) = &kept.conn {
-                return Ok((kept.generation, conn.clone()));
-            }
+        if let Some(kept) = self.kept() {
+            return Ok(kept);
         }
         let (conn, held) = match &self.pool {
             Pool::Standalone(pool) => {
@@ -243,6 +240,12 @@ impl SharedConnection {
         kept.generation += 1;
         kept.conn = Some((conn.clone(), held));
         Ok((kept.generation, conn))
+    }
+
+    /// The kept connection and its generation, if one is kept (no pool checkout).
+    fn kept(&self) -> Option<(u64, Conn)> {
+        let kept = self.lock();
+        kept.conn.as_ref().map(|(conn, _)| (kept.generation, conn.clone()))
     }
 
     /// Forgets the kept connection if it is still the one of `generation`; the next checkout
@@ -287,11 +290,7 @@ impl SharedConnection {
         loop {
             // The cold paths (a pool checkout, a script load, a pause) are boxed: inline, they
             // would make every command's future several KiB, held by each call in flight.
-            let kept = {
-                let kept = self.lock();
-                kept.conn.as_ref().map(|(conn, _)| (kept.generation, conn.clone()))
-            };
-            let checked_out = match kept {
+            let checked_out = match self.kept() {
                 Some(checked_out) => Ok(checked_out),
                 None => Box::pin(self.checkout()).await,
             };
