@@ -39,6 +39,9 @@ use redis::Script;
 ///   a resume point of an earlier epoch (see [`READ`]). The sequence state is
 ///   `<ms>:<seq>:<renewed>:<epoch>`; a state lost apart from the history (evicted) is recovered
 ///   from the history's last entry, so ids go on where they were.
+/// - **Number-to-text conversions**, which cost about half a microsecond each in Redis's Lua (a
+///   `sprintf`): the millisecond is put together from `TIME`'s digits, and the epoch and the
+///   renewal time are kept as the text they were read as.
 const ACCEPT: &str = r#"
 local hist, done, seqk, live, owner = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local chan, maxlen, ttl, pub = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -64,42 +67,55 @@ local function ulid(ms, seq)
   return table.concat(out)
 end
 local function accept(first, token)
-  local ms, seq, renewed, epoch = now_ms(), 0, 0, nil
+  local t = redis.call('TIME')
+  local us = t[2]
+  -- The server's millisecond as digits, without a number-to-text conversion (costly in Lua).
+  local msarg = t[1] .. string.sub(string.rep('0', 6 - #us) .. us, 1, 3)
+  local ms = tonumber(msarg)
+  local seq, renewed, rtext, epoch = 0, 0, '0', nil
   local state = redis.call('GET', seqk)
   if state then
     local last, s, r, e = string.match(state, '^(%d+):(%d+):?(%d*):?(%d*)$')
-    ms = math.max(ms, tonumber(last))
+    local lastms = tonumber(last)
+    if lastms > ms then
+      ms, msarg = lastms, last
+    end
     seq = tonumber(s)
-    renewed = tonumber(r) or 0
+    if r ~= '' then
+      renewed, rtext = tonumber(r), r
+    end
     -- A state written before epochs: the last millisecond keeps the entry ids growing.
-    epoch = tonumber(e) or tonumber(last)
+    epoch = e ~= '' and e or last
   else
     -- Lost apart from the history (evicted): go on from the history's last entry.
     local top = redis.call('XREVRANGE', hist, '+', '-', 'COUNT', 1)[1]
     if top then
       local e, s = string.match(top[1], '^(%d+)-(%d+)$')
-      epoch, seq = tonumber(e), tonumber(s)
-      ms = math.max(ms, epoch)
+      epoch, seq = e, tonumber(s)
+      local epochms = tonumber(e)
+      if epochms > ms then
+        ms, msarg = epochms, e
+      end
     else
-      epoch = ms
+      epoch = msarg
     end
   end
   local start = seq + 1
-  -- Integers below 10^14 print exactly with Lua's %.14g (what `..` uses).
-  local msarg = string.format('%.0f', ms)
   local doneat = tonumber(ARGV[first])
-  local msgs, b = {}, 0
+  local msgs, b, seqtext = {}, 0, nil
   for i = first + 1, #ARGV, 2 do
-    local head = msarg .. ':' .. (seq + 1)
     local count = tonumber(ARGV[i])
     if not count or count < 1 then
       return redis.error_reply('a chunk must be sent as its event count and its body')
     end
+    local head = msarg .. ':' .. (seq + 1)
     seq = seq + count
+    -- Integers below 10^14 print exactly with Lua's %.14g; made once, for the id and the state.
+    seqtext = tostring(seq)
     if b == 0 and token ~= '' then
-      redis.call('XADD', hist, epoch .. '-' .. seq, 't', token, 'i', head, 'e', ARGV[i + 1])
+      redis.call('XADD', hist, epoch .. '-' .. seqtext, 't', token, 'i', head, 'e', ARGV[i + 1])
     else
-      redis.call('XADD', hist, epoch .. '-' .. seq, 'i', head, 'e', ARGV[i + 1])
+      redis.call('XADD', hist, epoch .. '-' .. seqtext, 'i', head, 'e', ARGV[i + 1])
     end
     b = b + 1
     msgs[b] = head .. '\n' .. ARGV[i + 1]
@@ -120,11 +136,11 @@ local function accept(first, token)
     redis.call(pub, chan, msgs[k])
   end
   if ms - renewed >= slack then
-    redis.call('SET', seqk, msarg .. ':' .. seq .. ':' .. msarg .. ':' .. epoch, 'PX', keep)
+    redis.call('SET', seqk, msarg .. ':' .. seqtext .. ':' .. msarg .. ':' .. epoch, 'PX', keep)
     redis.call('PEXPIRE', hist, keep)
     redis.call('PEXPIRE', owner, keep, 'GT')
   else
-    redis.call('SET', seqk, msarg .. ':' .. seq .. ':' .. renewed .. ':' .. epoch, 'KEEPTTL')
+    redis.call('SET', seqk, msarg .. ':' .. seqtext .. ':' .. rtext .. ':' .. epoch, 'KEEPTTL')
   end
   return { ms, start }
 end

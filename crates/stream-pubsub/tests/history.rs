@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde_json::{Map, json};
 use stream_core::conformance::broker::{assert_ends, assert_quiet, numbered, publish_all, publish_each, take};
 use stream_core::conformance::unique_channel;
-use stream_core::{ChannelConfig, ChannelRegistry, Event, EventId, EventPublisher, EventSubscriber, EventType, UserId};
+use stream_core::{
+    ChannelConfig, ChannelId, ChannelRegistry, Event, EventId, EventPublisher, EventSubscriber, EventType, UserId,
+};
 use stream_pubsub::{ConnectError, RedisBroker, RedisSource, redis};
 
 fn ids(events: &[Event]) -> Vec<EventId> {
@@ -218,6 +220,66 @@ async fn a_lost_sequence_state_goes_on_from_the_history(broker: &RedisBroker, ad
     assert_quiet(&mut sub).await;
 }
 
+/// A channel's history entries as Redis holds them: each entry's id and its fields.
+async fn history_entries(
+    conn: &mut redis::aio::MultiplexedConnection,
+    broker: &RedisBroker,
+    ch: &ChannelId,
+) -> Vec<(String, Vec<(String, String)>)> {
+    redis::cmd("XRANGE")
+        .arg(format!("{}{{{ch}}}:h", broker.config().key_prefix))
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await
+        .expect("XRANGE")
+}
+
+/// The sequence state in each form it was ever written in (`<ms>:<seq>`, then with the renewal
+/// time, then with the epoch), with its millisecond ahead of the server's clock: the next publish
+/// goes on with the next sequence number, never takes an earlier millisecond, and writes the state
+/// in today's form (`<ms>:<seq>:<renewed>:<epoch>`, the epoch being the old last millisecond when
+/// the state had none).
+async fn every_form_of_the_sequence_state_is_read(broker: &RedisBroker, admin_url: &str) {
+    let mut conn = common::admin(admin_url).await;
+    let ahead = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+        + 3_600_000;
+    for (form, state, epoch) in [
+        ("ms:seq", format!("{ahead}:7"), ahead),
+        ("ms:seq:renewed", format!("{ahead}:7:{ahead}"), ahead),
+        (
+            "ms:seq:renewed:epoch",
+            format!("{ahead}:7:{ahead}:1700000000000"),
+            1_700_000_000_000,
+        ),
+    ] {
+        let ch = unique_channel("form");
+        let key = format!("{}{{{ch}}}:n", broker.config().key_prefix);
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(&state)
+            .arg("PX")
+            .arg(60_000)
+            .query_async(&mut conn)
+            .await
+            .expect("SET");
+        let id = broker.publish(&numbered(&ch, 0)).await.expect("publish");
+        assert_eq!(id.sequence(), Some(8), "{form}: the sequence goes on");
+        assert_eq!(id.unix_ms(), ahead, "{form}: the millisecond never goes back");
+        let now: String = redis::cmd("GET").arg(&key).query_async(&mut conn).await.expect("GET");
+        let parts: Vec<&str> = now.split(':').collect();
+        assert_eq!(parts.len(), 4, "{form}: today's form ({now})");
+        assert_eq!(parts[..2], [ahead.to_string(), "8".into()], "{form}: {now}");
+        assert_eq!(parts[3], epoch.to_string(), "{form}: the epoch ({now})");
+        let stored = history_entries(&mut conn, broker, &ch).await;
+        assert_eq!(stored.len(), 1, "{form}: one entry");
+        assert_eq!(stored[0].0, format!("{epoch}-8"), "{form}: keyed <epoch>-<last seq>");
+    }
+}
+
 /// The bytes that travel through Redis are the bytes of the SSE frame: the history entry holds
 /// the JSON the publisher serialized after its id (so does the pub/sub message), and the frame's
 /// `data:` is that, with `{"id":"<the id the script gave>` in front, framed once per process.
@@ -231,13 +293,7 @@ async fn frames_carry_the_stored_bytes(broker: &RedisBroker, admin_url: &str) {
     let again = other.next_shared().await.expect("an event").expect("no error");
     assert_eq!(shared.frame().as_ptr(), again.frame().as_ptr(), "one frame for both");
     let mut conn = common::admin(admin_url).await;
-    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(format!("{}{{{ch}}}:h", broker.config().key_prefix))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .expect("XRANGE");
+    let entries = history_entries(&mut conn, broker, &ch).await;
     let field = |name: &str| &entries[0].1.iter().find(|(k, _)| k == name).expect("the field").1;
     let stored = field("e");
     let sent = event.to_json();
@@ -274,6 +330,7 @@ async fn standalone_history_resume_and_replay() {
     a_batch_across_channels(&broker).await;
     a_lost_history_is_announced(&broker, &common::redis_url()).await;
     a_lost_sequence_state_goes_on_from_the_history(&broker, &common::redis_url()).await;
+    every_form_of_the_sequence_state_is_read(&broker, &common::redis_url()).await;
     frames_carry_the_stored_bytes(&broker, &common::redis_url()).await;
     let capped = common::standalone(small_history()).await;
     history_is_capped_and_expires(&capped, &common::redis_url()).await;
