@@ -12,7 +12,8 @@
 # with `go install`); a peer that cannot be installed or started is left out and the report says
 # so. OpenSearch (baseline (d)) is used at OPENSEARCH_URL (default http://127.0.0.1:9250) if it is
 # up, else started with scripts/opensearch.sh and stopped again at the end.
-# Every server runs alone during its runs; each is stopped before the next starts.
+# Every server runs alone during its runs; each is stopped before the next starts, and the runs go
+# round the servers (run 1 of each, then run 2 of each, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -185,51 +186,53 @@ load() { # server scenario run args...
 }
 sat_rate() { echo $(((1000000 / $1) > 200 ? 1000000 / $1 : 200)); } # ~1M deliveries/s offered
 
-run_server_scenarios() { # server
-  local s=$1
-  for run in $(seq 1 $RUNS); do
-    if [ "$MODE" = full ] || [ "$s" = stream-axum ] || [ "$s" = "$BEFORE_NAME" ]; then
-      load "$s" unloaded "$run" --subscribers 1 --rate 100 --publishers 1
-    fi
-    [ "$MODE" = full ] && load "$s" single-stream "$run" --subscribers 1 --rate 30000 --publishers 32
-    for m in "${FANOUT_SIZES[@]}"; do
-      [ "$s" = stream-actix ] && [ "$m" != 1000 ] && continue # actix: the 1,000 point only
-      load "$s" "fanout-$m-fixed" "$run" --subscribers "$m" --rate $FIXED_RATE --publishers 4
-      # At saturation the server runs seconds behind: a longer drain, so that "lost" counts events
-      # that never came, not events still on their way.
-      LOAD_DRAIN=10 load "$s" "fanout-$m-sat" "$run" --subscribers "$m" --rate "$(sat_rate "$m")" --publishers 16
-    done
-    [ "$s" = stream-actix ] && continue
-    # The p99 row of the fast-path issue: 100 subscribers at 1,000 msg/s (100k deliveries/s).
-    load "$s" fanout-100-r1000 "$run" --subscribers 100 --rate 1000 --publishers 4
-    load "$s" "unicast-$UNICAST" "$run" --subscribers $UNICAST --channels $UNICAST --rate 5000 --publishers 16
+# One run of every load scenario against server $1 (started), then its idle-memory run on a fresh
+# server.
+run_server_scenarios() { # server run
+  local s=$1 run=$2
+  if [ "$MODE" = full ] || [ "$s" = stream-axum ] || [ "$s" = "$BEFORE_NAME" ]; then
+    load "$s" unloaded "$run" --subscribers 1 --rate 100 --publishers 1
+  fi
+  [ "$MODE" = full ] && load "$s" single-stream "$run" --subscribers 1 --rate 30000 --publishers 32
+  for m in "${FANOUT_SIZES[@]}"; do
+    [ "$s" = stream-actix ] && [ "$m" != 1000 ] && continue # actix: the 1,000 point only
+    load "$s" "fanout-$m-fixed" "$run" --subscribers "$m" --rate $FIXED_RATE --publishers 4
+    # At saturation the server runs seconds behind: a longer drain, so that "lost" counts events
+    # that never came, not events still on their way.
+    LOAD_DRAIN=10 load "$s" "fanout-$m-sat" "$run" --subscribers "$m" --rate "$(sat_rate "$m")" --publishers 16
   done
-  # Idle memory: a fresh server per run, so RSS growth is the streams' alone.
   [ "$s" = stream-actix ] && return 0
-  for run in $(seq 1 $RUNS); do
-    stop_server && start_server "$s" || { note "$s could not be restarted for idle run $run"; continue; }
-    load "$s" "idle-$IDLE_STREAMS" "$run" --idle --subscribers $IDLE_STREAMS --channels $IDLE_STREAMS \
-      --connect-concurrency 512
-    # The floor: the same server's bare event-stream route (no broker, no pipeline), fresh too.
-    [ "$s" = stream-axum ] || continue
-    stop_server && start_server "$s" || { note "$s could not be restarted for the floor, run $run"; continue; }
-    URL="$URL/bare" load bare-axum "idle-$IDLE_STREAMS" "$run" --idle --subscribers $IDLE_STREAMS \
-      --channels $IDLE_STREAMS --connect-concurrency 512
-  done
+  # The p99 row of the fast-path issue: 100 subscribers at 1,000 msg/s (100k deliveries/s).
+  load "$s" fanout-100-r1000 "$run" --subscribers 100 --rate 1000 --publishers 4
+  load "$s" "unicast-$UNICAST" "$run" --subscribers $UNICAST --channels $UNICAST --rate 5000 --publishers 16
+  # Idle memory: a fresh server, so RSS growth is the streams' alone.
+  stop_server && start_server "$s" || { note "$s could not be restarted for idle run $run"; return 0; }
+  load "$s" "idle-$IDLE_STREAMS" "$run" --idle --subscribers $IDLE_STREAMS --channels $IDLE_STREAMS \
+    --connect-concurrency 512
+  # The floor: the same server's bare event-stream route (no broker, no pipeline), fresh too.
+  [ "$s" = stream-axum ] || return 0
+  stop_server && start_server "$s" || { note "$s could not be restarted for the floor, run $run"; return 0; }
+  URL="$URL/bare" load bare-axum "idle-$IDLE_STREAMS" "$run" --idle --subscribers $IDLE_STREAMS \
+    --channels $IDLE_STREAMS --connect-concurrency 512
 }
 
-for s in "${SERVERS[@]}"; do
-  case "$s" in
-    nchan) [ $have_nchan -eq 1 ] || continue ;;
-    centrifugo) [ $have_centrifugo -eq 1 ] || continue ;;
-  esac
-  step "server $s"
-  if start_server "$s"; then
-    run_server_scenarios "$s"
-    stop_server
-  else
-    note "$s was NOT measured: it did not start (see .bench/$MODE/$s.log)."
-  fi
+# The runs go round the servers (run 1 of each, then run 2 of each, ...), each on a fresh server:
+# the machine is shared, and a noisy minute then falls on one run of several servers, which the
+# medians absorb, rather than on every run of one server, which would skew the ratios.
+for run in $(seq 1 $RUNS); do
+  for s in "${SERVERS[@]}"; do
+    case "$s" in
+      nchan) [ $have_nchan -eq 1 ] || continue ;;
+      centrifugo) [ $have_centrifugo -eq 1 ] || continue ;;
+    esac
+    step "server $s, run $run"
+    if start_server "$s"; then
+      run_server_scenarios "$s" "$run"
+      stop_server
+    else
+      note "$s was NOT measured in run $run: it did not start (see .bench/$MODE/$s.log)."
+    fi
+  done
 done
 
 # --- baselines, no server running -----------------------------------------------------------
