@@ -216,11 +216,21 @@ run_server_scenarios() { # server run
     --channels $IDLE_STREAMS --connect-concurrency 512
 }
 
-# The runs go round the servers (run 1 of each, then run 2 of each, ...), each on a fresh server:
-# the machine is shared, and a noisy minute then falls on one run of several servers, which the
-# medians absorb, rather than on every run of one server, which would skew the ratios.
+# The runs go round the servers (run 1 of each, then run 2 of each, ...), each on a fresh server,
+# and the order changes from round to round (each round starts half the list further on, and every
+# second round goes backwards): the machine is shared, and a noisy minute then falls on one run of
+# several servers, which the medians absorb, rather than on every run of one server; nor does one
+# server always run first, or always right after another.
+round_order() { # run: the servers in that round's order
+  local n=${#SERVERS[@]} i k
+  for i in $(seq 0 $((n - 1))); do
+    k=$(((i + (run - 1) * (n / 2)) % n))
+    [ $((run % 2)) -eq 0 ] && k=$(((n - 1 - i + (run - 1) * (n / 2)) % n))
+    echo "${SERVERS[$k]}"
+  done
+}
 for run in $(seq 1 $RUNS); do
-  for s in "${SERVERS[@]}"; do
+  for s in $(round_order "$run"); do
     case "$s" in
       nchan) [ $have_nchan -eq 1 ] || continue ;;
       centrifugo) [ $have_centrifugo -eq 1 ] || continue ;;
