@@ -222,7 +222,7 @@ run_server_scenarios() { # server run
 # several servers, which the medians absorb, rather than on every run of one server; nor does one
 # server always run first, or always right after another.
 round_order() { # run: the servers in that round's order
-  local n=${#SERVERS[@]} i k
+  local run=$1 n=${#SERVERS[@]} i k
   for i in $(seq 0 $((n - 1))); do
     k=$(((i + (run - 1) * (n / 2)) % n))
     [ $((run % 2)) -eq 0 ] && k=$(((n - 1 - i + (run - 1) * (n / 2)) % n))
