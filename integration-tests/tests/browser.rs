@@ -26,8 +26,10 @@ fn chromium() -> PathBuf {
 }
 
 /// Loads `url` in a fresh headless Chromium and returns the DOM once the page has settled.
+/// The DOM after a virtual time budget of 300,000 ms: about 150 of the status line's 2 s polls,
+/// 1.3 s of real time on the test machine (see the chat test for how the budget is spent).
 fn dump_dom(url: &str) -> String {
-    dump_dom_with_budget(url, 30_000)
+    dump_dom_with_budget(url, 300_000)
 }
 
 fn dump_dom_with_budget(url: &str, budget_ms: u64) -> String {
@@ -221,7 +223,7 @@ fn the_page_resumes_a_chat_after_a_reload_and_stop_ends_one() {
         },
         Settings {
             // 25 ms per token (a quarter step): a reload after 3 tokens lands mid-answer, and the
-            // whole reply fits in the virtual time budget (which runs on while a body streams).
+            // whole reply (about 0.7 s) fits well in the virtual time budget below.
             step_ms: 100,
             lease_limit: 5,
             ..Settings::default()
@@ -229,8 +231,12 @@ fn the_page_resumes_a_chat_after_a_reload_and_stop_ends_one() {
     );
     let full = demo_service::reply_tokens("What does this demo do?").concat();
 
+    // Virtual time does not wait for a streaming body: it runs on from one page timer to the next
+    // (the status line's 2 s `/metrics` poll), waiting only for each poll's request. So a budget
+    // buys about budget / 2 s polls of real time: 1,200,000 ms is about 600 polls, 5 s on the
+    // test machine, against about 0.7 s for the reply (120,000 ms, about 0.6 s, was too close).
     let user = unique("browser-reload");
-    let dom = dump_dom_with_budget(&app.url(&format!("/?autochat=1&reloadafter=3&user={user}")), 120_000);
+    let dom = dump_dom_with_budget(&app.url(&format!("/?autochat=1&reloadafter=3&user={user}")), 1_200_000);
     assert_eq!(
         text(&dom, "reply"),
         full,
@@ -245,7 +251,7 @@ fn the_page_resumes_a_chat_after_a_reload_and_stop_ends_one() {
     );
 
     let user = unique("browser-stop");
-    let dom = dump_dom_with_budget(&app.url(&format!("/?autochat=1&stopafter=3&user={user}")), 120_000);
+    let dom = dump_dom_with_budget(&app.url(&format!("/?autochat=1&stopafter=3&user={user}")), 1_200_000);
     assert_eq!(text(&dom, "chat-status"), "stopped");
     let reply = text(&dom, "reply");
     assert!(
