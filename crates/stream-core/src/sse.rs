@@ -540,7 +540,7 @@ where
             this.touch();
             return first.map(|frame| frame.map(Ok));
         };
-        let mut batch: Option<bytes::BytesMut> = None;
+        let mut rest = Vec::new();
         let mut len = first.len();
         while len < COALESCE_BYTES {
             // Pending here has registered the waker, which only wakes the body early: harmless.
@@ -548,16 +548,18 @@ where
                 break;
             };
             len += next.len();
-            batch
-                .get_or_insert_with(|| {
-                    let mut buf = bytes::BytesMut::with_capacity(COALESCE_BYTES.max(len));
-                    buf.extend_from_slice(&first);
-                    buf
-                })
-                .extend_from_slice(&next);
+            rest.push(next);
         }
         this.touch();
-        Poll::Ready(Some(Ok(batch.map_or(first, bytes::BytesMut::freeze))))
+        if rest.is_empty() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        // Sized to the frames: a piece may wait in the server's write buffer while the client
+        // reads slowly, and spare capacity would wait with it.
+        let mut piece = bytes::BytesMut::with_capacity(len);
+        piece.extend_from_slice(&first);
+        rest.iter().for_each(|frame| piece.extend_from_slice(frame));
+        Poll::Ready(Some(Ok(piece.freeze())))
     }
 }
 
