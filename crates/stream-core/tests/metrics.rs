@@ -65,8 +65,7 @@ fn body(reply: SseReply) -> SseBody {
     }
 }
 
-/// Reads a body to its end; returns the frames.
-/// The body's frames, each ending with its blank line.
+/// Reads a body to its end; returns its frames, each ending with its blank line.
 async fn drain(body: SseBody) -> Vec<String> {
     stream_core::conformance::frames(body)
         .map(|frame| String::from_utf8(frame.to_vec()).unwrap())
