@@ -299,8 +299,8 @@ mod tests {
 
     use super::*;
 
-    /// A backend that numbers items in call order, slowly, counts its calls, records how many
-    /// were under way at once, and refuses a batch holding `u32::MAX`.
+    /// A backend that numbers items in call order, a run of numbers per call, slowly, counts its
+    /// calls, records how many were under way at once, and refuses a batch holding `u32::MAX`.
     #[derive(Default)]
     struct Backend {
         next: AtomicU64,
@@ -319,9 +319,11 @@ mod tests {
             if items.contains(&u32::MAX) {
                 return Err(PublishError::Backend("refused".into()));
             }
-            Ok(items
-                .iter()
-                .map(|_| EventId::from_parts(1, self.next.fetch_add(1, Ordering::SeqCst) + 1))
+            // One call's items take one run of numbers, as a script call does, even when calls
+            // overlap.
+            let first = self.next.fetch_add(items.len() as u64, Ordering::SeqCst) + 1;
+            Ok((first..first + items.len() as u64)
+                .map(|sequence| EventId::from_parts(1, sequence))
                 .collect())
         }
     }
