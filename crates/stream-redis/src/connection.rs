@@ -3,7 +3,10 @@
 //! deadpool-redis checks a connection with a `PING` each time it hands one out, which would double
 //! the round trips of every command. Its connections are multiplexed, so a [`SharedConnection`]
 //! checks one out once, keeps it, and sends every command over clones of it. The kept connection
-//! is dropped after an error that breaks it, and the next command checks out a fresh one.
+//! is closed after an error that breaks it or a send that gets no reply in time (it leaves the
+//! pool, rather than wait there idle), and the next command checks out a fresh one: one checkout
+//! at a time, so that the commands under way when a connection is lost (a Redis restart, a
+//! failover) share one new connection instead of opening one each.
 //!
 //! Metrics (names in `stream_core::metrics`): every script call counts in
 //! `stream_redis_script_calls_total{script}`, by the name given to
@@ -100,8 +103,19 @@ impl ConnectionLike for Conn {
 
 /// A pool object kept checked out while its connection is in use, so the pool counts it.
 enum Held {
-    Standalone(#[allow(dead_code)] deadpool_redis::Connection),
-    Cluster(#[allow(dead_code)] deadpool_redis::cluster::Connection),
+    Standalone(deadpool_redis::Connection),
+    Cluster(deadpool_redis::cluster::Connection),
+}
+
+impl Held {
+    /// Takes the connection out of the pool for good and drops it: its socket closes once the
+    /// commands still holding a clone are done.
+    fn close(self) {
+        match self {
+            Self::Standalone(conn) => drop(deadpool_redis::Connection::take(conn)),
+            Self::Cluster(conn) => drop(deadpool_redis::cluster::Connection::take(conn)),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -118,6 +132,11 @@ struct Kept {
 pub struct SharedConnection {
     pool: Pool,
     kept: Mutex<Kept>,
+    /// Held by the one checkout under way: the others wait for it rather than connect too.
+    checking_out: tokio::sync::Mutex<()>,
+    /// Checkouts that got no connection, and the last one's error: a checkout that waited
+    /// through one of them fails with its error instead of trying again at once.
+    failed_checkouts: Mutex<(u64, Option<String>)>,
     /// In microseconds, so that it can be set through a shared reference.
     response_timeout_us: AtomicU64,
     /// In microseconds, as above.
@@ -144,6 +163,8 @@ impl SharedConnection {
         Self {
             pool,
             kept: Mutex::default(),
+            checking_out: tokio::sync::Mutex::const_new(()),
+            failed_checkouts: Mutex::default(),
             response_timeout_us: AtomicU64::new(micros(DEFAULT_RESPONSE_TIMEOUT)),
             retry_window_us: AtomicU64::new(micros(DEFAULT_RETRY_WINDOW)),
             metrics: Metrics {
@@ -218,28 +239,53 @@ impl SharedConnection {
 
     /// The kept connection and its generation, or a fresh one from the pool (which connects when
     /// the pool has none idle). No round trip when one is kept.
+    ///
+    /// One checkout runs at a time. The tasks that find no connection meanwhile wait for it and
+    /// share what it got; when it got nothing, they fail with its error rather than each try the
+    /// unreachable server in turn (their retries back off and try again).
     pub async fn checkout(&self) -> Result<(u64, Conn), BoxError> {
         if let Some(kept) = self.kept() {
             return Ok(kept);
         }
-        let (conn, held) = match &self.pool {
-            Pool::Standalone(pool) => {
-                let obj = pool.get().await?;
-                (Conn::Standalone((*obj).clone()), Held::Standalone(obj))
-            }
-            Pool::Cluster(pool) => {
-                let obj = pool.get().await?;
-                (Conn::Cluster((*obj).clone()), Held::Cluster(obj))
+        let failed_before = self.failed_checkouts().0;
+        let _turn = self.checking_out.lock().await;
+        if let Some(kept) = self.kept() {
+            return Ok(kept);
+        }
+        if let (failed, Some(error)) = self.failed_checkouts()
+            && failed != failed_before
+        {
+            return Err(format!("no redis connection: {error}").into());
+        }
+        let checked_out = match &self.pool {
+            Pool::Standalone(pool) => pool
+                .get()
+                .await
+                .map(|obj| (Conn::Standalone((*obj).clone()), Held::Standalone(obj)))
+                .map_err(BoxError::from),
+            Pool::Cluster(pool) => pool
+                .get()
+                .await
+                .map(|obj| (Conn::Cluster((*obj).clone()), Held::Cluster(obj)))
+                .map_err(BoxError::from),
+        };
+        let (conn, held) = match checked_out {
+            Ok(checked_out) => checked_out,
+            Err(e) => {
+                let mut failed = self.failed_checkouts.lock().unwrap_or_else(|e| e.into_inner());
+                *failed = (failed.0 + 1, Some(e.to_string()));
+                return Err(e);
             }
         };
         let mut kept = self.lock();
-        if let Some((existing, _)) = &kept.conn {
-            // Another task checked one out meanwhile; ours goes back to the pool.
-            return Ok((kept.generation, existing.clone()));
-        }
         kept.generation += 1;
         kept.conn = Some((conn.clone(), held));
         Ok((kept.generation, conn))
+    }
+
+    /// How many checkouts got no connection, and the last one's error.
+    fn failed_checkouts(&self) -> (u64, Option<String>) {
+        self.failed_checkouts.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The kept connection and its generation, if one is kept (no pool checkout).
@@ -248,12 +294,18 @@ impl SharedConnection {
         kept.conn.as_ref().map(|(conn, _)| (kept.generation, conn.clone()))
     }
 
-    /// Forgets the kept connection if it is still the one of `generation`; the next checkout
-    /// takes a fresh one.
+    /// Closes the kept connection if it is still the one of `generation` (it leaves the pool);
+    /// the next checkout takes a fresh one.
     pub fn discard(&self, generation: u64) {
-        let mut kept = self.lock();
-        if kept.generation == generation {
-            kept.conn = None;
+        let held = {
+            let mut kept = self.lock();
+            if kept.generation != generation {
+                return;
+            }
+            kept.conn.take()
+        };
+        if let Some((_, held)) = held {
+            held.close();
         }
     }
 
