@@ -42,8 +42,9 @@
 //! | `data` with a string `token` | `start` and `text-start` before the first one, then `text-delta` |
 //! | `done` | `text-end` (when a text part is open), `finish`, then `data: [DONE]`; the stream ends |
 //! | `error` | `error` with `errorText` = the event's `message` |
+//! | `gap` | `error` with `errorText` = `part of this reply was lost (<missed> events): <reason>` ([`GAP_ERROR_TEXT`] and the notice's `missed` and `reason`) |
 //! | `ping` | nothing (use [`with_keep_alive`] for keep-alives) |
-//! | anything else (`log`, `progress`, `gap`, a `data` event without a string `token`, custom types) | nothing by default; with [`OtherEvents::DataParts`] or [`OtherEvents::TransientDataParts`] a custom `data-<type>` part whose `data` is the whole event JSON |
+//! | anything else (`log`, `progress`, a `data` event without a string `token`, custom types) | nothing by default; with [`OtherEvents::DataParts`] or [`OtherEvents::TransientDataParts`] a custom `data-<type>` part whose `data` is the whole event JSON |
 //!
 //! Notes on the choices:
 //!
@@ -55,6 +56,10 @@
 //! - An `error` part makes `useChat` stop reading and set its error state (in
 //!   `readUIMessageStream` it goes to `onError`). Our `error` events are recoverable, so a
 //!   producer should emit them only when the chat should see an error.
+//! - A `gap` (the history no longer holds events this client missed: trimmed, expired, or lost in
+//!   a Redis restart without persistence) is an `error` part too, never silence: the text the
+//!   client rebuilds lacks a piece, and it must say so. The parts after it go out as usual, for a
+//!   reader that keeps reading past an error.
 //! - The text part's id is `text-<id of the first event it carries>`: unique within the message,
 //!   and the same on every replay of the same history.
 //!
@@ -126,6 +131,10 @@ pub const KEEP_ALIVE_FRAME: &[u8] = b": keep-alive\n\n";
 
 /// The `errorText` of an `error` event that has no string `message`.
 pub const DEFAULT_ERROR_TEXT: &str = "error";
+
+/// The start of the `errorText` of a `gap`: `part of this reply was lost (<missed> events):
+/// <reason>`, or without the count when the notice has none.
+pub const GAP_ERROR_TEXT: &str = "part of this reply was lost";
 
 /// The `errorText` sent when the event stream itself fails (a broken subscription, say).
 pub const STREAM_BROKEN_ERROR_TEXT: &str = "the stream broke off; reconnect to resume";
@@ -250,6 +259,28 @@ enum Part<'a> {
     Finish,
 }
 
+/// The `errorText` of a `gap` notice, from its JSON (`missed`, `reason`): see [`GAP_ERROR_TEXT`].
+fn gap_error_text(json: &str) -> String {
+    /// The notice's fields; every other field is skipped unbuilt.
+    #[derive(Deserialize)]
+    struct Notice {
+        #[serde(default)]
+        missed: Option<Value>,
+        #[serde(default)]
+        reason: Option<Value>,
+    }
+    let notice = serde_json::from_str::<Notice>(json).ok();
+    let (missed, reason) = notice.map_or((None, None), |n| (n.missed, n.reason));
+    let reason = match &reason {
+        Some(Value::String(reason)) => reason.as_str(),
+        _ => "the history no longer holds it",
+    };
+    match missed.as_ref().and_then(Value::as_u64) {
+        Some(missed) => format!("{GAP_ERROR_TEXT} ({missed} events): {reason}"),
+        None => format!("{GAP_ERROR_TEXT}: {reason}"),
+    }
+}
+
 /// Appends one part as an SSE frame. serde_json escapes every control character, so the JSON is
 /// one line.
 fn push_part(out: &mut Vec<u8>, part: &Part<'_>) {
@@ -359,6 +390,16 @@ impl UiMessageEncoder {
                 let message = event.message();
                 let error_text = message.as_deref().unwrap_or(DEFAULT_ERROR_TEXT);
                 push_part(out, &Part::Error { error_text });
+            }
+            EventType::Gap => {
+                self.start_into(out);
+                let error_text = gap_error_text(&event.json());
+                push_part(
+                    out,
+                    &Part::Error {
+                        error_text: &error_text,
+                    },
+                );
             }
             EventType::Data => match event.token() {
                 Some(token) => self.delta_into(event.id(), &token, out),
@@ -683,6 +724,37 @@ mod tests {
              data: {{\"type\":\"error\",\"errorText\":\"Warning: retrying...\"}}\n\n\
              data: {{\"type\":\"error\",\"errorText\":\"error\"}}\n\n\
              data: {{\"type\":\"text-delta\",\"id\":\"{t}\",\"delta\":\"b\"}}\n\n"
+        );
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_gap_is_an_error_part_and_the_text_goes_on() {
+        let events = [
+            event(
+                0,
+                "gap",
+                json!({"missed": 40, "reason": "the channel history no longer holds these events"}),
+            ),
+            token(41, "rest"),
+            event(0, "gap", json!({"reason": "the channel history was lost or restarted"})),
+            event(0, "gap", json!({})),
+            done(42),
+        ];
+        let shared: Vec<SharedEvent> = events.iter().cloned().map(SharedEvent::from_event).collect();
+        let got = encode_all(&mut UiMessageEncoder::new("m"), &events);
+        assert_eq!(encode_all(&mut UiMessageEncoder::new("m"), &shared), got);
+        let t = text_id(41);
+        let want = format!(
+            "data: {{\"type\":\"start\",\"messageId\":\"m\"}}\n\n\
+             data: {{\"type\":\"error\",\"errorText\":\"part of this reply was lost (40 events): the channel history no longer holds these events\"}}\n\n\
+             data: {{\"type\":\"text-start\",\"id\":\"{t}\"}}\n\n\
+             data: {{\"type\":\"text-delta\",\"id\":\"{t}\",\"delta\":\"rest\"}}\n\n\
+             data: {{\"type\":\"error\",\"errorText\":\"part of this reply was lost: the channel history was lost or restarted\"}}\n\n\
+             data: {{\"type\":\"error\",\"errorText\":\"part of this reply was lost: the history no longer holds it\"}}\n\n\
+             data: {{\"type\":\"text-end\",\"id\":\"{t}\"}}\n\n\
+             data: {{\"type\":\"finish\"}}\n\n\
+             data: [DONE]\n\n"
         );
         assert_eq!(got, want);
     }

@@ -78,6 +78,15 @@ fn fixtures() -> Vec<Fixture> {
     // The client had the first three tokens (events 1, 2 and 3: two tokens and the progress).
     let resume_at = events[2].id();
     let rest: String = TOKENS[2..].concat();
+    // The history no longer held the client's next events (3 of them): a gap notice, then the
+    // rest.
+    let mut with_gap = vec![event(
+        0,
+        "gap",
+        json!({ "missed": 3, "reason": "the channel history no longer holds these events" }),
+    )];
+    with_gap.extend_from_slice(&events[6..]);
+    let after_gap: String = TOKENS[4..].concat();
     let mut with_error = events[..4].to_vec();
     with_error.push(event(20, "error", json!({ "message": "Warning: retrying..." })));
     with_error.push(event(21, "data", json!({ "token": " retried" })));
@@ -122,6 +131,17 @@ fn fixtures() -> Vec<Fixture> {
                 "partTypes": ["text", "data-progress"],
                 "finished": true,
                 "errors": [],
+            }),
+        },
+        Fixture {
+            name: "gap",
+            bytes: encode(UiMessageEncoder::new("msg-gap"), &with_gap, None),
+            expected: json!({
+                "messageId": "msg-gap",
+                "text": after_gap,
+                "partTypes": ["text"],
+                "finished": true,
+                "errors": ["part of this reply was lost (3 events): the channel history no longer holds these events"],
             }),
         },
         Fixture {
