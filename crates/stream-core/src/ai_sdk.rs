@@ -81,7 +81,9 @@
 //! # Keep-alives, leases and the SSE pipeline
 //!
 //! [`ui_message_stream`] is a plain transformation of an event stream: it has no timer, no idle
-//! timeout, no lease. [`with_keep_alive`] adds a keep-alive comment after each quiet interval.
+//! timeout, no lease. It counts in the stream metrics ([`crate::metrics`]) as an SSE stream does:
+//! the open gauge, a `200` open, its event frames and their latency, its close by reason.
+//! [`with_keep_alive`] adds a keep-alive comment after each quiet interval.
 //! The pipeline's own ping frames (`data: {"type":"ping",…}`) must not reach an AI SDK client,
 //! whose schema rejects them; that is why this module does not wrap
 //! [`sse_stream`](crate::sse::sse_stream)'s output.
@@ -101,7 +103,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::event::{Event, EventId, EventType};
 use crate::shared::SharedEvent;
-use crate::sse::{SseBody, push_field};
+use crate::sse::{SseBody, StreamMetrics, memchr_producer_lost, push_field, wall_ms};
 use crate::subscribe::EventCursor;
 
 /// The response header that tells the AI SDK's client that the body is a UI message stream.
@@ -439,6 +441,9 @@ impl UiMessageEncoder {
         Box::pin(UiMessageStream {
             events: Box::pin(events),
             encoder: self,
+            metrics: StreamMetrics::open(),
+            close: None,
+            producer_lost: false,
         })
     }
 
@@ -517,6 +522,8 @@ impl UiMessageEncoder {
 /// ([`STREAM_BROKEN_ERROR_TEXT`]; the error itself goes to the log).
 ///
 /// It adds no keep-alives, idle timeout or lease: wrap it in [`with_keep_alive`] for the first.
+/// It counts in the stream metrics from the moment it is made until it is dropped (see the
+/// module's "Keep-alives, leases and the SSE pipeline").
 /// Use [`UiMessageEncoder::into_stream`] to set a resume point or forward other events.
 pub fn ui_message_stream<S, T, E>(events: S, message_id: impl Into<String>) -> SseBody
 where
@@ -527,10 +534,23 @@ where
     UiMessageEncoder::new(message_id).into_stream(events)
 }
 
-/// [`UiMessageEncoder::into_stream`]'s stream.
+/// [`UiMessageEncoder::into_stream`]'s stream. It counts in the stream metrics as an SSE stream
+/// does ([`crate::metrics`]: the open gauge, a `200` open, its event frames and their latency, and
+/// its close, by reason).
 struct UiMessageStream<S> {
     events: Pin<Box<S>>,
     encoder: UiMessageEncoder,
+    metrics: StreamMetrics,
+    /// Why the stream ended, once it has; `None` when the body is dropped first (the client went).
+    close: Option<&'static str>,
+    /// Whether a `producer_lost` error went out: the `done` after it closes for that reason.
+    producer_lost: bool,
+}
+
+impl<S> Drop for UiMessageStream<S> {
+    fn drop(&mut self) {
+        self.metrics.closed(self.close.unwrap_or("client_gone"));
+    }
 }
 
 impl<S, T, E> Stream for UiMessageStream<S>
@@ -550,18 +570,31 @@ where
             match ready!(this.events.as_mut().poll_next(cx)) {
                 Some(Ok(event)) => {
                     let frames = this.encoder.encode(&event);
-                    if !frames.is_empty() {
-                        return Poll::Ready(Some(Ok(frames)));
+                    if frames.is_empty() {
+                        continue;
                     }
+                    let kind = event.kind();
+                    if !kind.is_control() {
+                        this.metrics.delivered(event.id(), wall_ms());
+                    }
+                    if *kind == EventType::Error && memchr_producer_lost(event.json().as_bytes()) {
+                        this.producer_lost = true;
+                    }
+                    if this.encoder.is_finished() {
+                        this.close = Some(if this.producer_lost { "producer_lost" } else { "done" });
+                    }
+                    return Poll::Ready(Some(Ok(frames)));
                 }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "UI message stream interrupted");
+                    this.close = Some("error");
                     return Poll::Ready(Some(Ok(this.encoder.fail(STREAM_BROKEN_ERROR_TEXT))));
                 }
                 None => {
                     // Nothing more: the message stays unfinished (no `finish`), as the client
                     // should see a stream that ended early.
                     this.encoder.finished = true;
+                    this.close.get_or_insert("done");
                     return Poll::Ready(None);
                 }
             }

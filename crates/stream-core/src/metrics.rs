@@ -13,7 +13,7 @@
 //! | `stream_duplicates_dropped_total` | counter | | events a subscriber dropped as already seen (history and live overlap) |
 //! | `stream_gaps_total` | counter | | `gap` notices sent to subscribers |
 //! | `stream_resyncs_total` | counter | | slow subscribers refilled from the history |
-//! | `stream_open_streams` | gauge | | SSE streams open now |
+//! | `stream_open_streams` | gauge | | SSE streams open now (the AI SDK's UI message streams too, as in every stream metric) |
 //! | `stream_opens_total` | counter | `answer` | stream requests by answer: `200`, `204`, `4xx`, `429`, `503` (and `5xx` for any other server error) |
 //! | `stream_closes_total` | counter | `reason` | streams ended: `done`, `client_gone`, `idle`, `lease_lost`, `producer_lost`, `shutdown`, `error` |
 //! | `stream_publish_to_deliver_seconds` | histogram | | an event's timestamp to its frame's hand-over to the body |

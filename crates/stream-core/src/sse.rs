@@ -300,14 +300,16 @@ struct Pipeline<S> {
 }
 
 /// A stream's metric handles ([`crate::metrics`]): registered when it opens, so that a frame
-/// costs an atomic add and a histogram record, never a registry lookup.
-struct StreamMetrics {
+/// costs an atomic add and a histogram record, never a registry lookup. The SSE pipeline and the
+/// AI SDK's UI message stream ([`crate::ai_sdk`]) both keep one.
+pub(crate) struct StreamMetrics {
     delivered: metrics::Counter,
     latency: metrics::Histogram,
 }
 
 impl StreamMetrics {
-    fn open() -> Self {
+    /// A stream opened: counted as a `200` answer, and open until [`closed`](Self::closed).
+    pub(crate) fn open() -> Self {
         use crate::metrics as m;
         metrics::gauge!(m::OPEN_STREAMS).increment(1.0);
         metrics::counter!(m::OPENS, m::ANSWER => "200").increment(1);
@@ -319,18 +321,31 @@ impl StreamMetrics {
 
     /// One event frame handed to the body at `now_ms` (the wall clock): the publish→deliver
     /// latency from the id's time (the broker's clock when it accepted the event).
-    fn delivered(&self, id: EventId, now_ms: u64) {
+    pub(crate) fn delivered(&self, id: EventId, now_ms: u64) {
         self.delivered.increment(1);
         self.latency.record(now_ms.saturating_sub(id.unix_ms()) as f64 / 1000.0);
     }
+
+    /// The stream ended for `reason` (a `reason` label of [`crate::metrics::CLOSES`]).
+    pub(crate) fn closed(&self, reason: &'static str) {
+        use crate::metrics as m;
+        metrics::gauge!(m::OPEN_STREAMS).decrement(1.0);
+        metrics::counter!(m::CLOSES, m::REASON => reason).increment(1);
+    }
+}
+
+/// The wall clock in milliseconds since the Unix epoch (0 before it), for
+/// [`StreamMetrics::delivered`].
+pub(crate) fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl<S> Drop for Pipeline<S> {
     fn drop(&mut self) {
-        use crate::metrics as m;
         let reason = self.close.unwrap_or("client_gone");
-        metrics::gauge!(m::OPEN_STREAMS).decrement(1.0);
-        metrics::counter!(m::CLOSES, m::REASON => reason).increment(1);
+        self.metrics.closed(reason);
         let _entered = self.span.enter();
         tracing::debug!(reason, events = self.delivered, "stream closed");
     }
@@ -478,11 +493,7 @@ where
                     if !kind.is_control() {
                         self.fresh = true;
                         self.delivered += 1;
-                        let now_ms = *self.wall_ms.get_or_insert_with(|| {
-                            std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map_or(0, |d| d.as_millis() as u64)
-                        });
+                        let now_ms = *self.wall_ms.get_or_insert_with(wall_ms);
                         self.metrics.delivered(event.id(), now_ms);
                     }
                     if self.cursor.is_ended() {
@@ -514,8 +525,8 @@ where
     }
 }
 
-/// Whether an error frame is the `producer_lost` one ([`producer_lost_events`](crate::replay::producer_lost_events)).
-fn memchr_producer_lost(frame: &[u8]) -> bool {
+/// Whether an error frame (or an error event's JSON) is the `producer_lost` one ([`producer_lost_events`](crate::replay::producer_lost_events)).
+pub(crate) fn memchr_producer_lost(frame: &[u8]) -> bool {
     const NEEDLE: &[u8] = br#""reason":"producer_lost""#;
     frame.windows(NEEDLE.len()).any(|w| w == NEEDLE)
 }

@@ -1,7 +1,8 @@
 //! The pipeline's metrics across streams' lives, read from `metrics-util`'s debugging recorder:
 //! opens by answer (200, 204, 429), events published and delivered, duplicates dropped on a
 //! resume, a gap notice, the open-streams gauge, and a close for each reason (done, client gone,
-//! idle, lease lost, producer lost, shutdown).
+//! idle, lease lost, producer lost, shutdown); then the same for AI SDK streams (and a close for
+//! an error).
 //!
 //! The recorder is global, so this binary holds one test that runs everything in order, on a
 //! current-thread runtime with paused time (the idle timeout and the lease refresh come at once).
@@ -14,6 +15,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use serde_json::{Map, json};
+use stream_core::ai_sdk::ui_message_stream;
 use stream_core::metrics as m;
 use stream_core::sse::{SseBody, SseReply, SseResponse};
 use stream_core::{
@@ -257,5 +259,64 @@ fn the_pipeline_counts_a_streams_life() {
         .await;
         assert_eq!(counter(m::CLOSES, &[(m::REASON, "producer_lost")]), 1);
         assert_eq!(gauge(m::OPEN_STREAMS), 0.0);
+
+        // AI SDK streams count as streams: opened (200), their event frames delivered (not the
+        // events they skip), and closed by reason.
+        let ch = ChannelId::generate();
+        let delivered = counter(m::EVENTS_DELIVERED, &[]);
+        let opens = counter(m::OPENS, &[(m::ANSWER, "200")]);
+        let reply = numbered([
+            Event::data(ch.clone(), "token", "Hel").unwrap(),
+            Event::new(ch.clone(), EventType::Progress, Map::new()).unwrap(),
+            Event::data(ch.clone(), "token", "lo").unwrap(),
+            Event::done(ch.clone(), true, Map::new()).unwrap(),
+        ]);
+        let chat = ui_message_stream(futures_util::stream::iter(reply.map(Ok::<_, Infallible>)), "m");
+        assert_eq!(gauge(m::OPEN_STREAMS), 1.0);
+        let text: String = chat
+            .map(|b| String::from_utf8(b.unwrap().to_vec()).unwrap())
+            .collect()
+            .await;
+        assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+        assert_eq!(counter(m::EVENTS_DELIVERED, &[]), delivered + 3, "two tokens and done");
+        assert_eq!(counter(m::OPENS, &[(m::ANSWER, "200")]), opens + 1);
+        assert_eq!(counter(m::CLOSES, &[(m::REASON, "done")]), 4);
+        assert_eq!(gauge(m::OPEN_STREAMS), 0.0);
+
+        // The client goes mid-reply.
+        let [token] = numbered([Event::data(ch.clone(), "token", "Hel").unwrap()]);
+        let events = futures_util::stream::iter([Ok::<_, Infallible>(token)]).chain(futures_util::stream::pending());
+        let mut chat = ui_message_stream(events, "m");
+        chat.next().await.expect("the first token's frames").unwrap();
+        drop(chat);
+        assert_eq!(counter(m::CLOSES, &[(m::REASON, "client_gone")]), 3);
+
+        // The subscription breaks.
+        let [token] = numbered([Event::data(ch.clone(), "token", "Hel").unwrap()]);
+        let events = futures_util::stream::iter([Ok(token), Err("broken")]);
+        ui_message_stream(events, "m").collect::<Vec<_>>().await;
+        assert_eq!(counter(m::CLOSES, &[(m::REASON, "error")]), 1);
+
+        // The producer died: its error and done.
+        let lost = numbered(stream_core::replay::producer_lost_events(&ch));
+        ui_message_stream(futures_util::stream::iter(lost.map(Ok::<_, Infallible>)), "m")
+            .collect::<Vec<_>>()
+            .await;
+        assert_eq!(counter(m::CLOSES, &[(m::REASON, "producer_lost")]), 2);
+        assert_eq!(gauge(m::OPEN_STREAMS), 0.0);
     });
+}
+
+/// `events` with ids in order, timed now (as a broker gives them).
+fn numbered<const N: usize>(events: [Event; N]) -> [Event; N] {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut seq = 0;
+    events.map(|mut event| {
+        seq += 1;
+        event.id = EventId::from_parts(now_ms, seq);
+        event
+    })
 }
