@@ -103,7 +103,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::event::{Event, EventId, EventType};
 use crate::shared::SharedEvent;
-use crate::sse::{SseBody, StreamMetrics, memchr_producer_lost, push_field, wall_ms};
+use crate::sse::{SseBody, StreamMetrics, push_field, wall_ms};
 use crate::subscribe::EventCursor;
 
 /// The response header that tells the AI SDK's client that the body is a UI message stream.
@@ -442,8 +442,6 @@ impl UiMessageEncoder {
             events: Box::pin(events),
             encoder: self,
             metrics: StreamMetrics::open(),
-            close: None,
-            producer_lost: false,
         })
     }
 
@@ -541,16 +539,6 @@ struct UiMessageStream<S> {
     events: Pin<Box<S>>,
     encoder: UiMessageEncoder,
     metrics: StreamMetrics,
-    /// Why the stream ended, once it has; `None` when the body is dropped first (the client went).
-    close: Option<&'static str>,
-    /// Whether a `producer_lost` error went out: the `done` after it closes for that reason.
-    producer_lost: bool,
-}
-
-impl<S> Drop for UiMessageStream<S> {
-    fn drop(&mut self) {
-        self.metrics.closed(self.close.unwrap_or("client_gone"));
-    }
 }
 
 impl<S, T, E> Stream for UiMessageStream<S>
@@ -577,24 +565,24 @@ where
                     if !kind.is_control() {
                         this.metrics.delivered(event.id(), wall_ms());
                     }
-                    if *kind == EventType::Error && memchr_producer_lost(event.json().as_bytes()) {
-                        this.producer_lost = true;
+                    if *kind == EventType::Error {
+                        this.metrics.error_sent(event.json().as_bytes());
                     }
                     if this.encoder.is_finished() {
-                        this.close = Some(if this.producer_lost { "producer_lost" } else { "done" });
+                        this.metrics.end();
                     }
                     return Poll::Ready(Some(Ok(frames)));
                 }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "UI message stream interrupted");
-                    this.close = Some("error");
+                    this.metrics.close("error");
                     return Poll::Ready(Some(Ok(this.encoder.fail(STREAM_BROKEN_ERROR_TEXT))));
                 }
                 None => {
                     // Nothing more: the message stays unfinished (no `finish`), as the client
                     // should see a stream that ended early.
                     this.encoder.finished = true;
-                    this.close.get_or_insert("done");
+                    this.metrics.close("done");
                     return Poll::Ready(None);
                 }
             }

@@ -282,33 +282,33 @@ struct Pipeline<S> {
     /// The shutdown wait, made once, when there is a token.
     shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     retry: Option<Duration>,
-    finished: bool,
-    /// Why the stream ended, once it has; `None` when the body is dropped first (the client went).
-    close: Option<&'static str>,
-    /// Whether a `producer_lost` error went out: the `done` after it closes for that reason.
-    producer_lost: bool,
     /// Event frames written.
     delivered: u64,
     /// Whether the piece of the body being made has an event (which moves the idle deadline).
     fresh: bool,
     /// The wall clock in milliseconds, read once per piece of the body (for the latency metric).
     wall_ms: Option<u64>,
-    /// The metric handles, registered once per stream.
+    /// The metric handles, registered once per stream, and why the stream ended once it has.
     metrics: StreamMetrics,
     /// The stream's span (channel, user, lease, resume point), entered when it closes.
     span: tracing::Span,
 }
 
-/// A stream's metric handles ([`crate::metrics`]): registered when it opens, so that a frame
-/// costs an atomic add and a histogram record, never a registry lookup. The SSE pipeline and the
-/// AI SDK's UI message stream ([`crate::ai_sdk`]) both keep one.
+/// A stream's metric handles ([`crate::metrics`]), registered when it opens so that a frame
+/// costs an atomic add and a histogram record, never a registry lookup; and why the stream ended,
+/// counted when it is dropped. The SSE pipeline and the AI SDK's UI message stream
+/// ([`crate::ai_sdk`]) both keep one.
 pub(crate) struct StreamMetrics {
     delivered: metrics::Counter,
     latency: metrics::Histogram,
+    /// Why the stream ended, once it has; `None` when the body is dropped first (the client went).
+    close: Option<&'static str>,
+    /// Whether a `producer_lost` error went out: the end after it closes for that reason.
+    producer_lost: bool,
 }
 
 impl StreamMetrics {
-    /// A stream opened: counted as a `200` answer, and open until [`closed`](Self::closed).
+    /// A stream opened: counted as a `200` answer, and open until dropped.
     pub(crate) fn open() -> Self {
         use crate::metrics as m;
         metrics::gauge!(m::OPEN_STREAMS).increment(1.0);
@@ -316,6 +316,8 @@ impl StreamMetrics {
         Self {
             delivered: metrics::counter!(m::EVENTS_DELIVERED),
             latency: metrics::histogram!(m::PUBLISH_TO_DELIVER),
+            close: None,
+            producer_lost: false,
         }
     }
 
@@ -326,11 +328,43 @@ impl StreamMetrics {
         self.latency.record(now_ms.saturating_sub(id.unix_ms()) as f64 / 1000.0);
     }
 
-    /// The stream ended for `reason` (a `reason` label of [`crate::metrics::CLOSES`]).
-    pub(crate) fn closed(&self, reason: &'static str) {
+    /// An error event went out (`bytes`: its frame or its JSON). After the `producer_lost` one,
+    /// the stream's [`end`](Self::end) closes it for that reason.
+    pub(crate) fn error_sent(&mut self, bytes: &[u8]) {
+        const NEEDLE: &[u8] = br#""reason":"producer_lost""#;
+        if bytes.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+            self.producer_lost = true;
+        }
+    }
+
+    /// The stream ended for `reason` (a `reason` label of [`crate::metrics::CLOSES`]); the first
+    /// reason given stands.
+    pub(crate) fn close(&mut self, reason: &'static str) {
+        self.close.get_or_insert(reason);
+    }
+
+    /// The channel's `done` went out: closed for `done`, or for `producer_lost` after that error
+    /// ([`producer_lost_events`](crate::replay::producer_lost_events)).
+    pub(crate) fn end(&mut self) {
+        self.close(if self.producer_lost { "producer_lost" } else { "done" });
+    }
+
+    /// Whether the stream has ended.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.close.is_some()
+    }
+
+    /// Why the stream ended: the reason given, or `client_gone` when none was.
+    pub(crate) fn reason(&self) -> &'static str {
+        self.close.unwrap_or("client_gone")
+    }
+}
+
+impl Drop for StreamMetrics {
+    fn drop(&mut self) {
         use crate::metrics as m;
         metrics::gauge!(m::OPEN_STREAMS).decrement(1.0);
-        metrics::counter!(m::CLOSES, m::REASON => reason).increment(1);
+        metrics::counter!(m::CLOSES, m::REASON => self.reason()).increment(1);
     }
 }
 
@@ -344,18 +378,16 @@ pub(crate) fn wall_ms() -> u64 {
 
 impl<S> Drop for Pipeline<S> {
     fn drop(&mut self) {
-        let reason = self.close.unwrap_or("client_gone");
-        self.metrics.closed(reason);
+        // The close itself is counted when `metrics` is dropped, right after.
         let _entered = self.span.enter();
-        tracing::debug!(reason, events = self.delivered, "stream closed");
+        tracing::debug!(reason = self.metrics.reason(), events = self.delivered, "stream closed");
     }
 }
 
 impl<S> Pipeline<S> {
     /// Ends the stream for `reason`.
     fn close(&mut self, reason: &'static str) {
-        self.finished = true;
-        self.close.get_or_insert(reason);
+        self.metrics.close(reason);
     }
 
     /// The earliest deadline the timer must wake for.
@@ -430,7 +462,7 @@ where
             return Poll::Ready(Some(frame));
         }
         loop {
-            if self.finished {
+            if self.metrics.is_closed() {
                 return Poll::Ready(None);
             }
             if let Some(shutdown) = &mut self.shutdown
@@ -479,7 +511,7 @@ where
     /// the frames after the first of a piece of the body.
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         loop {
-            if self.finished {
+            if self.metrics.is_closed() {
                 return Poll::Ready(None);
             }
             match ready!(self.events.as_mut().poll_next(cx)) {
@@ -497,12 +529,12 @@ where
                         self.metrics.delivered(event.id(), now_ms);
                     }
                     if self.cursor.is_ended() {
-                        self.close(if self.producer_lost { "producer_lost" } else { "done" });
+                        self.metrics.end();
                     }
                     let frame = event.into_frame();
                     // Rare: only an error event is looked into.
-                    if is_error && memchr_producer_lost(&frame) {
-                        self.producer_lost = true;
+                    if is_error {
+                        self.metrics.error_sent(&frame);
                     }
                     return Poll::Ready(Some(frame));
                 }
@@ -523,12 +555,6 @@ where
             }
         }
     }
-}
-
-/// Whether an error frame (or an error event's JSON) is the `producer_lost` one ([`producer_lost_events`](crate::replay::producer_lost_events)).
-pub(crate) fn memchr_producer_lost(frame: &[u8]) -> bool {
-    const NEEDLE: &[u8] = br#""reason":"producer_lost""#;
-    frame.windows(NEEDLE.len()).any(|w| w == NEEDLE)
 }
 
 impl<S, T, E> Stream for Pipeline<S>
@@ -633,9 +659,6 @@ where
         cursor: EventCursor::after(options.last_event_id),
         shutdown: options.shutdown.map(|token| Box::pin(token.cancelled_owned())),
         retry: options.retry,
-        finished: false,
-        close: None,
-        producer_lost: false,
         delivered: 0,
         fresh: false,
         wall_ms: None,
