@@ -47,9 +47,13 @@ local hist, done, seqk, live, owner = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5
 local chan, maxlen, ttl, pub = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local slack = math.ceil(tonumber(ttl) / 10)
 local keep = tonumber(ttl) + slack
+-- The server's millisecond, as a number and as its digits (put together from TIME's, without a
+-- number-to-text conversion, which is costly in Lua).
 local function now_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local us = t[2]
+  local text = t[1] .. string.sub(string.rep('0', 6 - #us) .. us, 1, 3)
+  return tonumber(text), text
 end
 -- The id of an event: its millisecond in 10 Crockford base32 characters, its sequence number in 16.
 local function ulid(ms, seq)
@@ -67,11 +71,7 @@ local function ulid(ms, seq)
   return table.concat(out)
 end
 local function accept(first, token)
-  local t = redis.call('TIME')
-  local us = t[2]
-  -- The server's millisecond as digits, without a number-to-text conversion (costly in Lua).
-  local msarg = t[1] .. string.sub(string.rep('0', 6 - #us) .. us, 1, 3)
-  local ms = tonumber(msarg)
+  local ms, msarg = now_ms()
   local seq, renewed, rtext, epoch = 0, 0, '0', nil
   local state = redis.call('GET', seqk)
   if state then
