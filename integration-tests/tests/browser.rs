@@ -25,9 +25,9 @@ fn chromium() -> PathBuf {
     path
 }
 
-/// Loads `url` in a fresh headless Chromium and returns the DOM once the page has settled.
-/// The DOM after a virtual time budget of 300,000 ms: about 150 of the status line's 2 s polls,
-/// 1.3 s of real time on the test machine (see the chat test for how the budget is spent).
+/// Loads `url` in a fresh headless Chromium and returns the DOM after a virtual time budget of
+/// 300,000 ms: about 150 of the status line's 2 s polls, 1.3 s of real time on the test machine
+/// (see the chat test for how the budget is spent).
 fn dump_dom(url: &str) -> String {
     dump_dom_with_budget(url, 300_000)
 }

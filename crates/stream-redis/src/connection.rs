@@ -252,8 +252,8 @@ impl SharedConnection {
         if let Some(kept) = self.kept() {
             return Ok(kept);
         }
-        if let (failed, Some(error)) = self.failed_checkouts()
-            && failed != failed_before
+        if let (failed, Some(error)) = &*self.failed_checkouts()
+            && *failed != failed_before
         {
             return Err(format!("no redis connection: {error}").into());
         }
@@ -272,7 +272,7 @@ impl SharedConnection {
         let (conn, held) = match checked_out {
             Ok(checked_out) => checked_out,
             Err(e) => {
-                let mut failed = self.failed_checkouts.lock().unwrap_or_else(|e| e.into_inner());
+                let mut failed = self.failed_checkouts();
                 *failed = (failed.0 + 1, Some(e.to_string()));
                 return Err(e);
             }
@@ -284,8 +284,8 @@ impl SharedConnection {
     }
 
     /// How many checkouts got no connection, and the last one's error.
-    fn failed_checkouts(&self) -> (u64, Option<String>) {
-        self.failed_checkouts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    fn failed_checkouts(&self) -> MutexGuard<'_, (u64, Option<String>)> {
+        self.failed_checkouts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The kept connection and its generation, if one is kept (no pool checkout).

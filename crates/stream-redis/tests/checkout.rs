@@ -17,12 +17,12 @@ fn redis_url() -> String {
 }
 
 /// A shared connection over a pool of the test's own, so that the pool can be looked at.
-fn shared_over(url: &str) -> (Arc<SharedConnection>, deadpool_redis::Pool) {
+fn shared_over(url: &str) -> (SharedConnection, deadpool_redis::Pool) {
     let pool = deadpool_redis::Config::from_url(url)
         .create_pool(Some(Runtime::Tokio1))
         .expect("a pool for the URL");
     let shared = RedisSource::from(pool.clone()).into_shared().expect("a pool source");
-    (Arc::new(shared), pool)
+    (shared, pool)
 }
 
 /// Sends `cmd` from `tasks` commands at once.
